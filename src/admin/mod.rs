@@ -1,0 +1,114 @@
+//! The admin port: liveness, readiness (and later metrics and status) for kubelet
+//! and operators. Kept off the app port so probes never compete with traffic.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::pool::Snapshot;
+use crate::proxy::body::{full, ProxyBody};
+
+/// Process health as probes see it.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set once the first good snapshot serves.
+    ready: AtomicBool,
+    /// Set on SIGTERM: readiness goes false so endpoints stop sending traffic.
+    draining: AtomicBool,
+    /// The last reload error, shown on `/readyz` while the previous snapshot serves.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub health: Arc<Health>,
+    pub store: Arc<ArcSwap<Snapshot>>,
+}
+
+/// Serves the admin port until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let response = match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" => readyz(&state),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    };
+    Ok(response)
+}
+
+/// 200 while a good snapshot serves (even if the last reload failed: a bad edit must
+/// not take every pod out of service); 503 before the first one and while draining.
+fn readyz(state: &AdminState) -> Response<ProxyBody> {
+    let health = &state.health;
+    if !health.is_ready() {
+        let why = if health.draining.load(Ordering::SeqCst) { "draining" } else { "no configuration loaded yet" };
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    }
+    let generation = state.store.load().generation;
+    let body = match health.last_error() {
+        None => format!("ready: generation {generation}\n"),
+        Some(e) => format!("ready: generation {generation}; last reload failed, still serving the previous configuration:\n{e}\n"),
+    };
+    text(StatusCode::OK, body)
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

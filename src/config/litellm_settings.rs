@@ -1,0 +1,121 @@
+//! LiteLLM's router-wide sections: `litellm_settings`, `router_settings` and
+//! `environment_variables`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::lines::{join_index, join_key};
+use super::model::Strategy;
+use super::secret::Secret;
+use super::validate::{self, Diags, Named};
+use super::walk::{entries, names, number, seconds, string, IGNORED};
+
+/// Router-wide settings from `litellm_settings` and `router_settings` (the latter
+/// wins when both set the same thing).
+#[derive(Default)]
+pub(crate) struct Settings {
+    pub num_retries: Option<u32>,
+    pub request_timeout: Option<Duration>,
+    pub strategy: Option<Strategy>,
+    pub allowed_fails: Option<u32>,
+    pub cooldown: Option<Duration>,
+    /// (alias, its path, one fallback)
+    pub fallbacks: Vec<(String, String, Named)>,
+}
+
+/// LiteLLM's routing strategy names in ours.
+pub(crate) fn map_strategy(name: &str) -> Option<Strategy> {
+    match name {
+        "simple-shuffle" => Some(Strategy::Weighted),
+        "least-busy" => Some(Strategy::LeastBusy),
+        "usage-based-routing" | "usage-based-routing-v2" => Some(Strategy::Usage),
+        "latency-based-routing" => Some(Strategy::Latency),
+        _ => None,
+    }
+}
+
+pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
+    for (key, v) in entries(diags, value, "litellm_settings") {
+        let at = join_key("litellm_settings", &key);
+        match key.as_str() {
+            "num_retries" => s.num_retries = number(diags, v, &at).or(s.num_retries),
+            "request_timeout" => s.request_timeout = seconds(diags, v, &at, true).or(s.request_timeout),
+            "fallbacks" => global_fallbacks(diags, v, &at, s),
+            // keyrelay never rejects unknown request params: it passes them through.
+            "drop_params" => {}
+            _ => diags.warn(&at, IGNORED),
+        }
+    }
+}
+
+pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
+    for (key, v) in entries(diags, value, "router_settings") {
+        let at = join_key("router_settings", &key);
+        match key.as_str() {
+            "routing_strategy" => {
+                if let Some(name) = string(diags, v, &at) {
+                    match map_strategy(name.trim()) {
+                        Some(st) => s.strategy = Some(st),
+                        None => diags.warn(
+                            &at,
+                            format!(
+                                "routing_strategy {name:?} is not implemented by keyrelay; using {}",
+                                validate::DEFAULT_STRATEGY
+                            ),
+                        ),
+                    }
+                }
+            }
+            "allowed_fails" => s.allowed_fails = number(diags, v, &at).or(s.allowed_fails),
+            "cooldown_time" => s.cooldown = seconds(diags, v, &at, false).or(s.cooldown),
+            "num_retries" => s.num_retries = number(diags, v, &at).or(s.num_retries),
+            "timeout" => s.request_timeout = seconds(diags, v, &at, true).or(s.request_timeout),
+            "fallbacks" => global_fallbacks(diags, v, &at, s),
+            _ => diags.warn(&at, IGNORED),
+        }
+    }
+}
+
+/// `fallbacks: [{gpt-4o: [gpt-4o-mini, claude]}]`; `*` applies to every alias.
+fn global_fallbacks(diags: &mut Diags<'_>, value: &Value, path: &str, s: &mut Settings) {
+    let Value::Sequence(items) = value else {
+        diags.error(path, "fallbacks must be a list of {model_name: [fallback model_names]}");
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let item_path = join_index(path, i);
+        for (alias, list) in entries(diags, item, &item_path) {
+            let alias_path = join_key(&item_path, &alias);
+            for fb in names(diags, list, &alias_path) {
+                s.fallbacks.push((alias.clone(), alias_path.clone(), fb));
+            }
+        }
+    }
+}
+
+/// `environment_variables`: the last place a secret name is looked up. Values are
+/// kept as [`Secret`]s and never shown; each one earns a warning, because anything
+/// written here ends up in a ConfigMap in clear text.
+pub(crate) fn environment(diags: &mut Diags<'_>, value: &Value) -> BTreeMap<String, Secret> {
+    let mut out = BTreeMap::new();
+    for (name, v) in entries(diags, value, "environment_variables") {
+        let at = join_key("environment_variables", &name);
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                diags.error(&at, "environment variable values must be strings");
+                continue;
+            }
+        };
+        diags.warn(
+            &at,
+            format!("value of {name} is written into the config: keys in a ConfigMap are not secret, put it into a Secret instead"),
+        );
+        out.insert(name, Secret::new(text));
+    }
+    out
+}

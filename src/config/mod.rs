@@ -1,0 +1,90 @@
+//! Configuration: raw serde types for both formats, validation that reports every
+//! error at once (file, line, field path), and the typed runtime [`Config`].
+//!
+//! The file is parsed twice: serde_yaml gives values (and syntax errors with their
+//! position), and [`LineIndex`] maps the field paths of later errors back to lines.
+
+mod lines;
+mod litellm;
+mod litellm_settings;
+mod model;
+mod native;
+mod render;
+mod secret;
+mod validate;
+mod values;
+mod walk;
+
+#[cfg(test)]
+mod litellm_tests;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use lines::LineIndex;
+pub use model::*;
+pub use render::render_table;
+pub use secret::{NamedKey, Secret, SecretError, SecretSource};
+
+use validate::Diags;
+
+/// Reads and loads a config file. A file that cannot be read is reported like any
+/// other config error, so `check` and reloads have one error path.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => load_str(&text, path),
+            Err(_) => Err(single(path, "config file is not valid UTF-8".into())),
+        },
+        Err(e) => Err(single(path, format!("cannot read config file: {e}"))),
+    }
+}
+
+/// Loads config text; `source` is only used in messages. A top-level `model_list`
+/// means a LiteLLM `proxy-config.yaml`, anything else is the native format.
+pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
+    let root: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err(ConfigErrors(vec![syntax_error(source, &e)])),
+    };
+    let lines = LineIndex::build(text);
+    let mut diags = Diags::new(source, &lines);
+    let config = match &root {
+        serde_yaml::Value::Mapping(map) if map.contains_key("model_list") => litellm::load(&mut diags, &root, source),
+        serde_yaml::Value::Mapping(map) => native::load(&mut diags, map, source),
+        serde_yaml::Value::Null => {
+            return Err(single(source, "config file is empty: it needs at least `models`".into()))
+        }
+        _ => {
+            return Err(single(
+                source,
+                "config file must be a YAML mapping (with `models`, or LiteLLM's `model_list`)".into(),
+            ))
+        }
+    };
+    let mut errors = diags.errors;
+    let mut warnings = diags.warnings;
+    if !errors.is_empty() {
+        sort_by_line(&mut errors);
+        return Err(ConfigErrors(errors));
+    }
+    sort_by_line(&mut warnings);
+    Ok(Loaded { config, warnings })
+}
+
+/// Reports in file order, so the output reads top to bottom like the file.
+fn sort_by_line(list: &mut [Diagnostic]) {
+    list.sort_by_key(|d| d.origin.line.unwrap_or(usize::MAX));
+}
+
+fn single(file: &Path, message: String) -> ConfigErrors {
+    ConfigErrors(vec![Diagnostic { file: file.to_path_buf(), origin: Origin::default(), message }])
+}
+
+/// A YAML syntax error; serde_yaml's message already names line and column.
+fn syntax_error(file: &Path, err: &serde_yaml::Error) -> Diagnostic {
+    let line = err.location().map(|loc| loc.line());
+    let message = format!("invalid YAML: {err}");
+    Diagnostic { file: file.to_path_buf(), origin: Origin { line, path: String::new() }, message }
+}

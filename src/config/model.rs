@@ -1,0 +1,213 @@
+//! Runtime configuration: validated, typed, and free of serde.
+//!
+//! Both file formats (native and LiteLLM) end up here. Nothing in this module can be
+//! invalid: the validators in `native.rs` and `litellm.rs` reject everything that
+//! would not make sense at run time, so the request path never re-checks config.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::provider::ProviderKind;
+
+/// A fully validated configuration, ready to be turned into a routing snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from (for messages).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    /// Alias (the `model` a client sends) to its route.
+    pub models: BTreeMap<String, ModelRoute>,
+    /// LiteLLM `environment_variables`: the last place a secret name is looked up.
+    pub inline_secrets: BTreeMap<String, crate::config::Secret>,
+}
+
+/// Process-level settings: addresses and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// TCP (+TLS) connect timeout for one upstream attempt.
+    pub connect_timeout: Duration,
+    /// One attempt's budget until response headers arrive; also the longest silence
+    /// tolerated between two chunks of a streamed response body.
+    pub request_timeout: Duration,
+    /// How long a client may take to send its request body.
+    pub client_body_timeout: Duration,
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub body_limit: usize,
+    /// How long SIGTERM waits for in-flight requests (streams too) before exiting.
+    pub shutdown_grace: Duration,
+    /// The sidecar's region: deployments in the same region are preferred.
+    pub region: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9901)),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(300),
+            client_body_timeout: Duration::from_secs(30),
+            body_limit: 32 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            region: None,
+        }
+    }
+}
+
+/// How endpoints of one alias are ordered for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    LeastBusy,
+    Latency,
+    Usage,
+}
+
+impl Strategy {
+    /// The name used in the native config and in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastBusy => "least-busy",
+            Strategy::Latency => "latency",
+            Strategy::Usage => "usage",
+        }
+    }
+
+    /// Parses a native strategy name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "round-robin" => Strategy::RoundRobin,
+            "weighted" => Strategy::Weighted,
+            "least-busy" => Strategy::LeastBusy,
+            "latency" => Strategy::Latency,
+            "usage" => Strategy::Usage,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything needed to route requests for one alias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRoute {
+    pub alias: String,
+    pub strategy: Strategy,
+    /// Retries after the first attempt within this alias (so attempts = 1 + retries).
+    pub num_retries: u32,
+    /// Aliases tried in order once this alias is exhausted.
+    pub fallbacks: Vec<String>,
+    /// Cooldown after a 429 that carries no retry hint.
+    pub cooldown: Duration,
+    /// Consecutive failures (5xx, connect errors) that take an endpoint out.
+    pub allowed_fails: u32,
+    pub deployments: Vec<Deployment>,
+}
+
+/// One upstream model at one provider, reachable with one or more keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Unique within its alias; shown in `x-keyrelay-deployment`. Defaults to
+    /// `provider/model`.
+    pub name: String,
+    pub provider: ProviderKind,
+    /// The `model` sent upstream.
+    pub upstream_model: String,
+    /// Replaces the client's `/v1` prefix, e.g. `https://api.groq.com/openai/v1`.
+    pub base_url: http::Uri,
+    pub keys: Vec<KeyRef>,
+    pub weight: u32,
+    /// Requests per minute allowed per key.
+    pub rpm: Option<u32>,
+    /// Tokens per minute allowed per key.
+    pub tpm: Option<u64>,
+    pub region: Option<String>,
+    /// Most concurrent requests per key.
+    pub max_inflight: Option<u32>,
+    /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
+    /// lower ones are unavailable.
+    pub priority: u32,
+}
+
+/// Where a deployment's keys come from. Only names live in config; values are read
+/// when a snapshot is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// Secret name: file `<secrets-dir>/NAME`, else environment variable `NAME`.
+    pub name: String,
+    /// `Single`: the whole secret is one key. `Lines`: one key per line (`keys_from`).
+    pub kind: KeyRefKind,
+    /// Where in the config file this reference was written.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefKind {
+    Single,
+    Lines,
+}
+
+/// A place in the config file: the field path and, when known, its line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub line: Option<usize>,
+    /// e.g. `models.gpt-4o.deployments[1].keys[0]` or `model_list[3].litellm_params.api_key`.
+    pub path: String,
+}
+
+/// One problem found in a config file, pointing at the file, line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.origin.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.origin.path.is_empty() {
+            write!(f, ": {}", self.origin.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every error found in one config file (never just the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} error(s) in configuration:\n{}", .0.len(), DisplayList(.0))]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+struct DisplayList<'a>(&'a [Diagnostic]);
+
+impl fmt::Display for DisplayList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in self.0 {
+            writeln!(f, "  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A successfully loaded configuration plus what `check` should warn about
+/// (ignored LiteLLM keys, keys written in plain text into the config, ...).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}

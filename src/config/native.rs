@@ -1,0 +1,331 @@
+//! The native format: raw serde types (unknown fields are errors) and their
+//! conversion into drafts for the shared checks.
+//!
+//! Each section, alias and deployment is deserialized on its own, so a typo in one
+//! deployment does not hide the errors of the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::provider::ProviderKind;
+
+use super::lines::{join_index, join_key};
+use super::model::{Config, Deployment, KeyRef, KeyRefKind, ServerSettings, Strategy};
+use super::validate::{self, report, DeploymentDraft, Diags, Named, RouteDraft};
+use super::values::{self, de, NumOrText};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "server settings")]
+struct RawServer {
+    listen: Option<String>,
+    admin: Option<String>,
+    region: Option<String>,
+    body_limit: Option<NumOrText>,
+    timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "timeouts")]
+struct RawTimeouts {
+    connect: Option<NumOrText>,
+    request: Option<NumOrText>,
+    client_body: Option<NumOrText>,
+    shutdown_grace: Option<NumOrText>,
+}
+
+/// Routing settings an alias inherits unless it sets its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename = "defaults")]
+struct RawDefaults {
+    strategy: Option<String>,
+    num_retries: Option<u32>,
+    cooldown: Option<NumOrText>,
+    allowed_fails: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "model")]
+struct RawModel {
+    strategy: Option<String>,
+    num_retries: Option<u32>,
+    cooldown: Option<NumOrText>,
+    allowed_fails: Option<u32>,
+    fallbacks: Option<Vec<String>>,
+    /// Kept raw: each deployment is deserialized on its own (see module doc).
+    deployments: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "deployment")]
+struct RawDeployment {
+    name: Option<String>,
+    provider: String,
+    model: String,
+    api_base: Option<String>,
+    keys: Option<Vec<String>>,
+    keys_from: Option<String>,
+    weight: Option<u32>,
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+    region: Option<String>,
+    max_inflight: Option<u32>,
+    order: Option<u32>,
+}
+
+const LITELLM_TOP_LEVEL: [&str; 5] =
+    ["litellm_settings", "router_settings", "general_settings", "environment_variables", "model_info"];
+
+/// Resolved `defaults:` section.
+struct Defaults {
+    strategy: Strategy,
+    num_retries: u32,
+    cooldown: std::time::Duration,
+    allowed_fails: u32,
+}
+
+/// Converts a parsed native document. `root` is known to be a mapping.
+pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Config {
+    let (mut server_v, mut defaults_v, mut models_v) = (None, None, None);
+    for (key, value) in root {
+        let slot = match key.as_str() {
+            Some("server") => &mut server_v,
+            Some("defaults") => &mut defaults_v,
+            Some("models") => &mut models_v,
+            Some(k) => {
+                let hint = if LITELLM_TOP_LEVEL.contains(&k) {
+                    " (a LiteLLM config needs a top-level `model_list`)"
+                } else {
+                    ""
+                };
+                diags.error(k, format!("unknown field `{k}`, expected one of `server`, `defaults`, `models`{hint}"));
+                continue;
+            }
+            None => {
+                diags.error("", "top-level keys must be strings");
+                continue;
+            }
+        };
+        *slot = Some(value.clone());
+    }
+
+    let server = match server_v {
+        Some(v) if !v.is_null() => {
+            de::<RawServer>(diags, v, "server").map(|raw| server(diags, raw)).unwrap_or_default()
+        }
+        _ => ServerSettings::default(),
+    };
+    let raw_defaults = match defaults_v {
+        Some(v) if !v.is_null() => de::<RawDefaults>(diags, v, "defaults").unwrap_or_default(),
+        _ => RawDefaults::default(),
+    };
+    let defaults = Defaults {
+        strategy: strategy(diags, raw_defaults.strategy.as_deref(), "defaults.strategy")
+            .unwrap_or(validate::DEFAULT_STRATEGY),
+        num_retries: raw_defaults.num_retries.unwrap_or(validate::DEFAULT_NUM_RETRIES),
+        cooldown: raw_defaults
+            .cooldown
+            .as_ref()
+            .and_then(|c| report(diags, "defaults.cooldown", values::parse_duration(c)))
+            .unwrap_or(validate::DEFAULT_COOLDOWN),
+        allowed_fails: raw_defaults.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
+    };
+
+    let mut declared = BTreeSet::new();
+    let mut routes = Vec::new();
+    match models_v {
+        Some(Value::Mapping(models)) if !models.is_empty() => {
+            for (key, value) in models {
+                let Some(alias) = key.as_str().map(str::to_owned) else {
+                    diags.error("models", "model names (aliases) must be strings");
+                    continue;
+                };
+                let path = join_key("models", &alias);
+                if alias.trim().is_empty() {
+                    diags.error(&path, "model name (alias) must not be empty");
+                    continue;
+                }
+                declared.insert(alias.clone());
+                if let Some(route) = model(diags, &alias, value, &path, &defaults) {
+                    routes.push(route);
+                }
+            }
+        }
+        Some(Value::Mapping(_)) | Some(Value::Null) | None => {
+            diags.error("models", "no models configured: `models` must map at least one alias to its deployments");
+        }
+        Some(_) => diags.error("models", "`models` must be a mapping from alias to model settings"),
+    }
+    validate::finish(diags, source, server, routes, &declared, BTreeMap::new())
+}
+
+fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
+    let mut s = ServerSettings::default();
+    if let Some(listen) = raw.listen {
+        s.listen = report(diags, "server.listen", values::parse_addr(&listen)).unwrap_or(s.listen);
+    }
+    if let Some(admin) = raw.admin {
+        s.admin = report(diags, "server.admin", values::parse_addr(&admin)).unwrap_or(s.admin);
+    }
+    if s.listen == s.admin {
+        diags.error("server.admin", format!("admin address {} is the same as the listen address", s.admin));
+    }
+    s.region = raw.region.filter(|r| !r.trim().is_empty());
+    if let Some(limit) = raw.body_limit {
+        s.body_limit = report(diags, "server.body_limit", values::parse_size(&limit)).unwrap_or(s.body_limit);
+    }
+    if let Some(t) = raw.timeouts {
+        let fields = [
+            ("connect", t.connect, &mut s.connect_timeout),
+            ("request", t.request, &mut s.request_timeout),
+            ("client_body", t.client_body, &mut s.client_body_timeout),
+            ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace),
+        ];
+        for (name, value, slot) in fields {
+            if let Some(value) = value {
+                let path = format!("server.timeouts.{name}");
+                if let Some(d) = report(diags, &path, values::parse_positive_duration(&value)) {
+                    *slot = d;
+                }
+            }
+        }
+    }
+    s
+}
+
+fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults: &Defaults) -> Option<RouteDraft> {
+    if !value.is_mapping() {
+        diags.error(path, "a model must be a mapping with at least `deployments`");
+        return None;
+    }
+    let raw: RawModel = de(diags, value, path)?;
+    let strategy = strategy(diags, raw.strategy.as_deref(), &join_key(path, "strategy")).unwrap_or(defaults.strategy);
+    let cooldown = match &raw.cooldown {
+        Some(c) => report(diags, &join_key(path, "cooldown"), values::parse_duration(c)).unwrap_or(defaults.cooldown),
+        None => defaults.cooldown,
+    };
+    let fallbacks_path = join_key(path, "fallbacks");
+    let fallbacks = raw
+        .fallbacks
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Named { value, path: join_index(&fallbacks_path, i) })
+        .collect();
+
+    let deployments_path = join_key(path, "deployments");
+    let raw_deployments = raw.deployments.unwrap_or_default();
+    if raw_deployments.is_empty() {
+        diags.error(&deployments_path, format!("model {alias:?} needs at least one deployment"));
+    }
+    let deployments = raw_deployments
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| deployment(diags, v, &join_index(&deployments_path, i)))
+        .collect();
+    Some(RouteDraft {
+        alias: alias.to_owned(),
+        strategy,
+        num_retries: raw.num_retries.unwrap_or(defaults.num_retries),
+        cooldown,
+        allowed_fails: raw.allowed_fails.unwrap_or(defaults.allowed_fails),
+        fallbacks,
+        deployments,
+    })
+}
+
+fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<DeploymentDraft> {
+    if !value.is_mapping() {
+        diags.error(path, "a deployment must be a mapping with `provider`, `model` and `keys`");
+        return None;
+    }
+    let raw: RawDeployment = de(diags, value, path)?;
+    let errors_before = diags.errors.len();
+
+    let provider_path = join_key(path, "provider");
+    let provider = ProviderKind::from_name(raw.provider.trim());
+    if provider.is_none() {
+        diags.error(
+            &provider_path,
+            format!("unknown provider {:?} (known: {})", raw.provider, validate::known_providers()),
+        );
+    }
+    if raw.model.trim().is_empty() {
+        diags.error(&join_key(path, "model"), "upstream model must not be empty");
+    }
+    let base_url = provider.and_then(|p| {
+        let at = if raw.api_base.is_some() { join_key(path, "api_base") } else { provider_path.clone() };
+        report(diags, &at, validate::resolve_base(p, raw.api_base.as_deref()))
+    });
+
+    let mut keys = Vec::new();
+    let keys_path = join_key(path, "keys");
+    for (i, name) in raw.keys.unwrap_or_default().into_iter().enumerate() {
+        let at = join_index(&keys_path, i);
+        if report(diags, &at, values::check_secret_name(&name)).is_some() {
+            keys.push(KeyRef { name, kind: KeyRefKind::Single, origin: diags.origin(&at) });
+        }
+    }
+    if let Some(name) = raw.keys_from {
+        let at = join_key(path, "keys_from");
+        if report(diags, &at, values::check_secret_name(&name)).is_some() {
+            keys.push(KeyRef { name, kind: KeyRefKind::Lines, origin: diags.origin(&at) });
+        }
+    }
+    if keys.is_empty() && diags.errors.len() == errors_before {
+        diags.error(path, "a deployment needs at least one key: set `keys` (secret names) and/or `keys_from`");
+    }
+
+    for (field, value) in [("weight", raw.weight), ("rpm", raw.rpm), ("max_inflight", raw.max_inflight)] {
+        if value == Some(0) {
+            diags.error(&join_key(path, field), format!("{field} must be at least 1"));
+        }
+    }
+    if raw.tpm == Some(0) {
+        diags.error(&join_key(path, "tpm"), "tpm must be at least 1");
+    }
+    let explicit_name = match raw.name {
+        Some(name) if name.trim().is_empty() => {
+            diags.error(&join_key(path, "name"), "deployment name must not be empty");
+            None
+        }
+        Some(name) => Some(Named { value: name, path: join_key(path, "name") }),
+        None => None,
+    };
+
+    if diags.errors.len() != errors_before {
+        return None;
+    }
+    let (provider, base_url) = (provider?, base_url?);
+    Some(DeploymentDraft {
+        explicit_name,
+        deployment: Deployment {
+            name: String::new(),
+            provider,
+            upstream_model: raw.model.trim().to_owned(),
+            base_url,
+            keys,
+            weight: raw.weight.unwrap_or(1),
+            rpm: raw.rpm,
+            tpm: raw.tpm,
+            region: raw.region.filter(|r| !r.trim().is_empty()),
+            max_inflight: raw.max_inflight,
+            priority: raw.order.unwrap_or(0),
+        },
+    })
+}
+
+/// Parses a native strategy name, reporting unknown ones.
+fn strategy(diags: &mut Diags<'_>, name: Option<&str>, path: &str) -> Option<Strategy> {
+    let name = name?;
+    let parsed = Strategy::from_name(name.trim());
+    if parsed.is_none() {
+        diags.error(
+            path,
+            format!("unknown strategy {name:?} (expected one of round-robin, weighted, least-busy, latency, usage)"),
+        );
+    }
+    parsed
+}

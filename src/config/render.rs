@@ -1,0 +1,119 @@
+//! The routing table `keyrelay check` prints, so a user can see what a config
+//! (especially a migrated LiteLLM one) actually means before deploying it.
+
+use std::fmt::Write as _;
+
+use super::model::{Config, Deployment, KeyRefKind};
+
+const HEADERS: [&str; 5] = ["DEPLOYMENT", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "LIMITS"];
+
+/// Renders aliases, their routing settings, deployments and key *names* (values are
+/// never part of a [`Config`], so they cannot leak here). Columns are aligned across
+/// the whole table.
+pub fn render_table(config: &Config) -> String {
+    let s = &config.server;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "server: listen {}, admin {}, request timeout {}, body limit {}{}",
+        s.listen,
+        s.admin,
+        humantime::format_duration(s.request_timeout),
+        size(s.body_limit),
+        s.region.as_deref().map(|r| format!(", region {r}")).unwrap_or_default(),
+    );
+
+    let rows: Vec<(&Deployment, [String; 5])> =
+        config.models.values().flat_map(|m| m.deployments.iter()).map(|d| (d, columns(d))).collect();
+    let mut widths = HEADERS.map(str::len);
+    for (_, cols) in &rows {
+        for (w, c) in widths.iter_mut().zip(cols) {
+            *w = (*w).max(c.len());
+        }
+    }
+
+    let mut rows = rows.into_iter();
+    for route in config.models.values() {
+        let _ = writeln!(out, "\nmodel {}", route.alias);
+        let _ = writeln!(
+            out,
+            "  strategy {}, retries {}, cooldown {}, allowed fails {}",
+            route.strategy,
+            route.num_retries,
+            humantime::format_duration(route.cooldown),
+            route.allowed_fails
+        );
+        if !route.fallbacks.is_empty() {
+            let _ = writeln!(out, "  fallbacks: {}", route.fallbacks.join(" -> "));
+        }
+        out.push_str(&line(&HEADERS.map(str::to_owned), &widths));
+        for (d, cols) in rows.by_ref().take(route.deployments.len()) {
+            out.push_str(&line(&cols, &widths));
+            let keys: Vec<String> = d
+                .keys
+                .iter()
+                .map(|k| match k.kind {
+                    KeyRefKind::Single => k.name.clone(),
+                    KeyRefKind::Lines => format!("{} (one key per line)", k.name),
+                })
+                .collect();
+            let _ = writeln!(out, "      keys: {}", keys.join(", "));
+        }
+    }
+
+    let deployments: usize = config.models.values().map(|m| m.deployments.len()).sum();
+    let keys: usize = config.models.values().flat_map(|m| &m.deployments).map(|d| d.keys.len()).sum();
+    let _ = writeln!(out, "\n{} model(s), {deployments} deployment(s), {keys} key reference(s)", config.models.len());
+    if !config.inline_secrets.is_empty() {
+        let names: Vec<&str> = config.inline_secrets.keys().map(String::as_str).collect();
+        let _ = writeln!(out, "inline environment_variables (looked up last): {}", names.join(", "));
+    }
+    out
+}
+
+fn columns(d: &Deployment) -> [String; 5] {
+    let mut limits = Vec::new();
+    if d.weight != 1 {
+        limits.push(format!("weight {}", d.weight));
+    }
+    if let Some(rpm) = d.rpm {
+        limits.push(format!("rpm {rpm}"));
+    }
+    if let Some(tpm) = d.tpm {
+        limits.push(format!("tpm {tpm}"));
+    }
+    if let Some(n) = d.max_inflight {
+        limits.push(format!("max inflight {n}"));
+    }
+    if d.priority != 0 {
+        limits.push(format!("order {}", d.priority));
+    }
+    if let Some(region) = &d.region {
+        limits.push(format!("region {region}"));
+    }
+    let limits = if limits.is_empty() { "-".to_owned() } else { limits.join(", ") };
+    [d.name.clone(), d.provider.to_string(), d.upstream_model.clone(), d.base_url.to_string(), limits]
+}
+
+fn line(cols: &[String; 5], widths: &[usize; 5]) -> String {
+    let mut s = String::from("    ");
+    for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+        if i + 1 == cols.len() {
+            s.push_str(c);
+        } else {
+            let _ = write!(s, "{c:<w$}  ");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn size(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{}{name}", bytes / unit);
+        }
+    }
+    format!("{bytes}B")
+}

@@ -1,0 +1,216 @@
+//! API key values and where they come from.
+//!
+//! A [`Secret`] can be passed around, compared and stored, but it prints as
+//! `<redacted>` everywhere; the only way to the value is [`Secret::expose`], called
+//! from one place: where the provider's auth header is built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::model::{KeyRef, KeyRefKind};
+
+/// An API key value. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The raw value. Only `provider::auth` should call this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A process-local hash of the value, to notice that a key changed under the same
+    /// name without keeping or showing the value. Not stable across processes.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.0.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A key value together with the name it is known by everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    /// The secret name (`GEMINI_API_KEY_2`), or `NAME#n` for line `n` of a
+    /// `keys_from` secret.
+    pub name: String,
+    pub secret: Secret,
+}
+
+/// Why a secret name could not be turned into a key. Never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {name:?} not found (no file {path} and no environment variable {name})", path = .file.display())]
+    NotFound { name: String, file: PathBuf },
+    #[error("secret {name:?} not found (no secrets dir set and no environment variable {name})")]
+    NotFoundNoDir { name: String },
+    #[error("secret {name:?} is empty")]
+    Empty { name: String },
+    #[error("secret {name:?} could not be read: {reason}")]
+    Unreadable { name: String, reason: String },
+    #[error("secret {name:?} is not a valid secret name (letters, digits, '-', '_', '.')")]
+    BadName { name: String },
+}
+
+/// Resolves secret names to values: `<dir>/NAME` (a mounted Secret, followed through
+/// kubelet's symlinks), then the process environment, then the config's inline
+/// `environment_variables`.
+#[derive(Debug, Clone, Default)]
+pub struct SecretSource {
+    pub dir: Option<PathBuf>,
+    pub inline: BTreeMap<String, Secret>,
+}
+
+impl SecretSource {
+    pub fn new(dir: Option<PathBuf>, inline: BTreeMap<String, Secret>) -> Self {
+        Self { dir, inline }
+    }
+
+    /// The keys one reference stands for: one key, or one per non-empty line.
+    pub fn resolve(&self, key: &KeyRef) -> Result<Vec<NamedKey>, SecretError> {
+        let raw = self.read_raw(&key.name)?;
+        match key.kind {
+            KeyRefKind::Single => {
+                let value = raw.trim();
+                if value.is_empty() {
+                    return Err(SecretError::Empty { name: key.name.clone() });
+                }
+                Ok(vec![NamedKey { name: key.name.clone(), secret: Secret::new(value) }])
+            }
+            KeyRefKind::Lines => {
+                let keys: Vec<NamedKey> = raw
+                    .lines()
+                    .enumerate()
+                    .filter_map(|(i, line)| {
+                        let value = line.trim();
+                        (!value.is_empty() && !value.starts_with('#')).then(|| NamedKey {
+                            name: format!("{}#{}", key.name, i + 1),
+                            secret: Secret::new(value),
+                        })
+                    })
+                    .collect();
+                if keys.is_empty() {
+                    return Err(SecretError::Empty { name: key.name.clone() });
+                }
+                Ok(keys)
+            }
+        }
+    }
+
+    fn read_raw(&self, name: &str) -> Result<String, SecretError> {
+        if !is_valid_name(name) {
+            return Err(SecretError::BadName { name: name.to_owned() });
+        }
+        if let Some(dir) = &self.dir {
+            let path = dir.join(name);
+            match read_file(&path) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(reason) => return Err(SecretError::Unreadable { name: name.to_owned(), reason }),
+            }
+        }
+        if let Some(v) = std::env::var_os(name) {
+            return v
+                .into_string()
+                .map_err(|_| SecretError::Unreadable { name: name.to_owned(), reason: "environment variable is not UTF-8".into() });
+        }
+        if let Some(v) = self.inline.get(name) {
+            return Ok(v.expose().to_owned());
+        }
+        Err(match &self.dir {
+            Some(dir) => SecretError::NotFound { name: name.to_owned(), file: dir.join(name) },
+            None => SecretError::NotFoundNoDir { name: name.to_owned() },
+        })
+    }
+}
+
+/// Reads a secret file, following symlinks. `Ok(None)` when it does not exist.
+fn read_file(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| "file is not UTF-8".to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.kind().to_string()),
+    }
+}
+
+/// Secret names must be plain file names: no path separators, no `..`, no hidden
+/// kubelet entries.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Origin;
+
+    fn key(name: &str, kind: KeyRefKind) -> KeyRef {
+        KeyRef { name: name.into(), kind, origin: Origin::default() }
+    }
+
+    #[test]
+    fn debug_and_display_redact() {
+        let s = Secret::new("sk-very-secret-value");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{s}"), "<redacted>");
+        let nk = NamedKey { name: "K".into(), secret: s };
+        assert!(!format!("{nk:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn file_through_symlink_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..data_x");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("K1"), "  sk-one\n").unwrap();
+        std::os::unix::fs::symlink(data.join("K1"), dir.path().join("K1")).unwrap();
+        let src = SecretSource::new(Some(dir.path().into()), BTreeMap::new());
+        let got = src.resolve(&key("K1", KeyRefKind::Single)).unwrap();
+        assert_eq!(got[0].secret.expose(), "sk-one");
+        assert_eq!(got[0].name, "K1");
+    }
+
+    #[test]
+    fn empty_file_is_an_error_and_lines_pool_names_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("EMPTY"), "\n  \n").unwrap();
+        std::fs::write(dir.path().join("POOL"), "a1\n\n# comment\nb2\n").unwrap();
+        let src = SecretSource::new(Some(dir.path().into()), BTreeMap::new());
+        assert!(matches!(src.resolve(&key("EMPTY", KeyRefKind::Single)), Err(SecretError::Empty { .. })));
+        let pool = src.resolve(&key("POOL", KeyRefKind::Lines)).unwrap();
+        let names: Vec<_> = pool.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["POOL#1", "POOL#4"]);
+    }
+
+    #[test]
+    fn missing_and_bad_names_never_show_values() {
+        let mut inline = BTreeMap::new();
+        inline.insert("INLINE_ONLY_X".to_string(), Secret::new("inline-value"));
+        let src = SecretSource::new(None, inline);
+        assert_eq!(src.resolve(&key("INLINE_ONLY_X", KeyRefKind::Single)).unwrap()[0].secret.expose(), "inline-value");
+        let err = src.resolve(&key("KEYRELAY_SURELY_UNSET_42", KeyRefKind::Single)).unwrap_err();
+        assert!(err.to_string().contains("KEYRELAY_SURELY_UNSET_42"));
+        assert!(matches!(src.resolve(&key("../etc/passwd", KeyRefKind::Single)), Err(SecretError::BadName { .. })));
+    }
+}

@@ -1,0 +1,237 @@
+//! Checks shared by both formats, run on the drafts each format produces: names,
+//! base URLs, fallbacks, duplicate keys. Every problem is collected; nothing stops
+//! at the first error.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::provider::ProviderKind;
+
+use super::lines::LineIndex;
+use super::model::{Config, Deployment, Diagnostic, KeyRef, ModelRoute, Origin, ServerSettings, Strategy};
+use super::secret::Secret;
+
+/// Collects errors and warnings for one file, resolving each field path to a line.
+pub(crate) struct Diags<'a> {
+    file: &'a Path,
+    lines: &'a LineIndex,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl<'a> Diags<'a> {
+    pub fn new(file: &'a Path, lines: &'a LineIndex) -> Self {
+        Self { file, lines, errors: Vec::new(), warnings: Vec::new() }
+    }
+
+    pub fn origin(&self, path: &str) -> Origin {
+        Origin { line: self.lines.line(path), path: path.to_owned() }
+    }
+
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        let d = self.diagnostic(path, message.into());
+        self.errors.push(d);
+    }
+
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let d = self.diagnostic(path, message.into());
+        self.warnings.push(d);
+    }
+
+    fn diagnostic(&self, path: &str, message: String) -> Diagnostic {
+        Diagnostic { file: self.file.to_path_buf(), origin: self.origin(path), message }
+    }
+}
+
+/// A name written somewhere in the file (a fallback alias, a deployment name).
+#[derive(Debug, Clone)]
+pub(crate) struct Named {
+    pub value: String,
+    pub path: String,
+}
+
+/// One alias as read from either format, before the shared checks.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteDraft {
+    pub alias: String,
+    pub strategy: Strategy,
+    pub num_retries: u32,
+    pub cooldown: Duration,
+    pub allowed_fails: u32,
+    pub fallbacks: Vec<Named>,
+    pub deployments: Vec<DeploymentDraft>,
+}
+
+/// A deployment whose `name` is still to be assigned (unless written explicitly).
+#[derive(Debug, Clone)]
+pub(crate) struct DeploymentDraft {
+    pub explicit_name: Option<Named>,
+    pub deployment: Deployment,
+}
+
+/// Format-independent defaults (`defaults:` in native, LiteLLM's router defaults).
+pub(crate) const DEFAULT_STRATEGY: Strategy = Strategy::Weighted;
+pub(crate) const DEFAULT_NUM_RETRIES: u32 = 2;
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_ALLOWED_FAILS: u32 = 3;
+
+/// The base URL a deployment talks to: `api_base` when given, else the provider's.
+/// The result is absolute http(s) and has no trailing slash, so the proxy can append
+/// the client's path after `/v1` without doubling slashes.
+pub(crate) fn resolve_base(provider: ProviderKind, api_base: Option<&str>) -> Result<http::Uri, String> {
+    let raw = match (api_base.map(str::trim), provider.default_base()) {
+        (Some(base), _) if !base.is_empty() => base,
+        (_, Some(default)) => default,
+        (_, None) => {
+            return Err(format!(
+                "provider {provider} has no default URL: set api_base (e.g. https://my-endpoint.example.com/v1)"
+            ));
+        }
+    };
+    let trimmed = raw.trim_end_matches('/');
+    let uri: http::Uri = trimmed.parse().map_err(|e| format!("api_base {trimmed:?} is not a valid URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("api_base {trimmed:?} must start with https:// or http://")),
+    }
+    if uri.host().map_or(true, str::is_empty) {
+        return Err(format!("api_base {trimmed:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("api_base {trimmed:?} must not carry a query string"));
+    }
+    Ok(uri)
+}
+
+/// Known provider names, for "unknown provider" messages.
+pub(crate) fn known_providers() -> String {
+    ProviderKind::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Runs the cross-alias checks and builds the runtime [`Config`]. `declared` holds
+/// every alias written in the file, including ones whose definition had errors, so
+/// that a broken alias does not also produce "unknown fallback" noise.
+pub(crate) fn finish(
+    diags: &mut Diags<'_>,
+    source: &Path,
+    server: ServerSettings,
+    routes: Vec<RouteDraft>,
+    declared: &BTreeSet<String>,
+    inline_secrets: BTreeMap<String, Secret>,
+) -> Config {
+    let mut models = BTreeMap::new();
+    for route in routes {
+        let fallbacks = check_fallbacks(diags, &route.alias, &route.fallbacks, declared);
+        let deployments = assign_names(diags, route.deployments);
+        for d in &deployments {
+            check_duplicate_keys(diags, &d.keys);
+        }
+        let alias = route.alias.clone();
+        models.insert(
+            alias.clone(),
+            ModelRoute {
+                alias,
+                strategy: route.strategy,
+                num_retries: route.num_retries,
+                fallbacks,
+                cooldown: route.cooldown,
+                allowed_fails: route.allowed_fails,
+                deployments,
+            },
+        );
+    }
+    Config { source: source.to_path_buf(), server, models, inline_secrets }
+}
+
+/// Fallbacks must name other aliases of this file; repeats are dropped.
+fn check_fallbacks(
+    diags: &mut Diags<'_>,
+    alias: &str,
+    fallbacks: &[Named],
+    declared: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for fb in fallbacks {
+        if fb.value == alias {
+            diags.error(&fb.path, format!("model {alias:?} cannot fall back to itself"));
+        } else if !declared.contains(&fb.value) {
+            let known = declared.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            diags.error(&fb.path, format!("fallback {:?} is not a configured model (known: {known})", fb.value));
+        } else if !out.contains(&fb.value) {
+            out.push(fb.value.clone());
+        }
+    }
+    out
+}
+
+/// Explicit names must be unique within the alias; automatic `provider/model` names
+/// get `#2`, `#3`, ... when they collide.
+fn assign_names(diags: &mut Diags<'_>, drafts: Vec<DeploymentDraft>) -> Vec<Deployment> {
+    let mut taken: HashSet<String> = HashSet::new();
+    for d in &drafts {
+        if let Some(name) = &d.explicit_name {
+            if !taken.insert(name.value.clone()) {
+                diags.error(&name.path, format!("deployment name {:?} is used twice in this model", name.value));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let mut deployment = draft.deployment;
+        match draft.explicit_name {
+            Some(name) => deployment.name = name.value,
+            None => {
+                let base = format!("{}/{}", deployment.provider, deployment.upstream_model);
+                let mut name = base.clone();
+                let mut n = 2;
+                while taken.contains(&name) {
+                    name = format!("{base}#{n}");
+                    n += 1;
+                }
+                taken.insert(name.clone());
+                deployment.name = name;
+            }
+        }
+        out.push(deployment);
+    }
+    out
+}
+
+/// The same secret twice in one deployment would double its share silently.
+fn check_duplicate_keys(diags: &mut Diags<'_>, keys: &[KeyRef]) {
+    let mut seen = HashSet::new();
+    for key in keys {
+        if !seen.insert(&key.name) {
+            diags.error(&key.origin.path, format!("secret {:?} is listed twice in this deployment", key.name));
+        }
+    }
+}
+
+/// Turns a check's `Err(message)` into an error at `path`.
+pub(crate) fn report<T>(diags: &mut Diags<'_>, path: &str, result: Result<T, String>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(message) => {
+            diags.error(path, message);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let u = resolve_base(ProviderKind::Groq, None).unwrap();
+        assert_eq!(u.to_string(), "https://api.groq.com/openai/v1");
+        let u = resolve_base(ProviderKind::OpenAiCompatible, Some("http://vllm:8000/v1/")).unwrap();
+        assert_eq!(u.to_string(), "http://vllm:8000/v1");
+        assert!(resolve_base(ProviderKind::Azure, None).unwrap_err().contains("api_base"));
+        assert!(resolve_base(ProviderKind::OpenAi, Some("ftp://x/v1")).is_err());
+        assert!(resolve_base(ProviderKind::OpenAi, Some("/v1")).is_err());
+        assert!(resolve_base(ProviderKind::OpenAi, Some("api.openai.com/v1")).is_err());
+    }
+}

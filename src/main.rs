@@ -1,0 +1,135 @@
+//! The `keyrelay` command line: parse arguments, set up logging, run a subcommand.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use keyrelay::config::{self, SecretSource};
+use keyrelay::pool::Snapshot;
+use keyrelay::runtime::{Options, Running};
+
+#[derive(Parser)]
+#[command(name = "keyrelay", version, about = "Balances LLM API traffic over pools of keys", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run(RunArgs),
+    /// Validate a config, resolve its secrets, and print the routing table.
+    Check(SourceArgs),
+    /// A self-contained showcase: mock providers, the proxy, traffic and a live table.
+    Demo(keyrelay::demo::DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// Config file: native keyrelay YAML or a LiteLLM proxy-config.yaml.
+    #[arg(long, env = "KEYRELAY_CONFIG", default_value = "/etc/keyrelay/config.yaml")]
+    config: PathBuf,
+    /// Directory of the mounted Secret: one file per key name.
+    #[arg(long, env = "KEYRELAY_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// App port address (overrides server.listen).
+    #[arg(long, env = "KEYRELAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin port address (overrides server.admin).
+    #[arg(long, env = "KEYRELAY_ADMIN")]
+    admin: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyrelay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Demo(args)) => {
+            keyrelay::telemetry::init_logging("warn");
+            runtime.block_on(keyrelay::demo::run(args))
+        }
+        Some(Command::Run(args)) => runtime.block_on(run(args)),
+        None => runtime.block_on(run(cli.run)),
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    keyrelay::telemetry::init_logging("info");
+    let options = Options { config: args.source.config, secrets_dir: args.source.secrets_dir, listen: args.listen, admin: args.admin };
+    let running = match Running::start(options).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("keyrelay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining open requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// `keyrelay check`: every error at once, each with file, line and field; exit 1 if any.
+fn check(args: &SourceArgs) -> ExitCode {
+    let loaded = match config::load_file(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let secrets = SecretSource::new(args.secrets_dir.clone(), loaded.config.inline_secrets.clone());
+    if let Err(errors) = Snapshot::build(&loaded.config, &secrets, None) {
+        eprintln!("{}", config::ConfigErrors(errors));
+        return ExitCode::FAILURE;
+    }
+    print!("{}", config::render_table(&loaded.config));
+    println!("{}: OK", args.config.display());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,128 @@
+//! The routing snapshot: everything a request reads, built whole off the request path
+//! and swapped in atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::RngCore;
+
+use super::endpoint::{Endpoint, EndpointId, EndpointState};
+use super::select::{self, CandidateView, Select};
+use crate::config::{Config, Diagnostic, ModelRoute, ServerSettings, SecretSource};
+use crate::provider::Auth;
+
+/// An immutable routing table plus shared endpoint state. Requests load it once and
+/// keep using it even if a newer one is stored meanwhile.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every successful (re)load.
+    pub generation: u64,
+    pub server: ServerSettings,
+    routes: BTreeMap<String, Route>,
+}
+
+/// One alias: its settings, its endpoints and the strategy that orders them.
+#[derive(Debug)]
+pub struct Route {
+    pub settings: ModelRoute,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    selector: Box<dyn Select>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a validated config, reading every key. State of
+    /// endpoints that also exist in `previous` (same alias, deployment and key name,
+    /// same key value) carries over. Returns every problem found, never the first only.
+    pub fn build(config: &Config, secrets: &SecretSource, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Diagnostic>> {
+        let carried: HashMap<(&EndpointId, u64), &Arc<EndpointState>> = previous
+            .into_iter()
+            .flat_map(|p| p.routes.values())
+            .flat_map(|r| &r.endpoints)
+            .map(|e| ((&e.id, e.key_fingerprint), &e.state))
+            .collect();
+        let mut errors = Vec::new();
+        let mut routes = BTreeMap::new();
+        for (alias, model) in &config.models {
+            let mut endpoints = Vec::new();
+            for deployment in &model.deployments {
+                let deployment_arc = Arc::new(deployment.clone());
+                for key_ref in &deployment.keys {
+                    let keys = match secrets.resolve(key_ref) {
+                        Ok(keys) => keys,
+                        Err(e) => {
+                            errors.push(Diagnostic { file: config.source.clone(), origin: key_ref.origin.clone(), message: e.to_string() });
+                            continue;
+                        }
+                    };
+                    for key in keys {
+                        let auth = match Auth::new(deployment.provider.auth_style(), &key.secret) {
+                            Ok(auth) => auth,
+                            Err(e) => {
+                                let message = format!("secret {:?}: {e}", key.name);
+                                errors.push(Diagnostic { file: config.source.clone(), origin: key_ref.origin.clone(), message });
+                                continue;
+                            }
+                        };
+                        let id = EndpointId { alias: alias.clone(), deployment: deployment.name.clone(), key_name: key.name };
+                        let fingerprint = key.secret.fingerprint();
+                        let state = carried.get(&(&id, fingerprint)).map(|s| Arc::clone(s)).unwrap_or_default();
+                        endpoints.push(Arc::new(Endpoint {
+                            id,
+                            deployment: Arc::clone(&deployment_arc),
+                            auth,
+                            key_fingerprint: fingerprint,
+                            state,
+                        }));
+                    }
+                }
+            }
+            let selector = select::for_strategy(model.strategy, endpoints.len());
+            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, selector });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        Ok(Snapshot { generation, server: config.server.clone(), routes })
+    }
+
+    pub fn route(&self, alias: &str) -> Option<&Route> {
+        self.routes.get(alias)
+    }
+
+    /// All routes, sorted by alias.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values()
+    }
+}
+
+impl Route {
+    /// The endpoints to try for one request, best first: available ones that pass
+    /// `usable`, ordered by priority, then local region, then the alias's strategy.
+    pub fn candidates(
+        &self,
+        usable: impl Fn(&Endpoint) -> bool,
+        region: Option<&str>,
+        now: Instant,
+        rng: &mut dyn RngCore,
+    ) -> Vec<Arc<Endpoint>> {
+        let available: Vec<(usize, &Arc<Endpoint>)> =
+            self.endpoints.iter().enumerate().filter(|(_, e)| usable(e) && e.is_available(now)).collect();
+        let views: Vec<CandidateView> = available
+            .iter()
+            .map(|(index, e)| CandidateView { index: *index, weight: e.deployment.weight, in_flight: e.state.in_flight() })
+            .collect();
+        let mut ordered: Vec<&Arc<Endpoint>> =
+            self.selector.order(&views, rng).into_iter().filter_map(|pos| available.get(pos).map(|(_, e)| *e)).collect();
+        let remote = |e: &Endpoint| region.is_some() && e.deployment.region.as_deref() != region;
+        ordered.sort_by_key(|e| (e.deployment.priority, remote(e)));
+        ordered.into_iter().cloned().collect()
+    }
+
+    /// When the first endpoint passing `usable` comes out of cooldown; `None` if one
+    /// is available now or none could ever be.
+    pub fn earliest_recovery(&self, usable: impl Fn(&Endpoint) -> bool) -> Option<Instant> {
+        self.endpoints.iter().filter(|e| usable(e)).filter_map(|e| e.state.cooldown_until()).min()
+    }
+}

@@ -1,0 +1,107 @@
+//! The proxy's error boundary: every way a request can fail before an upstream
+//! response is passed through, and the one place those map to HTTP statuses.
+//!
+//! Client messages are generic and in OpenAI's error shape, so SDKs surface them
+//! cleanly. They never carry key values, upstream URLs or internal details.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, ProxyBody};
+
+/// Why keyrelay itself answered instead of an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("request body has no \"model\" field; keyrelay routes requests by model")]
+    MissingModel,
+    #[error("\"model\" must be a string")]
+    ModelNotString,
+    #[error("the model `{0}` does not exist")]
+    UnknownModel(String),
+    #[error("model `{alias}` has no deployment that serves {api}")]
+    NoDeploymentForApi { alias: String, api: &'static str },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("the request body could not be read")]
+    BodyRead,
+    #[error("{method} {path} is not an API keyrelay routes")]
+    UnsupportedPath { method: String, path: String },
+    #[error("all keys for model `{alias}` are rate limited; retry later")]
+    AllCoolingDown { alias: String, retry_after: Duration },
+    #[error("the upstream provider could not be reached")]
+    UpstreamConnect,
+    #[error("the upstream provider did not answer in time")]
+    UpstreamTimeout,
+    #[error("keyrelay is shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::MissingModel | ProxyError::ModelNotString => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::UnknownModel(_) | ProxyError::UnsupportedPath { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoDeploymentForApi { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyRead => StatusCode::BAD_REQUEST,
+            ProxyError::AllCoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// OpenAI's `error.type` and `error.code` for this error.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::BodyRead => ("invalid_request_error", "invalid_body"),
+            ProxyError::MissingModel | ProxyError::ModelNotString => ("invalid_request_error", "invalid_model"),
+            ProxyError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
+            ProxyError::NoDeploymentForApi { .. } => ("invalid_request_error", "unsupported_api"),
+            ProxyError::UnsupportedPath { .. } => ("invalid_request_error", "unknown_url"),
+            ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ProxyError::BodyTimeout => ("invalid_request_error", "request_timeout"),
+            ProxyError::AllCoolingDown { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            ProxyError::UpstreamConnect => ("api_error", "upstream_unavailable"),
+            ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
+            ProxyError::ShuttingDown => ("api_error", "shutting_down"),
+        }
+    }
+
+    /// The response the client sees.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (kind, code) = self.kind();
+        let mut message = self.to_string();
+        if message.len() > 300 {
+            let cut = (0..=300).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+            message.truncate(cut);
+            message.push('…');
+        }
+        let mut response = error_response(self.status(), &message, kind, code);
+        if let ProxyError::AllCoolingDown { retry_after, .. } = &self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A response in OpenAI's error shape: `{"error":{"message","type","param","code"}}`.
+pub fn error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,10 @@
+//! The request path: accept, read, route, select, forward with failover, relay.
+
+pub mod body;
+pub mod error;
+mod forward;
+pub mod inbound;
+mod server;
+pub mod upstream;
+
+pub use server::{serve, ProxyState};

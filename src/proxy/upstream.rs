@@ -1,0 +1,123 @@
+//! The upstream side: a pooled HTTPS client and the request sent to a chosen endpoint.
+//!
+//! The upstream host always comes from config, never from the client (no SSRF via
+//! `Host` or absolute URIs); client credentials and hop-by-hop headers are stripped
+//! before the endpoint's key is set.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::inbound::{Api, Inbound};
+use crate::pool::Endpoint;
+use crate::provider::CLIENT_CREDENTIAL_HEADERS;
+
+/// The shared upstream client: keep-alive pooled, HTTP/2 when the server offers it
+/// by ALPN, plain `http://` allowed for local servers.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// The request for one attempt at `endpoint`.
+pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<Bytes>>, http::Error> {
+    let deployment = &endpoint.deployment;
+    let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
+    let body = inbound.body_for(&deployment.upstream_model);
+
+    let mut headers = inbound.parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in CLIENT_CREDENTIAL_HEADERS.iter().chain([&header::HOST, &header::CONTENT_LENGTH, &header::ACCEPT_ENCODING]) {
+        headers.remove(name);
+    }
+    // Identity encoding keeps bodies readable for usage and retry hints.
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
+
+    let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(Full::new(body))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// `base` + the client's path after `/v1` + the client's query without `key=`.
+/// Gemini-native paths go to the API root of the base (its `/openai` suffix dropped).
+fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<Uri, http::Error> {
+    let base_path = base.path().trim_end_matches('/');
+    let path = match &inbound.api {
+        Api::GeminiNative { method } => {
+            let root = base_path.strip_suffix("/openai").unwrap_or(base_path);
+            format!("{root}/models/{upstream_model}:{method}")
+        }
+        Api::OpenAi | Api::AnthropicMessages => {
+            let client_path = inbound.parts.uri.path();
+            format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
+        }
+    };
+    let query: Vec<&str> =
+        inbound.parts.uri.query().into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty() && !p.starts_with("key=")).collect();
+    let path_and_query = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse()?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Starting and stopping the proxy: load config, build the first snapshot, bind the
+//! app and admin ports, and on shutdown drain before returning.
+//!
+//! `main.rs` and the tests both go through [`Running::start`], so tests exercise the
+//! same wiring the binary uses (on port 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState, Health};
+use crate::config::{self, ConfigErrors, SecretSource};
+use crate::pool::Snapshot;
+use crate::proxy::{self, upstream, ProxyState};
+
+/// What `keyrelay run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub config: PathBuf,
+    pub secrets_dir: Option<PathBuf>,
+    /// Overrides `server.listen` (a LiteLLM file has none).
+    pub listen: Option<SocketAddr>,
+    /// Overrides `server.admin`.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started proxy.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub store: Arc<ArcSwap<Snapshot>>,
+    pub health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn start(options: Options) -> Result<Running, StartError> {
+        let loaded = config::load_file(&options.config)?;
+        let mut config = loaded.config;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        if let Some(listen) = options.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = options.admin {
+            config.server.admin = admin;
+        }
+        let secrets = SecretSource::new(options.secrets_dir.clone(), config.inline_secrets.clone());
+        let snapshot = Snapshot::build(&config, &secrets, None).map_err(ConfigErrors)?;
+        let server = snapshot.server.clone();
+        let store = Arc::new(ArcSwap::from_pointee(snapshot));
+        let health = Arc::new(Health::default());
+
+        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+        let proxy_listener = bind(server.listen).await?;
+        let admin_listener = bind(server.admin).await?;
+        let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: server.listen, source })?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: server.admin, source })?;
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let state = Arc::new(ProxyState { store: Arc::clone(&store), client: upstream::client(server.connect_timeout) });
+        let proxy_task = tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(stopped.clone()), server.shutdown_grace));
+        let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store) });
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(stopped)));
+
+        health.set_ready();
+        tracing::info!(%proxy_addr, %admin_addr, generation = store.load().generation, "keyrelay serving");
+        Ok(Running { proxy_addr, admin_addr, store, health, stop, proxy_task, admin_task })
+    }
+
+    /// Readiness goes false, the app port stops accepting, open requests (streams
+    /// too) get up to the grace period to finish; then the admin port closes.
+    pub async fn shutdown(self) {
+        self.health.set_draining();
+        let _ = self.stop.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.admin_task.await;
+    }
+}
