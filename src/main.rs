@@ -11,7 +11,12 @@ use keyrelay::pool::Snapshot;
 use keyrelay::runtime::{Options, Running};
 
 #[derive(Parser)]
-#[command(name = "keyrelay", version, about = "Balances LLM API traffic over pools of keys", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "keyrelay",
+    version,
+    about = "Balances LLM API traffic over pools of keys",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,7 +78,12 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> ExitCode {
     keyrelay::telemetry::init_logging("info");
-    let options = Options { config: args.source.config, secrets_dir: args.source.secrets_dir, listen: args.listen, admin: args.admin };
+    let options = Options {
+        config: args.source.config,
+        secrets_dir: args.source.secrets_dir,
+        listen: args.listen,
+        admin: args.admin,
+    };
     let running = match Running::start(options).await {
         Ok(running) => running,
         Err(e) => {

@@ -44,7 +44,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub store: Arc<ArcSwap<Snapshot>>,
     pub health: Arc<Health>,
-    stop: watch::Sender<bool>,
+    stop_proxy: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
 }
@@ -68,32 +69,41 @@ impl Running {
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
         let health = Arc::new(Health::default());
 
-        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+        };
         let proxy_listener = bind(server.listen).await?;
         let admin_listener = bind(server.admin).await?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: server.listen, source })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: server.admin, source })?;
+        let proxy_addr =
+            proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: server.listen, source })?;
+        let admin_addr =
+            admin_listener.local_addr().map_err(|source| StartError::Bind { addr: server.admin, source })?;
 
-        let (stop, stopped) = watch::channel(false);
+        let (stop_proxy, proxy_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let state = Arc::new(ProxyState { store: Arc::clone(&store), client: upstream::client(server.connect_timeout) });
-        let proxy_task = tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(stopped.clone()), server.shutdown_grace));
+        let state =
+            Arc::new(ProxyState { store: Arc::clone(&store), client: upstream::client(server.connect_timeout) });
+        let proxy_task =
+            tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(proxy_stopped), server.shutdown_grace));
         let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store) });
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(stopped)));
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(admin_stopped)));
 
         health.set_ready();
         tracing::info!(%proxy_addr, %admin_addr, generation = store.load().generation, "keyrelay serving");
-        Ok(Running { proxy_addr, admin_addr, store, health, stop, proxy_task, admin_task })
+        Ok(Running { proxy_addr, admin_addr, store, health, stop_proxy, stop_admin, proxy_task, admin_task })
     }
 
     /// Readiness goes false, the app port stops accepting, open requests (streams
-    /// too) get up to the grace period to finish; then the admin port closes.
+    /// too) get up to the grace period to finish; the admin port answers probes
+    /// (readiness: 503) until then, and closes last.
     pub async fn shutdown(self) {
         self.health.set_draining();
-        let _ = self.stop.send(true);
+        let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;
+        let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
     }
 }

@@ -3,7 +3,10 @@ use support::*;
 
 #[tokio::test]
 async fn smoke() {
-    let mock = MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited()).key("sk-b", KeyLimit::unlimited())).await.unwrap();
+    let mock =
+        MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited()).key("sk-b", KeyLimit::unlimited()))
+            .await
+            .unwrap();
     let config = format!(
         "models:\n  fast:\n    strategy: round-robin\n    deployments:\n      - provider: openai-compatible\n        model: up-model\n        api_base: {}\n        keys: [KA, KB]\n",
         mock.base_url()
@@ -14,5 +17,11 @@ async fn smoke() {
     println!("{:?} {}", r.headers, r.text());
     let r2 = proxy.chat("fast").await;
     assert_ne!(r.header("x-keyrelay-key"), r2.header("x-keyrelay-key"));
-    println!("{:?}", mock.requests().iter().map(|r| (r.key.clone(), r.path.clone(), String::from_utf8_lossy(&r.body).into_owned())).collect::<Vec<_>>());
+    println!(
+        "{:?}",
+        mock.requests()
+            .iter()
+            .map(|r| (r.key.clone(), r.path.clone(), String::from_utf8_lossy(&r.body).into_owned()))
+            .collect::<Vec<_>>()
+    );
 }

@@ -101,7 +101,9 @@ fn readyz(state: &AdminState) -> Response<ProxyBody> {
     let generation = state.store.load().generation;
     let body = match health.last_error() {
         None => format!("ready: generation {generation}\n"),
-        Some(e) => format!("ready: generation {generation}; last reload failed, still serving the previous configuration:\n{e}\n"),
+        Some(e) => format!(
+            "ready: generation {generation}; last reload failed, still serving the previous configuration:\n{e}\n"
+        ),
     };
     text(StatusCode::OK, body)
 }

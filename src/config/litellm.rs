@@ -77,8 +77,8 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
                         groups.len() - 1
                     }
                 };
-                let (_, entries, group_fallbacks) = &mut groups[index];
-                entries.extend(entry);
+                let (_, list, group_fallbacks) = &mut groups[index];
+                list.extend(entry);
                 group_fallbacks.append(&mut fallbacks);
             }
         }

@@ -44,10 +44,14 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
 /// Loads config text; `source` is only used in messages. A top-level `model_list`
 /// means a LiteLLM `proxy-config.yaml`, anything else is the native format.
 pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
-    let root: serde_yaml::Value = match serde_yaml::from_str(text) {
+    let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err(ConfigErrors(vec![syntax_error(source, &e)])),
     };
+    // YAML merge keys (`<<: *anchor`) let users share deployment settings.
+    if let Err(e) = root.apply_merge() {
+        return Err(ConfigErrors(vec![syntax_error(source, &e)]));
+    }
     let lines = LineIndex::build(text);
     let mut diags = Diags::new(source, &lines);
     let config = match &root {

@@ -31,9 +31,12 @@ pub struct ServerSettings {
     pub admin: SocketAddr,
     /// TCP (+TLS) connect timeout for one upstream attempt.
     pub connect_timeout: Duration,
-    /// One attempt's budget until response headers arrive; also the longest silence
-    /// tolerated between two chunks of a streamed response body.
+    /// The longest a client waits for response headers, all attempts included; also
+    /// the longest silence tolerated between two chunks of a streamed response body.
     pub request_timeout: Duration,
+    /// One upstream attempt's budget until response headers; `None` means the whole
+    /// `request_timeout`. Shorter values let a hung key fail over sooner.
+    pub attempt_timeout: Option<Duration>,
     /// How long a client may take to send its request body.
     pub client_body_timeout: Duration,
     /// Largest accepted request body, in bytes (larger: 413).
@@ -51,6 +54,7 @@ impl Default for ServerSettings {
             admin: SocketAddr::from(([0, 0, 0, 0], 9901)),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(300),
+            attempt_timeout: None,
             client_body_timeout: Duration::from_secs(30),
             body_limit: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),

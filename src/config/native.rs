@@ -32,6 +32,7 @@ struct RawServer {
 struct RawTimeouts {
     connect: Option<NumOrText>,
     request: Option<NumOrText>,
+    attempt: Option<NumOrText>,
     client_body: Option<NumOrText>,
     shutdown_grace: Option<NumOrText>,
 }
@@ -189,6 +190,12 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
                 if let Some(d) = report(diags, &path, values::parse_positive_duration(&value)) {
                     *slot = d;
                 }
+            }
+        }
+        if let Some(value) = t.attempt {
+            s.attempt_timeout = report(diags, "server.timeouts.attempt", values::parse_positive_duration(&value));
+            if s.attempt_timeout.is_some_and(|a| a > s.request_timeout) {
+                diags.warn("server.timeouts.attempt", "longer than timeouts.request, so it never applies");
             }
         }
     }

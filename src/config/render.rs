@@ -15,10 +15,11 @@ pub fn render_table(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "server: listen {}, admin {}, request timeout {}, body limit {}{}",
+        "server: listen {}, admin {}, request timeout {}{}, body limit {}{}",
         s.listen,
         s.admin,
         humantime::format_duration(s.request_timeout),
+        s.attempt_timeout.map(|a| format!(" ({} per attempt)", humantime::format_duration(a))).unwrap_or_default(),
         size(s.body_limit),
         s.region.as_deref().map(|r| format!(", region {r}")).unwrap_or_default(),
     );

@@ -102,10 +102,8 @@ impl SecretSource {
                     .enumerate()
                     .filter_map(|(i, line)| {
                         let value = line.trim();
-                        (!value.is_empty() && !value.starts_with('#')).then(|| NamedKey {
-                            name: format!("{}#{}", key.name, i + 1),
-                            secret: Secret::new(value),
-                        })
+                        (!value.is_empty() && !value.starts_with('#'))
+                            .then(|| NamedKey { name: format!("{}#{}", key.name, i + 1), secret: Secret::new(value) })
                     })
                     .collect();
                 if keys.is_empty() {
@@ -129,9 +127,10 @@ impl SecretSource {
             }
         }
         if let Some(v) = std::env::var_os(name) {
-            return v
-                .into_string()
-                .map_err(|_| SecretError::Unreadable { name: name.to_owned(), reason: "environment variable is not UTF-8".into() });
+            return v.into_string().map_err(|_| SecretError::Unreadable {
+                name: name.to_owned(),
+                reason: "environment variable is not UTF-8".into(),
+            });
         }
         if let Some(v) = self.inline.get(name) {
             return Ok(v.expose().to_owned());

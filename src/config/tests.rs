@@ -29,7 +29,7 @@ server:
   admin: 0.0.0.0:9902
   region: eu-west-1
   body_limit: 8MiB
-  timeouts: { connect: 2s, request: 2m, client_body: 30, shutdown_grace: 500ms }
+  timeouts: { connect: 2s, request: 2m, attempt: 20s, client_body: 30, shutdown_grace: 500ms }
 defaults:
   strategy: least-busy
   num_retries: 4
@@ -70,6 +70,7 @@ fn native_format_loads_with_defaults_and_overrides() {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:4100");
     assert_eq!(c.server.body_limit, 8 << 20);
     assert_eq!(c.server.request_timeout, Duration::from_secs(120));
+    assert_eq!(c.server.attempt_timeout, Some(Duration::from_secs(20)));
     assert_eq!(c.server.client_body_timeout, Duration::from_secs(30));
     assert_eq!(c.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(c.server.region.as_deref(), Some("eu-west-1"));
@@ -270,4 +271,22 @@ fn render_table_shows_names_not_values() {
     let col = |l: &str| l.find("https://").or_else(|| l.find("http://")).or_else(|| l.find("BASE URL"));
     let cols: Vec<_> = table.lines().filter_map(col).collect();
     assert!(cols.len() >= 5 && cols.windows(2).all(|w| w[0] == w[1]), "{table}");
+}
+
+#[test]
+fn yaml_merge_keys_share_deployment_settings() {
+    let text = "\
+models:
+  a:
+    deployments:
+      - &groq {provider: groq, model: llama, keys: [G1]}
+      - <<: *groq
+        keys: [G2]
+        rpm: 10
+";
+    let c = load(text).unwrap().config;
+    let d = &c.models["a"].deployments;
+    assert_eq!((d[1].upstream_model.as_str(), d[1].rpm), ("llama", Some(10)));
+    assert_eq!(d[1].keys[0].name, "G2");
+    assert_eq!(d[1].name, "groq/llama#2");
 }

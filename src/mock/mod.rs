@@ -216,13 +216,19 @@ pub enum Fault {
 /// One request as the mock received it, recorded before it is answered (faults too).
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    /// `POST`, `GET`, ...
     pub method: String,
+    /// The path without the query (`/v1/chat/completions`).
     pub path: String,
+    /// The raw query string, if any (Gemini's `key=` and `alt=sse` live here).
     pub query: Option<String>,
+    /// Headers as received: lets tests check what keyrelay stripped, injected or
+    /// propagated (`traceparent`, `anthropic-version`, ...).
     pub headers: http::HeaderMap,
     /// The key found in `Authorization: Bearer`, `x-api-key`, `api-key`,
     /// `x-goog-api-key` or the `key` query parameter, in that order.
     pub key: Option<String>,
+    /// The body as received (after keyrelay's `model` rewrite).
     pub body: Bytes,
     /// The JSON body's `model`, or the Gemini-native path's model segment.
     pub model: Option<String>,
@@ -250,6 +256,7 @@ pub struct KeyStats {
 /// A snapshot of [`KeyStats`] for every key seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MockStats {
+    /// Keyed by key value (`""`: requests without a key).
     pub per_key: BTreeMap<String, KeyStats>,
 }
 

@@ -121,16 +121,14 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| char::from(b).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -183,7 +181,8 @@ mod tests {
 
     #[test]
     fn parses_model_and_stream_without_failing() {
-        let p = parse(&Method::POST, "/v1/chat/completions", None, &HeaderMap::new(), br#"{"model":"m","stream":true}"#);
+        let p =
+            parse(&Method::POST, "/v1/chat/completions", None, &HeaderMap::new(), br#"{"model":"m","stream":true}"#);
         assert_eq!((p.model.as_deref(), p.stream, p.json_ok), (Some("m"), true, Some(true)));
         let p = parse(&Method::POST, "/v1/chat/completions", None, &HeaderMap::new(), b"\xff not json");
         assert_eq!((p.model, p.stream, p.json_ok), (None, false, Some(false)));

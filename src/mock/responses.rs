@@ -32,16 +32,21 @@ fn tokens_for(len: usize) -> u64 {
 impl Reply {
     /// Plans the answer to request number `seq` with a body of `body_len` bytes, served
     /// by the key described by `key_label` (`key #2`; never the key itself).
-    pub(crate) fn new(endpoint: Endpoint, seq: u64, model: Option<&str>, key_label: &str, body_len: usize, chunks: usize) -> Reply {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        seq: u64,
+        model: Option<&str>,
+        key_label: &str,
+        body_len: usize,
+        chunks: usize,
+    ) -> Reply {
         let id = match endpoint {
             Endpoint::Messages => format!("msg_mock{seq:06}"),
             Endpoint::Completions => format!("cmpl-mock{seq:06}"),
             _ => format!("chatcmpl-mock{seq:06}"),
         };
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let mut pieces = vec![format!("Hello from mock ({key_label}).")];
         pieces.extend((1..chunks.max(1)).map(|i| format!(" Chunk {i}.")));
         let completion_tokens = if endpoint == Endpoint::Embeddings { 0 } else { tokens_for(pieces.concat().len()) };
@@ -133,21 +138,33 @@ impl Reply {
         let mut out = Vec::with_capacity(self.pieces.len() + 6);
         match self.endpoint {
             Endpoint::Messages => {
-                out.push(event("message_start", json!({"type": "message_start", "message": {
-                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                    "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1},
-                }})));
-                out.push(event("content_block_start", json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "text", "text": ""}})));
+                out.push(event(
+                    "message_start",
+                    json!({"type": "message_start", "message": {
+                        "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                        "content": [], "stop_reason": null, "stop_sequence": null,
+                        "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1},
+                    }}),
+                ));
+                out.push(event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+                ));
                 for piece in &self.pieces {
-                    out.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                        "delta": {"type": "text_delta", "text": piece}})));
+                    out.push(event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": piece}}),
+                    ));
                 }
                 out.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-                out.push(event("message_delta", json!({"type": "message_delta",
+                out.push(event(
+                    "message_delta",
+                    json!({"type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                    "usage": {"output_tokens": self.completion_tokens}})));
+                    "usage": {"output_tokens": self.completion_tokens}}),
+                ));
                 out.push(event("message_stop", json!({"type": "message_stop"})));
             }
             Endpoint::GeminiGenerate => {
@@ -179,11 +196,8 @@ impl Reply {
             }
             Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models | Endpoint::NotFound => {
                 for (i, piece) in self.pieces.iter().enumerate() {
-                    let delta = if i == 0 {
-                        json!({"role": "assistant", "content": piece})
-                    } else {
-                        json!({"content": piece})
-                    };
+                    let delta =
+                        if i == 0 { json!({"role": "assistant", "content": piece}) } else { json!({"content": piece}) };
                     let finish = (i == last).then_some("stop");
                     out.push(data(json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -66,7 +66,9 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     }
     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    // Never close an idle keep-alive connection: a client's pooled connection must not
+    // vanish under it mid-test (only `Fault::ResetConnection` drops connections).
+    builder.http1().header_read_timeout(None);
     if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
         tracing::trace!(%err, "mock provider: connection ended");
     }
@@ -78,7 +80,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let (parts, body) = req.into_parts();
     let (bytes, body_error) = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => (collected.to_bytes(), None),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => (Bytes::new(), Some(StatusCode::PAYLOAD_TOO_LARGE)),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            (Bytes::new(), Some(StatusCode::PAYLOAD_TOO_LARGE))
+        }
         Err(_) => (Bytes::new(), Some(StatusCode::BAD_REQUEST)),
     };
     let path = parts.uri.path().to_string();
@@ -94,12 +98,26 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         model: parsed.model.clone(),
         stream: parsed.stream,
     });
+    let mut resp = respond(&shared, &parsed, seq, bytes.len(), body_error).await?;
+    if let Ok(id) = HeaderValue::from_str(&format!("req_mock{seq:06}")) {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    Ok(resp)
+}
+
+/// Fault, latency, then [`answer`].
+async fn respond(
+    shared: &Arc<Shared>,
+    parsed: &Parsed,
+    seq: u64,
+    body_len: usize,
+    body_error: Option<StatusCode>,
+) -> Result<Response<MockBody>, ResetByFault> {
     let key = parsed.key.as_deref();
     let streaming = parsed.stream && responses::can_stream(parsed.endpoint);
-
     let mut gate = None;
     if let Some(fault) = shared.take_fault(key) {
-        match faults::run(fault, &shared, key, parsed.endpoint.family()).await {
+        match faults::run(fault, shared, key, parsed.endpoint.family()).await {
             Next::Respond(resp) => return Ok(resp),
             Next::Reset => return Err(ResetByFault),
             Next::Proceed { gate: Some(g) } if !streaming => g.notified().await,
@@ -110,11 +128,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let mut resp = answer(&shared, &parsed, seq, bytes.len(), body_error, streaming, gate);
-    if let Ok(id) = HeaderValue::from_str(&format!("req_mock{seq:06}")) {
-        resp.headers_mut().insert("x-request-id", id);
-    }
-    Ok(resp)
+    Ok(answer(shared, parsed, seq, body_len, body_error, streaming, gate))
 }
 
 /// Auth, routing, validation, limits, then the reply itself.
@@ -182,7 +196,12 @@ fn answer(
 /// Feeds `events` into a channel body from a task: `stream_interval` apart, holding
 /// after the first on `gate` if any. A closed channel means the client went away
 /// before the end: counted as an aborted stream.
-fn spawn_stream(shared: Arc<Shared>, key: Option<String>, events: Vec<Bytes>, gate: Option<Arc<Notify>>) -> ChannelBody {
+fn spawn_stream(
+    shared: Arc<Shared>,
+    key: Option<String>,
+    events: Vec<Bytes>,
+    gate: Option<Arc<Notify>>,
+) -> ChannelBody {
     let (tx, body) = ChannelBody::new();
     let interval = shared.stream_interval;
     tokio::spawn(async move {

@@ -41,12 +41,24 @@ pub(crate) fn quota_headers(style: HeaderStyle, quota: &Quota, limited: bool, he
             ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
         ),
         HeaderStyle::Anthropic => (
-            ["anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"],
-            ["anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"],
+            [
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ],
+            [
+                "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ],
         ),
         HeaderStyle::Cerebras => (
             ["x-ratelimit-limit-requests-day", "x-ratelimit-remaining-requests-day", "x-ratelimit-reset-requests-day"],
-            ["x-ratelimit-limit-tokens-minute", "x-ratelimit-remaining-tokens-minute", "x-ratelimit-reset-tokens-minute"],
+            [
+                "x-ratelimit-limit-tokens-minute",
+                "x-ratelimit-remaining-tokens-minute",
+                "x-ratelimit-reset-tokens-minute",
+            ],
         ),
     };
     let reset = quota.reset.map(|d| match style {
@@ -100,7 +112,12 @@ pub(crate) fn natural_retry_after(style: HeaderStyle, quota: &Quota) -> Option<S
 }
 
 /// A complete 429: status, `retry-after` (if given), style headers, style body.
-pub(crate) fn rate_limited(style: HeaderStyle, family: Family, quota: &Quota, retry_after: Option<&str>) -> Response<MockBody> {
+pub(crate) fn rate_limited(
+    style: HeaderStyle,
+    family: Family,
+    quota: &Quota,
+    retry_after: Option<&str>,
+) -> Response<MockBody> {
     let kind = match quota.exhausted {
         Some(LimitKind::Tokens) => "tokens",
         _ => "requests",
@@ -129,7 +146,9 @@ pub(crate) fn rate_limited(style: HeaderStyle, family: Family, quota: &Quota, re
         json!({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED", "details": details}})
     };
     let value = match (family, style) {
-        (Family::Anthropic, _) => json!({"type": "error", "error": {"type": "rate_limit_error", "message": message}}),
+        (Family::Anthropic, _) => {
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": message}})
+        }
         (Family::Gemini, _) => gemini_error(),
         (Family::OpenAi, HeaderStyle::Gemini) => json!([gemini_error()]),
         (Family::OpenAi, HeaderStyle::OpenRouter) => {
@@ -139,7 +158,9 @@ pub(crate) fn rate_limited(style: HeaderStyle, family: Family, quota: &Quota, re
                 .collect();
             json!({"error": {"message": message, "code": 429, "metadata": {"headers": fields}}})
         }
-        (Family::OpenAi, _) => json!({"error": {"message": message, "type": kind, "param": null, "code": "rate_limit_exceeded"}}),
+        (Family::OpenAi, _) => {
+            json!({"error": {"message": message, "type": kind, "param": null, "code": "rate_limit_exceeded"}})
+        }
     };
     let mut resp = body::json(StatusCode::TOO_MANY_REQUESTS, &value);
     if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {

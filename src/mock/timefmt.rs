@@ -71,13 +71,7 @@ pub(crate) fn rfc3339_after(now: SystemTime, d: Duration) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let sod = secs % 86_400;
     let (y, mo, da) = civil_from_days(days);
-    format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        ms % 1000
-    )
+    format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, (sod / 60) % 60, sod % 60, ms % 1000)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

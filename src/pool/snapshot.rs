@@ -9,7 +9,7 @@ use rand::RngCore;
 
 use super::endpoint::{Endpoint, EndpointId, EndpointState};
 use super::select::{self, CandidateView, Select};
-use crate::config::{Config, Diagnostic, ModelRoute, ServerSettings, SecretSource};
+use crate::config::{Config, Diagnostic, ModelRoute, SecretSource, ServerSettings};
 use crate::provider::Auth;
 
 /// An immutable routing table plus shared endpoint state. Requests load it once and
@@ -34,7 +34,11 @@ impl Snapshot {
     /// Builds a snapshot from a validated config, reading every key. State of
     /// endpoints that also exist in `previous` (same alias, deployment and key name,
     /// same key value) carries over. Returns every problem found, never the first only.
-    pub fn build(config: &Config, secrets: &SecretSource, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Diagnostic>> {
+    pub fn build(
+        config: &Config,
+        secrets: &SecretSource,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, Vec<Diagnostic>> {
         let carried: HashMap<(&EndpointId, u64), &Arc<EndpointState>> = previous
             .into_iter()
             .flat_map(|p| p.routes.values())
@@ -51,7 +55,11 @@ impl Snapshot {
                     let keys = match secrets.resolve(key_ref) {
                         Ok(keys) => keys,
                         Err(e) => {
-                            errors.push(Diagnostic { file: config.source.clone(), origin: key_ref.origin.clone(), message: e.to_string() });
+                            errors.push(Diagnostic {
+                                file: config.source.clone(),
+                                origin: key_ref.origin.clone(),
+                                message: e.to_string(),
+                            });
                             continue;
                         }
                     };
@@ -60,11 +68,19 @@ impl Snapshot {
                             Ok(auth) => auth,
                             Err(e) => {
                                 let message = format!("secret {:?}: {e}", key.name);
-                                errors.push(Diagnostic { file: config.source.clone(), origin: key_ref.origin.clone(), message });
+                                errors.push(Diagnostic {
+                                    file: config.source.clone(),
+                                    origin: key_ref.origin.clone(),
+                                    message,
+                                });
                                 continue;
                             }
                         };
-                        let id = EndpointId { alias: alias.clone(), deployment: deployment.name.clone(), key_name: key.name };
+                        let id = EndpointId {
+                            alias: alias.clone(),
+                            deployment: deployment.name.clone(),
+                            key_name: key.name,
+                        };
                         let fingerprint = key.secret.fingerprint();
                         let state = carried.get(&(&id, fingerprint)).map(|s| Arc::clone(s)).unwrap_or_default();
                         endpoints.push(Arc::new(Endpoint {
@@ -111,10 +127,18 @@ impl Route {
             self.endpoints.iter().enumerate().filter(|(_, e)| usable(e) && e.is_available(now)).collect();
         let views: Vec<CandidateView> = available
             .iter()
-            .map(|(index, e)| CandidateView { index: *index, weight: e.deployment.weight, in_flight: e.state.in_flight() })
+            .map(|(index, e)| CandidateView {
+                index: *index,
+                weight: e.deployment.weight,
+                in_flight: e.state.in_flight(),
+            })
             .collect();
-        let mut ordered: Vec<&Arc<Endpoint>> =
-            self.selector.order(&views, rng).into_iter().filter_map(|pos| available.get(pos).map(|(_, e)| *e)).collect();
+        let mut ordered: Vec<&Arc<Endpoint>> = self
+            .selector
+            .order(&views, rng)
+            .into_iter()
+            .filter_map(|pos| available.get(pos).map(|(_, e)| *e))
+            .collect();
         let remote = |e: &Endpoint| region.is_some() && e.deployment.region.as_deref() != region;
         ordered.sort_by_key(|e| (e.deployment.priority, remote(e)));
         ordered.into_iter().cloned().collect()

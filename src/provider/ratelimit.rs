@@ -75,12 +75,15 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitReport {
     r.reset_tokens = dur(&mut r, headers, "x-ratelimit-reset-tokens", parse_go_duration);
 
     // Cerebras: daily request quota and per-minute tokens, resets in float seconds.
-    if headers.contains_key("x-ratelimit-remaining-requests-day") || headers.contains_key("x-ratelimit-remaining-tokens-minute") {
+    if headers.contains_key("x-ratelimit-remaining-requests-day")
+        || headers.contains_key("x-ratelimit-remaining-tokens-minute")
+    {
         r.limit_requests = r.limit_requests.or(num(&mut r, "x-ratelimit-limit-requests-day"));
         r.remaining_requests = r.remaining_requests.or(num(&mut r, "x-ratelimit-remaining-requests-day"));
         r.limit_tokens = r.limit_tokens.or(num(&mut r, "x-ratelimit-limit-tokens-minute"));
         r.remaining_tokens = r.remaining_tokens.or(num(&mut r, "x-ratelimit-remaining-tokens-minute"));
-        r.reset_requests = r.reset_requests.or(dur(&mut r, headers, "x-ratelimit-reset-requests-day", parse_float_secs));
+        r.reset_requests =
+            r.reset_requests.or(dur(&mut r, headers, "x-ratelimit-reset-requests-day", parse_float_secs));
         r.reset_tokens = r.reset_tokens.or(dur(&mut r, headers, "x-ratelimit-reset-tokens-minute", parse_float_secs));
     }
 
@@ -106,7 +109,8 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitReport {
     if r.remaining_requests.is_none() {
         r.limit_requests = num(&mut r, "x-ratelimit-limit");
         r.remaining_requests = num(&mut r, "x-ratelimit-remaining");
-        r.reset_requests = r.reset_requests.or(dur(&mut r, headers, "x-ratelimit-reset", |v| parse_unix_ms_from(v, now)));
+        r.reset_requests =
+            r.reset_requests.or(dur(&mut r, headers, "x-ratelimit-reset", |v| parse_unix_ms_from(v, now)));
     }
     r
 }
@@ -131,7 +135,12 @@ pub fn gemini_retry_delay(body: &[u8]) -> Option<Duration> {
     })
 }
 
-fn dur(r: &mut RateLimitReport, headers: &HeaderMap, name: &str, f: impl Fn(&str) -> Option<Duration>) -> Option<Duration> {
+fn dur(
+    r: &mut RateLimitReport,
+    headers: &HeaderMap,
+    name: &str,
+    f: impl Fn(&str) -> Option<Duration>,
+) -> Option<Duration> {
     let v = headers.get(name)?;
     let parsed = v.to_str().ok().and_then(|s| f(s.trim()));
     r.malformed += u32::from(parsed.is_none());
@@ -271,7 +280,11 @@ mod tests {
 
     #[test]
     fn malformed_headers_counted_not_fatal() {
-        let h = headers(&[("retry-after", "tomorrow-ish"), ("x-ratelimit-remaining-requests", "lots"), ("x-ratelimit-reset-tokens", "??")]);
+        let h = headers(&[
+            ("retry-after", "tomorrow-ish"),
+            ("x-ratelimit-remaining-requests", "lots"),
+            ("x-ratelimit-reset-tokens", "??"),
+        ]);
         let r = parse(&h, SystemTime::now());
         assert_eq!(r.malformed, 3);
         assert_eq!(r.cooldown(), None);

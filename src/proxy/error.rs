@@ -47,9 +47,10 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::MissingModel | ProxyError::ModelNotString => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::InvalidJson(_)
+            | ProxyError::NotAnObject
+            | ProxyError::MissingModel
+            | ProxyError::ModelNotString => StatusCode::BAD_REQUEST,
             ProxyError::UnknownModel(_) | ProxyError::UnsupportedPath { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoDeploymentForApi { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,7 +66,9 @@ impl ProxyError {
     /// OpenAI's `error.type` and `error.code` for this error.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
-            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::BodyRead => ("invalid_request_error", "invalid_body"),
+            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::BodyRead => {
+                ("invalid_request_error", "invalid_body")
+            }
             ProxyError::MissingModel | ProxyError::ModelNotString => ("invalid_request_error", "invalid_model"),
             ProxyError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             ProxyError::NoDeploymentForApi { .. } => ("invalid_request_error", "unsupported_api"),

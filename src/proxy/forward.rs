@@ -27,7 +27,12 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How one attempt ended, when it did not produce a response to relay.
 enum Failure {
     /// A retryable status; kept whole so it can be returned if it is the last.
-    Status { parts: http::response::Parts, body: Bytes, key: String, deployment: String },
+    Status {
+        parts: http::response::Parts,
+        body: Bytes,
+        key: String,
+        deployment: String,
+    },
     Connect,
     Timeout,
 }
@@ -40,7 +45,11 @@ pub(super) async fn forward(state: &ProxyState, snapshot: &Snapshot, inbound: In
     }
 }
 
-async fn try_endpoints(state: &ProxyState, snapshot: &Snapshot, inbound: &Inbound) -> Result<Response<ProxyBody>, ProxyError> {
+async fn try_endpoints(
+    state: &ProxyState,
+    snapshot: &Snapshot,
+    inbound: &Inbound,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let primary = snapshot.route(&inbound.alias).ok_or_else(|| ProxyError::UnknownModel(inbound.alias.clone()))?;
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
     let chain = std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a)));
@@ -55,7 +64,8 @@ async fn try_endpoints(state: &ProxyState, snapshot: &Snapshot, inbound: &Inboun
     let mut earliest_recovery: Option<std::time::Instant> = None;
 
     for route in chain {
-        let candidates = route.candidates(usable, settings.region.as_deref(), std::time::Instant::now(), &mut rand::rng());
+        let candidates =
+            route.candidates(usable, settings.region.as_deref(), std::time::Instant::now(), &mut rand::rng());
         if candidates.is_empty() {
             earliest_recovery = earliest_recovery.into_iter().chain(route.earliest_recovery(usable)).min();
             continue;
@@ -67,7 +77,8 @@ async fn try_endpoints(state: &ProxyState, snapshot: &Snapshot, inbound: &Inboun
                 return Err(last_failure_to_error(last, attempts));
             }
             attempts += 1;
-            match attempt(state, inbound, &endpoint, deadline - now, settings.request_timeout).await {
+            let budget = settings.attempt_timeout.map_or(deadline - now, |t| t.min(deadline - now));
+            match attempt(state, inbound, &endpoint, budget, settings.request_timeout).await {
                 Ok(response) => return Ok(with_keyrelay_headers(response, &endpoint, attempts)),
                 Err(failure) => {
                     note_failure(&failure, &endpoint, route.settings.allowed_fails, route.settings.cooldown);
@@ -78,7 +89,9 @@ async fn try_endpoints(state: &ProxyState, snapshot: &Snapshot, inbound: &Inboun
         }
     }
     if attempts == 0 {
-        let retry_after = earliest_recovery.map(|t| t.saturating_duration_since(std::time::Instant::now())).unwrap_or(Duration::from_secs(1));
+        let retry_after = earliest_recovery
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or(Duration::from_secs(1));
         return Err(ProxyError::AllCoolingDown { alias: inbound.alias.clone(), retry_after });
     }
     match last {
@@ -114,7 +127,7 @@ async fn attempt(
     state: &ProxyState,
     inbound: &Inbound,
     endpoint: &Arc<Endpoint>,
-    remaining: Duration,
+    budget: Duration,
     idle: Duration,
 ) -> Result<Response<ProxyBody>, Failure> {
     let guard = endpoint.state.begin();
@@ -123,7 +136,7 @@ async fn attempt(
         Failure::Connect
     })?;
     let started = Instant::now();
-    let response = match tokio::time::timeout(remaining, state.client.request(request)).await {
+    let response = match tokio::time::timeout(budget, state.client.request(request)).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => {
             tracing::debug!(deployment = %endpoint.deployment.name, error = %e, connect = e.is_connect(), "upstream transport error");
@@ -134,12 +147,17 @@ async fn attempt(
     let status = response.status();
     if is_retryable(status) {
         let (parts, body) = response.into_parts();
-        let left = remaining.saturating_sub(started.elapsed());
+        let left = budget.saturating_sub(started.elapsed());
         let body = match tokio::time::timeout(left, Limited::new(body, ERROR_BODY_LIMIT).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             _ => Bytes::new(),
         };
-        return Err(Failure::Status { parts, body, key: endpoint.key_name().to_owned(), deployment: endpoint.deployment.name.clone() });
+        return Err(Failure::Status {
+            parts,
+            body,
+            key: endpoint.key_name().to_owned(),
+            deployment: endpoint.deployment.name.clone(),
+        });
     }
     if status.is_success() {
         endpoint.state.record_success();
@@ -160,7 +178,8 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, allowed_fails: u32, defa
     match failure {
         Failure::Status { parts, body, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => {
             let report = ratelimit::parse(&parts.headers, SystemTime::now());
-            let cooldown = report.cooldown().or_else(|| ratelimit::gemini_retry_delay(body)).unwrap_or(default_cooldown);
+            let cooldown =
+                report.cooldown().or_else(|| ratelimit::gemini_retry_delay(body)).unwrap_or(default_cooldown);
             endpoint.state.record_rate_limited(cooldown, now);
         }
         _ => endpoint.state.record_failure(allowed_fails, default_cooldown, now),

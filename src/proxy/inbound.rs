@@ -64,7 +64,12 @@ impl Inbound {
         } else {
             return Err(unsupported(&parts));
         };
-        if parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        if parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
             return Err(ProxyError::BodyTooLarge { limit });
         }
         let body = read_body(body, limit, timeout).await?;
@@ -100,7 +105,9 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await.map_err(|_| ProxyError::BodyTimeout)?;
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)?;
     match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
@@ -206,7 +213,10 @@ mod tests {
 
     #[test]
     fn gemini_native_paths() {
-        assert_eq!(split_gemini("gemini-2.5-flash:streamGenerateContent"), Some(("gemini-2.5-flash", "streamGenerateContent")));
+        assert_eq!(
+            split_gemini("gemini-2.5-flash:streamGenerateContent"),
+            Some(("gemini-2.5-flash", "streamGenerateContent"))
+        );
         assert_eq!(split_gemini("nomethod"), None);
         assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
     }

@@ -71,7 +71,9 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
 
     let mut headers = inbound.parts.headers.clone();
     strip_hop_by_hop(&mut headers);
-    for name in CLIENT_CREDENTIAL_HEADERS.iter().chain([&header::HOST, &header::CONTENT_LENGTH, &header::ACCEPT_ENCODING]) {
+    for name in
+        CLIENT_CREDENTIAL_HEADERS.iter().chain([&header::HOST, &header::CONTENT_LENGTH, &header::ACCEPT_ENCODING])
+    {
         headers.remove(name);
     }
     // Identity encoding keeps bodies readable for usage and retry hints.
@@ -97,8 +99,14 @@ fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<U
             format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
         }
     };
-    let query: Vec<&str> =
-        inbound.parts.uri.query().into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty() && !p.starts_with("key=")).collect();
+    let query: Vec<&str> = inbound
+        .parts
+        .uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty() && !p.starts_with("key="))
+        .collect();
     let path_and_query = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse()?);

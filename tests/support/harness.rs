@@ -76,7 +76,13 @@ impl Proxy {
     }
 
     /// Sends a request and returns the response head with the body still streaming.
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> http::Response<Incoming> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> http::Response<Incoming> {
         let mut req = Request::builder().method(method).uri(self.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);

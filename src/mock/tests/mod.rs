@@ -4,7 +4,6 @@ mod basic;
 mod faults;
 mod limits;
 mod stream;
-mod tmp_compat;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -23,7 +22,13 @@ pub(super) fn client() -> TestClient {
 }
 
 /// A request to the mock with a Bearer key (`None`: no credentials at all).
-pub(super) fn request(mock: &MockProvider, method: &str, path: &str, key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+pub(super) fn request(
+    mock: &MockProvider,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> Request<Full<Bytes>> {
     let mut builder = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", mock.addr()))

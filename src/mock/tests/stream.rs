@@ -61,7 +61,8 @@ async fn sse_events_arrive_one_by_one_with_usage_last() {
 
     assert_eq!(events[5], "data: [DONE]");
     let json = |e: &str| serde_json::from_str::<serde_json::Value>(e.strip_prefix("data: ").unwrap()).unwrap();
-    let content: String = events[..4].iter().map(|e| json(e)["choices"][0]["delta"]["content"].as_str().unwrap().to_string()).collect();
+    let content: String =
+        events[..4].iter().map(|e| json(e)["choices"][0]["delta"]["content"].as_str().unwrap().to_string()).collect();
     assert_eq!(content, "Hello from mock (key #1). Chunk 1. Chunk 2. Chunk 3.");
     assert_eq!(json(events[0])["object"], "chat.completion.chunk");
     assert_eq!(json(events[3])["choices"][0]["finish_reason"], "stop");

@@ -1,0 +1,216 @@
+//! The `keyrelay` binary itself: `check`, and `run` with its probes and SIGTERM drain.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::Notify;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
+const LONG: Duration = Duration::from_secs(15);
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check(config: &std::path::Path, secrets: Option<&std::path::Path>) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").arg("--config").arg(config).env_remove("KEYRELAY_SECRETS_DIR");
+    if let Some(dir) = secrets {
+        cmd.arg("--secrets-dir").arg(dir);
+    }
+    let out = cmd.output().expect("run keyrelay check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_routing_table_with_key_names_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets, "GROQ_1", "gsk-value-one-should-not-print\n");
+    write(&secrets, "GROQ_2", "gsk-value-two-should-not-print");
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        "models:\n  llama:\n    fallbacks: []\n    deployments:\n      - provider: groq\n        model: llama-3.3-70b-versatile\n        keys: [GROQ_1, GROQ_2]\n",
+    );
+    let (code, stdout, stderr) = check(&config, Some(&secrets));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    for expected in ["llama", "groq", "llama-3.3-70b-versatile", "GROQ_1", "GROQ_2", "https://api.groq.com/openai/v1"] {
+        assert!(stdout.contains(expected), "missing {expected} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("should-not-print") && !stderr.contains("should-not-print"));
+}
+
+#[test]
+fn check_names_every_bad_field_with_its_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "broken.yaml",
+        "models:\n  a:\n    deployments:\n      - provider: groq\n        model: x\n        keys: [K]\n        wieght: 3\n  b:\n    fallbacks: [missing-alias]\n    deployments:\n      - provider: not-a-provider\n        model: y\n        keys: [K]\n",
+    );
+    let (code, stdout, stderr) = check(&config, None);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("broken.yaml:7: models.a.deployments[0].wieght"), "{stderr}");
+    assert!(stderr.contains("broken.yaml:11: models.b.deployments[0].provider"), "{stderr}");
+    assert!(stderr.contains("missing-alias"), "{stderr}");
+}
+
+#[test]
+fn check_reports_missing_and_empty_secrets_by_name_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets, "EMPTY_KEY", "\n");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "models:\n  a:\n    deployments:\n      - provider: openai\n        model: gpt-4o\n        keys: [EMPTY_KEY, KEYRELAY_TEST_ABSENT_KEY]\n",
+    );
+    let (code, _, stderr) = check(&config, Some(&secrets));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("EMPTY_KEY") && stderr.contains("is empty"), "{stderr}");
+    assert!(stderr.contains("KEYRELAY_TEST_ABSENT_KEY") && stderr.contains("c.yaml:6"), "{stderr}");
+}
+
+#[test]
+fn shipped_example_configs_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "GEMINI_API_KEY",
+        "GEMINI_API_KEY_2",
+        "OPENROUTER_API_KEY",
+        "OPENROUTER_API_KEY_2",
+        "GROQ_API_KEY",
+        "GROQ_API_KEY_2",
+        "CEREBRAS_API_KEY",
+        "CEREBRAS_API_KEY_2",
+        "CEREBRAS_API_KEY_3",
+        "OPENAI_API_KEY",
+        "OPENAI_API_KEY_2",
+        "OPENAI_KEYS",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_KEY_POOL",
+        "AZURE_OPENAI_KEY",
+        "CEREBRAS_KEYS",
+        "VLLM_TOKEN",
+    ];
+    for name in names {
+        write(dir.path(), name, "test-key-a\n");
+    }
+    for example in ["config/keyrelay.yaml", "config/litellm-proxy-config.yaml"] {
+        let (code, stdout, stderr) = check(&root.join(example), Some(dir.path()));
+        assert_eq!(code, 0, "{example}\nstdout: {stdout}\nstderr: {stderr}");
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `keyrelay run` on port 0 and reads the bound addresses from its JSON log.
+fn spawn_run(config: &std::path::Path, secrets: &std::path::Path) -> (Daemon, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .env("KEYRELAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyrelay");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let daemon = Daemon(child);
+    loop {
+        let line = rx.recv_timeout(LONG).expect("keyrelay logged its addresses");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let fields = &json["fields"];
+        if let (Some(p), Some(a)) = (fields["proxy_addr"].as_str(), fields["admin_addr"].as_str()) {
+            return (daemon, p.to_owned(), a.to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
+    let mock =
+        MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited()).stream(3, Duration::from_millis(1)))
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets, "KA", "sk-a");
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!("models:\n  m:\n    deployments:\n      - provider: openai-compatible\n        model: up\n        api_base: {}\n        keys: [KA]\n", mock.base_url()),
+    );
+    let (mut daemon, proxy, admin) = spawn_run(&config, &secrets);
+    assert_eq!(get(&format!("http://{admin}/healthz")).await.status, 200);
+    assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 200);
+
+    let gate = Arc::new(Notify::new());
+    mock.push_fault(None, Fault::StreamGate(Arc::clone(&gate)));
+    let client = support::harness::http_client();
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{proxy}/v1/chat/completions"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"model":"m","stream":true}"#)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let _first = body.frame().await.expect("first chunk").unwrap();
+
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+
+    eventually(LONG, "readiness turns false", || async { get(&format!("http://{admin}/readyz")).await.status == 503 })
+        .await;
+    eventually(LONG, "the app port stops accepting", || async {
+        tokio::net::TcpStream::connect(&proxy).await.is_err()
+    })
+    .await;
+    assert!(daemon.0.try_wait().unwrap().is_none(), "exited while a stream was open");
+
+    gate.notify_one();
+    let rest = body.collect().await.expect("the open stream finishes").to_bytes();
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+
+    let mut status = None;
+    eventually(LONG, "process exits", || {
+        status = daemon.0.try_wait().unwrap();
+        std::future::ready(status.is_some())
+    })
+    .await;
+    assert_eq!(status.unwrap().code(), Some(0));
+}
