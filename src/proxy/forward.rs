@@ -39,9 +39,16 @@ enum Failure {
 
 /// Routes one request and returns the response for the client.
 pub(super) async fn forward(state: &ProxyState, snapshot: &Snapshot, inbound: Inbound) -> Response<ProxyBody> {
-    match try_endpoints(state, snapshot, &inbound).await {
+    let mut attempts = 0u32;
+    match try_endpoints(state, snapshot, &inbound, &mut attempts).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let mut response = e.into_response();
+            if attempts > 0 {
+                response.headers_mut().insert("x-keyrelay-attempts", HeaderValue::from(attempts));
+            }
+            response
+        }
     }
 }
 
@@ -49,6 +56,7 @@ async fn try_endpoints(
     state: &ProxyState,
     snapshot: &Snapshot,
     inbound: &Inbound,
+    attempts: &mut u32,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let primary = snapshot.route(&inbound.alias).ok_or_else(|| ProxyError::UnknownModel(inbound.alias.clone()))?;
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
@@ -59,7 +67,6 @@ async fn try_endpoints(
 
     let settings = &snapshot.server;
     let deadline = Instant::now() + settings.request_timeout;
-    let mut attempts = 0u32;
     let mut last: Option<Failure> = None;
     let mut earliest_recovery: Option<std::time::Instant> = None;
 
@@ -74,12 +81,12 @@ async fn try_endpoints(
         for endpoint in candidates.into_iter().take(budget) {
             let now = Instant::now();
             if now >= deadline {
-                return Err(last_failure_to_error(last, attempts));
+                return Err(last_failure_to_error(last));
             }
-            attempts += 1;
+            *attempts += 1;
             let budget = settings.attempt_timeout.map_or(deadline - now, |t| t.min(deadline - now));
             match attempt(state, inbound, &endpoint, budget, settings.request_timeout).await {
-                Ok(response) => return Ok(with_keyrelay_headers(response, &endpoint, attempts)),
+                Ok(response) => return Ok(with_keyrelay_headers(response, &endpoint, *attempts)),
                 Err(failure) => {
                     note_failure(&failure, &endpoint, route.settings.allowed_fails, route.settings.cooldown);
                     tracing::debug!(alias = %inbound.alias, key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying next endpoint");
@@ -88,7 +95,7 @@ async fn try_endpoints(
             }
         }
     }
-    if attempts == 0 {
+    if *attempts == 0 {
         let retry_after = earliest_recovery
             .map(|t| t.saturating_duration_since(std::time::Instant::now()))
             .unwrap_or(Duration::from_secs(1));
@@ -99,14 +106,14 @@ async fn try_endpoints(
             // The body may have been cut at ERROR_BODY_LIMIT: let hyper recount it.
             parts.headers.remove(http::header::CONTENT_LENGTH);
             let mut response = Response::from_parts(parts, full(body));
-            set_headers(&mut response, &key, &deployment, attempts);
+            set_headers(&mut response, &key, &deployment, *attempts);
             Ok(response)
         }
-        other => Err(last_failure_to_error(other, attempts)),
+        other => Err(last_failure_to_error(other)),
     }
 }
 
-fn last_failure_to_error(last: Option<Failure>, _attempts: u32) -> ProxyError {
+fn last_failure_to_error(last: Option<Failure>) -> ProxyError {
     match last {
         Some(Failure::Connect) => ProxyError::UpstreamConnect,
         _ => ProxyError::UpstreamTimeout,
