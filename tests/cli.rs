@@ -214,3 +214,21 @@ async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
     .await;
     assert_eq!(status.unwrap().code(), Some(0));
 }
+
+#[test]
+fn demo_runs_without_keys_or_network_and_absorbs_429s() {
+    let out = Command::new(BIN).args(["demo", "--seconds", "3", "--rate", "30"]).output().expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let final_table = stdout.split("final:").nth(1).expect("final table");
+    for key in ["OPENAI_KEY_1", "OPENAI_KEY_2", "OPENAI_KEY_3", "429s absorbed"] {
+        assert!(final_table.contains(key), "{key} missing from:\n{final_table}");
+    }
+    // The slowest key (3/s) is offered 10/s: the provider said 429 and keyrelay absorbed it.
+    let key3 = final_table.lines().find(|l| l.contains("OPENAI_KEY_3")).expect("key 3 row");
+    let absorbed: u64 = key3.split_whitespace().nth(5).and_then(|n| n.parse().ok()).expect("429s column");
+    assert!(absorbed > 0, "{key3}");
+    let app = final_table.lines().find(|l| l.starts_with("app saw:")).expect("app line");
+    assert!(!app.contains(" 0 ok"), "{app}");
+    assert!(!stdout.contains("demo-key-"), "a key value was printed");
+}

@@ -95,7 +95,7 @@ pub(crate) fn resolve_base(provider: ProviderKind, api_base: Option<&str>) -> Re
         Some("http") | Some("https") => {}
         _ => return Err(format!("api_base {trimmed:?} must start with https:// or http://")),
     }
-    if uri.host().map_or(true, str::is_empty) {
+    if uri.host().is_none_or(str::is_empty) {
         return Err(format!("api_base {trimmed:?} has no host"));
     }
     if uri.query().is_some() {

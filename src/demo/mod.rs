@@ -1,6 +1,21 @@
 //! `keyrelay demo`: a self-contained showcase with no keys and no network.
+//!
+//! Two mock providers run on loopback with fake keys whose per-key limits are small
+//! and uneven (a real free tier, sped up). keyrelay runs in-process in front of them,
+//! a client sends steady traffic and then a burst, and a live table shows each key's
+//! attempts, the 429s keyrelay absorbed, and cooldowns, next to what the app saw.
 
+mod table;
+mod traffic;
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
+use crate::runtime::{Options, Running};
+use traffic::ClientTally;
 
 /// Options of `keyrelay demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -8,8 +23,115 @@ pub struct DemoArgs {
     /// How long to send traffic, in seconds.
     #[arg(long, default_value_t = 12)]
     pub seconds: u64,
+    /// Steady request rate per second (the burst doubles it).
+    #[arg(long, default_value_t = 14)]
+    pub rate: u32,
 }
 
-pub async fn run(_args: DemoArgs) -> ExitCode {
-    ExitCode::FAILURE
+/// Per-second limits of the primary provider's three keys: 18 requests/s in all.
+const PRIMARY_KEYS: [(&str, &str, u32); 3] =
+    [("OPENAI_KEY_1", "demo-key-one", 9), ("OPENAI_KEY_2", "demo-key-two", 6), ("OPENAI_KEY_3", "demo-key-three", 3)];
+const BACKUP_KEYS: [(&str, &str, u32); 2] =
+    [("ANTHROPIC_KEY_1", "demo-key-four", 10), ("ANTHROPIC_KEY_2", "demo-key-five", 10)];
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    match run_inner(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyrelay demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let window = Duration::from_secs(1);
+    let primary = start_mock(&PRIMARY_KEYS, HeaderStyle::OpenAi, window).await?;
+    let backup = start_mock(&BACKUP_KEYS, HeaderStyle::Anthropic, window).await?;
+
+    let dir = std::env::temp_dir().join(format!("keyrelay-demo-{}", std::process::id()));
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    for (name, value, _) in PRIMARY_KEYS.iter().chain(&BACKUP_KEYS) {
+        std::fs::write(secrets.join(name), value)?;
+    }
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, demo_config(&primary.base_url(), &backup.base_url()))?;
+
+    let options = Options {
+        config: config_path,
+        secrets_dir: Some(secrets),
+        listen: Some(([127, 0, 0, 1], 0).into()),
+        admin: Some(([127, 0, 0, 1], 0).into()),
+    };
+    let running = Running::start(options).await?;
+    println!("keyrelay listening on http://{} (admin http://{})", running.proxy_addr, running.admin_addr);
+    println!("primary mock: 3 keys limited to 9, 6 and 3 requests/s; backup mock: 2 keys, 10/s each\n");
+
+    let tally = Arc::new(ClientTally::default());
+    let url = format!("http://{}/v1/chat/completions", running.proxy_addr);
+    let steady = Duration::from_secs(args.seconds.max(2) * 2 / 3);
+    let burst = Duration::from_secs(args.seconds.max(2)).saturating_sub(steady);
+    let traffic = {
+        let tally = Arc::clone(&tally);
+        tokio::spawn(async move {
+            traffic::run(url.clone(), "gpt-4o", args.rate, steady, Arc::clone(&tally)).await;
+            traffic::run(url, "gpt-4o", args.rate * 2, burst, tally).await;
+        })
+    };
+
+    let live = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut frame = tokio::time::interval(if live { Duration::from_millis(250) } else { Duration::from_secs(2) });
+    tokio::pin!(traffic);
+    loop {
+        tokio::select! {
+            _ = frame.tick() => {
+                let phase = if started.elapsed() < steady { "steady" } else { "burst (2x rate)" };
+                let text = table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), phase);
+                if live { print!("\x1b[2J\x1b[H{text}") } else { println!("{text}") }
+            }
+            _ = &mut traffic => break,
+        }
+    }
+    println!("\nfinal:\n{}", table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), "done"));
+    println!(
+        "Every 429 in the table was retried on another key or the fallback model; the app only saw the 'app saw' line."
+    );
+    running.shutdown().await;
+    drop((primary, backup));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn start_mock(keys: &[(&str, &str, u32)], style: HeaderStyle, window: Duration) -> std::io::Result<MockProvider> {
+    let config = keys.iter().fold(
+        MockConfig::new().style(style).latency(Duration::from_millis(40)).stream(4, Duration::from_millis(30)),
+        |c, (_, value, per_window)| c.key(*value, KeyLimit::rpm(*per_window).with_window(window)),
+    );
+    MockProvider::start(config).await
+}
+
+fn demo_config(primary: &str, backup: &str) -> String {
+    format!(
+        r#"defaults:
+  num_retries: 3
+models:
+  gpt-4o:
+    strategy: round-robin
+    fallbacks: [claude]
+    deployments:
+      - provider: openai-compatible
+        name: openai/gpt-4o
+        model: gpt-4o
+        api_base: {primary}
+        keys: [OPENAI_KEY_1, OPENAI_KEY_2, OPENAI_KEY_3]
+  claude:
+    deployments:
+      - provider: anthropic
+        model: claude-sonnet-4-5
+        api_base: {backup}
+        keys: [ANTHROPIC_KEY_1, ANTHROPIC_KEY_2]
+"#
+    )
 }

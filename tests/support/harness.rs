@@ -120,3 +120,25 @@ pub async fn read(response: http::Response<Incoming>) -> Reply {
         .to_bytes();
     Reply { status: parts.status, headers: parts.headers, body }
 }
+
+impl Proxy {
+    /// Like [`Proxy::start`], but hands `<dir>/secrets` (already created, empty) to
+    /// `prepare` before starting, so a test can lay secrets out itself: kubelet's
+    /// `..data` symlinks, odd file contents, or nothing at all (environment fallback).
+    pub async fn start_with_dir(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secrets_dir = dir.path().join("secrets");
+        std::fs::create_dir(&secrets_dir).expect("mkdir");
+        prepare(&secrets_dir);
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let options = Options {
+            config: config_path,
+            secrets_dir: Some(secrets_dir),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        let running = Running::start(options).await.unwrap_or_else(|e| panic!("keyrelay did not start: {e}"));
+        Proxy { running, dir, client: http_client() }
+    }
+}
