@@ -265,8 +265,11 @@ async fn body_reaches_the_provider_byte_identical_except_the_model() {
     let proxy = Proxy::start(&config, &[("KA", "sk-a")]).await;
 
     // Odd key order, whitespace, a nested "model" before and after the top-level one,
-    // numbers no f64/u64 can hold, escapes and non-ASCII text.
-    let prefix = r#"{ "zeta" : 1.0000000000000000001, "messages":[{"role":"user","model":"m","content":"h\u00e9llo \"q\" \\ \/ 🚀 ünïcödé"}],"#;
+    // numbers beyond f64 precision and past u64, escapes and non-ASCII text.
+    let prefix = concat!(
+        r#"{ "zeta" : 1.0000000000000000001, "messages":[{"role":"user","model":"m","#,
+        r#""content":"h\u00e9llo \"q\" \\ \/ 🚀 ünïcödé"}],"#
+    );
     let suffix =
         r#" ,"n":12345678901234567890,"huge":123456789012345678901234567890e-5,"a":{"model":"m"},"stream":false}"#;
     let sent = format!("{prefix}\n  \"model\" :\t\"m\"{suffix}");

@@ -57,7 +57,7 @@ impl Inbound {
         let api = if let Some(rest) = path.strip_prefix("/v1beta/models/") {
             let (_, method) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
             Api::GeminiNative { method: method.to_owned() }
-        } else if path == "/v1/messages" {
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Api::AnthropicMessages
         } else if path.starts_with("/v1/") && parts.method == Method::POST {
             Api::OpenAi
@@ -126,10 +126,14 @@ fn find_model(body: &[u8]) -> Result<(String, Range<usize>), ProxyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ProxyError::MissingModel);
     }
-    let parsed: ModelField<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data if !body.trim_ascii_start().starts_with(b"{") => ProxyError::NotAnObject,
-        _ => ProxyError::InvalidJson(e.to_string()),
-    })?;
+    // Checked first: serde would also accept a struct written as a JSON array.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ProxyError::NotAnObject,
+            Err(e) => ProxyError::InvalidJson(e.to_string()),
+        });
+    }
+    let parsed: ModelField<'_> = serde_json::from_slice(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
     let raw = parsed.model.ok_or(ProxyError::MissingModel)?;
     let alias: String = serde_json::from_str(raw.get()).map_err(|_| ProxyError::ModelNotString)?;
     // `raw` borrows from `body`, so its address tells where the value sits.
