@@ -143,6 +143,7 @@ async fn main() {
         secrets_dir: Some(secrets),
         listen: Some(([127, 0, 0, 1], 0).into()),
         admin: Some(([127, 0, 0, 1], 0).into()),
+        upstream_ca: None,
     };
     let running = Running::start(options).await.expect("keyrelay starts");
     let direct_url = format!("{}/chat/completions", mock.base_url());

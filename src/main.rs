@@ -54,6 +54,9 @@ struct RunArgs {
     /// Admin port address (overrides server.admin).
     #[arg(long, env = "KEYRELAY_ADMIN")]
     admin: Option<SocketAddr>,
+    /// Extra PEM CA bundle to trust for upstream TLS (built-in Mozilla roots stay).
+    #[arg(long, env = "KEYRELAY_UPSTREAM_CA")]
+    upstream_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,7 @@ async fn run(args: RunArgs) -> ExitCode {
         secrets_dir: args.source.secrets_dir,
         listen: args.listen,
         admin: args.admin,
+        upstream_ca: args.upstream_ca,
     };
     let running = match Running::start(options).await {
         Ok(running) => running,

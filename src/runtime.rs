@@ -27,6 +27,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Overrides `server.admin`.
     pub admin: Option<SocketAddr>,
+    /// Extra PEM CA bundle trusted for upstream TLS, besides the built-in roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Why the proxy could not start.
@@ -34,6 +36,8 @@ pub struct Options {
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    UpstreamCa(#[from] upstream::CaError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -84,8 +88,10 @@ impl Running {
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let state =
-            Arc::new(ProxyState { store: Arc::clone(&store), client: upstream::client(server.connect_timeout) });
+        let state = Arc::new(ProxyState {
+            store: Arc::clone(&store),
+            client: upstream::client(server.connect_timeout, options.upstream_ca.as_deref())?,
+        });
         let proxy_task =
             tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(proxy_stopped), server.shutdown_grace));
         let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store) });

@@ -63,6 +63,7 @@ async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         secrets_dir: Some(secrets),
         listen: Some(([127, 0, 0, 1], 0).into()),
         admin: Some(([127, 0, 0, 1], 0).into()),
+        upstream_ca: None,
     };
     let running = Running::start(options).await?;
     println!("keyrelay listening on http://{} (admin http://{})", running.proxy_addr, running.admin_addr);

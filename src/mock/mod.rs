@@ -228,6 +228,8 @@ pub struct RecordedRequest {
     /// The key found in `Authorization: Bearer`, `x-api-key`, `api-key`,
     /// `x-goog-api-key` or the `key` query parameter, in that order.
     pub key: Option<String>,
+    /// HTTP version the request arrived with (HTTP/2 when negotiated by ALPN).
+    pub version: http::Version,
     /// The body as received (after keyrelay's `model` rewrite).
     pub body: Bytes,
     /// The JSON body's `model`, or the Gemini-native path's model segment.
@@ -302,11 +304,31 @@ impl MockProvider {
 
     /// Like [`MockProvider::start`] on a chosen address (the demo may want fixed ports).
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockProvider> {
+        Self::bind(addr, config, None).await
+    }
+
+    /// Like [`MockProvider::start`] but serving HTTPS with `tls` (whose ALPN list
+    /// decides whether clients get HTTP/2), as real providers do.
+    pub async fn start_tls(config: MockConfig, tls: Arc<rustls::ServerConfig>) -> std::io::Result<MockProvider> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, Some(acceptor)).await
+    }
+
+    async fn bind(
+        addr: SocketAddr,
+        config: MockConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
-        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), tls));
         Ok(MockProvider { addr, shared, task })
+    }
+
+    /// TCP connections accepted so far (keep-alive pooling shows as few connections).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The bound address.

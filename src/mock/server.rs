@@ -40,13 +40,14 @@ impl std::error::Error for ResetByFault {}
 
 /// Accepts connections until the task is aborted. Connection tasks live in a
 /// `JoinSet` owned here, so aborting this task closes every connection too.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    conns.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    conns.spawn(serve_connection(stream, Arc::clone(&shared), tls.clone()));
                 }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -59,17 +60,30 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
     // Small SSE frames must not wait for Nagle.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::trace!(%err, "mock provider: set_nodelay failed");
     }
+    match tls {
+        None => serve_io(TokioIo::new(stream), shared).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls_stream) => serve_io(TokioIo::new(tls_stream), shared).await,
+            Err(err) => tracing::debug!(%err, "mock provider: TLS handshake failed"),
+        },
+    }
+}
+
+async fn serve_io<I>(io: TokioIo<I>, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Never close an idle keep-alive connection: a client's pooled connection must not
     // vanish under it mid-test (only `Fault::ResetConnection` drops connections).
     builder.http1().header_read_timeout(None);
-    if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
+    if let Err(err) = builder.serve_connection(io, service).await {
         tracing::trace!(%err, "mock provider: connection ended");
     }
 }
@@ -94,6 +108,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         query,
         headers: parts.headers,
         key: parsed.key.clone(),
+        version: parts.version,
         body: bytes.clone(),
         model: parsed.model.clone(),
         stream: parsed.stream,

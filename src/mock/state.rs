@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) stream_interval: Duration,
     pub(crate) accept_any_key: bool,
     pub(crate) models: Vec<String>,
+    /// TCP connections accepted.
+    pub(crate) connections: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -86,6 +88,7 @@ impl Shared {
             stream_interval: config.stream_interval,
             accept_any_key: config.accept_any_key,
             models: config.models,
+            connections: Default::default(),
             inner: Mutex::new(inner),
         }
     }

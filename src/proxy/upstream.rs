@@ -4,6 +4,7 @@
 //! `Host` or absolute URIs); client credentials and hop-by-hop headers are stripped
 //! before the endpoint's key is set.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::inbound::{Api, Inbound};
 use crate::pool::Endpoint;
@@ -23,18 +26,43 @@ use crate::provider::CLIENT_CREDENTIAL_HEADERS;
 /// by ALPN, plain `http://` allowed for local servers.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+/// Builds the client. Upstream certificates are checked against the Mozilla roots
+/// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
+/// `extra_ca` (a corporate proxy's CA, a self-hosted model server's).
+pub fn client(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<UpstreamClient, CaError> {
+    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let failed = |reason: String| CaError { path: path.to_owned(), reason };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))?;
+        let mut added = 0;
+        for cert in certs {
+            roots.add(cert.map_err(|e| failed(e.to_string()))?).map_err(|e| failed(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(failed("no certificates in the file".to_owned()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let https = HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https))
+}
+
+/// The extra CA bundle could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use CA bundle {}: {reason}", .path.display())]
+pub struct CaError {
+    pub path: PathBuf,
+    pub reason: String,
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.

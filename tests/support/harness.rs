@@ -45,22 +45,12 @@ pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
 impl Proxy {
     /// Writes `config` (YAML) and each secret as `<dir>/secrets/NAME`, then starts.
     pub async fn start(config: &str, secrets: &[(&str, &str)]) -> Proxy {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secrets_dir = dir.path().join("secrets");
-        std::fs::create_dir(&secrets_dir).expect("mkdir");
-        for (name, value) in secrets {
-            std::fs::write(secrets_dir.join(name), value).expect("write secret");
-        }
-        let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, config).expect("write config");
-        let options = Options {
-            config: config_path,
-            secrets_dir: Some(secrets_dir),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            admin: Some("127.0.0.1:0".parse().unwrap()),
-        };
-        let running = Running::start(options).await.unwrap_or_else(|e| panic!("keyrelay did not start: {e}"));
-        Proxy { running, dir, client: http_client() }
+        Self::start_with_dir(config, |dir| {
+            for (name, value) in secrets {
+                std::fs::write(dir.join(name), value).expect("write secret");
+            }
+        })
+        .await
     }
 
     pub fn secrets_dir(&self) -> PathBuf {
@@ -126,6 +116,15 @@ impl Proxy {
     /// `prepare` before starting, so a test can lay secrets out itself: kubelet's
     /// `..data` symlinks, odd file contents, or nothing at all (environment fallback).
     pub async fn start_with_dir(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Proxy {
+        Self::start_with(config, prepare, None).await
+    }
+
+    /// The general form: also trusts `upstream_ca` (PEM) for upstream TLS.
+    pub async fn start_with(
+        config: &str,
+        prepare: impl FnOnce(&std::path::Path),
+        upstream_ca: Option<PathBuf>,
+    ) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let secrets_dir = dir.path().join("secrets");
         std::fs::create_dir(&secrets_dir).expect("mkdir");
@@ -137,6 +136,7 @@ impl Proxy {
             secrets_dir: Some(secrets_dir),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             admin: Some("127.0.0.1:0".parse().unwrap()),
+            upstream_ca,
         };
         let running = Running::start(options).await.unwrap_or_else(|e| panic!("keyrelay did not start: {e}"));
         Proxy { running, dir, client: http_client() }
