@@ -8,9 +8,11 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod k8s;
 pub mod mock;
 pub mod pool;
 pub mod provider;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod telemetry;

@@ -32,6 +32,8 @@ enum Command {
     Check(SourceArgs),
     /// A self-contained showcase: mock providers, the proxy, traffic and a live table.
     Demo(keyrelay::demo::DemoArgs),
+    /// The Kubernetes sidecar injector: a mutating admission webhook over TLS.
+    Webhook(keyrelay::k8s::WebhookArgs),
 }
 
 #[derive(Args, Clone)]
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             keyrelay::telemetry::init_logging("warn");
             runtime.block_on(keyrelay::demo::run(args))
         }
+        Some(Command::Webhook(args)) => runtime.block_on(webhook(args)),
         Some(Command::Run(args)) => runtime.block_on(run(args)),
         None => runtime.block_on(run(cli.run)),
     }
@@ -101,6 +104,18 @@ async fn run(args: RunArgs) -> ExitCode {
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+async fn webhook(args: keyrelay::k8s::WebhookArgs) -> ExitCode {
+    keyrelay::telemetry::init_logging("info");
+    match keyrelay::k8s::run(args, wait_for_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("keyrelay webhook: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {

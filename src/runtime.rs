@@ -1,5 +1,5 @@
 //! Starting and stopping the proxy: load config, build the first snapshot, bind the
-//! app and admin ports, and on shutdown drain before returning.
+//! app and admin ports, start hot reload, and on shutdown drain before returning.
 //!
 //! `main.rs` and the tests both go through [`Running::start`], so tests exercise the
 //! same wiring the binary uses (on port 0).
@@ -14,9 +14,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, Health};
-use crate::config::{self, ConfigErrors, SecretSource};
+use crate::config::ConfigErrors;
 use crate::pool::Snapshot;
 use crate::proxy::{self, upstream, ProxyState};
+use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
 
 /// What `keyrelay run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +49,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub store: Arc<ArcSwap<Snapshot>>,
     pub health: Arc<Health>,
+    /// Hot reload: file and API watchers feeding the reloader that swaps `store`.
+    reload: ReloadHandle,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
@@ -56,19 +59,23 @@ pub struct Running {
 
 impl Running {
     pub async fn start(options: Options) -> Result<Running, StartError> {
-        let loaded = config::load_file(&options.config)?;
-        let mut config = loaded.config;
-        for warning in &loaded.warnings {
+        Self::start_with(options, ReloadSettings::default()).await
+    }
+
+    /// Like [`Running::start`] with explicit reload settings (tests shorten the
+    /// debounce and the re-scan period, or hand in a Kubernetes client).
+    pub async fn start_with(options: Options, reload_settings: ReloadSettings) -> Result<Running, StartError> {
+        let sources = Sources {
+            config: options.config.clone(),
+            secrets_dir: options.secrets_dir.clone(),
+            listen: options.listen,
+            admin: options.admin,
+        };
+        let initial = reload::load_initial(&sources)?;
+        for warning in &initial.warnings {
             tracing::warn!("{warning}");
         }
-        if let Some(listen) = options.listen {
-            config.server.listen = listen;
-        }
-        if let Some(admin) = options.admin {
-            config.server.admin = admin;
-        }
-        let secrets = SecretSource::new(options.secrets_dir.clone(), config.inline_secrets.clone());
-        let snapshot = Snapshot::build(&config, &secrets, None).map_err(ConfigErrors)?;
+        let snapshot = initial.snapshot;
         let server = snapshot.server.clone();
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
         let health = Arc::new(Health::default());
@@ -97,15 +104,29 @@ impl Running {
         let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store) });
         let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(admin_stopped)));
 
+        let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
+
         health.set_ready();
         tracing::info!(%proxy_addr, %admin_addr, generation = store.load().generation, "keyrelay serving");
-        Ok(Running { proxy_addr, admin_addr, store, health, stop_proxy, stop_admin, proxy_task, admin_task })
+        Ok(Running { proxy_addr, admin_addr, store, health, reload, stop_proxy, stop_admin, proxy_task, admin_task })
+    }
+
+    /// The serving snapshot's generation, updated right after each reload's swap
+    /// (for tests, benchmarks and the demo; requests read `store` directly).
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.reload.generations()
+    }
+
+    /// Asks for a reload now, as a change event would (folded into one pending).
+    pub fn request_reload(&self) {
+        self.reload.request();
     }
 
     /// Readiness goes false, the app port stops accepting, open requests (streams
     /// too) get up to the grace period to finish; the admin port answers probes
     /// (readiness: 503) until then, and closes last.
     pub async fn shutdown(self) {
+        self.reload.stop().await;
         self.health.set_draining();
         let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,12 @@ pub struct Health {
     draining: AtomicBool,
     /// The last reload error, shown on `/readyz` while the previous snapshot serves.
     last_error: Mutex<Option<String>>,
+    /// Reloads rejected since start (`keyrelay_config_reload_failures_total` once
+    /// metrics exist). Counted once per distinct bad content, not per re-scan.
+    reload_failures: AtomicU64,
+    /// Settings changed in the config that only a restart applies (listen address...),
+    /// shown on `/readyz` until the config matches the running process again.
+    restart_note: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -47,8 +53,28 @@ impl Health {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
-    fn last_error(&self) -> Option<String> {
+    /// The last reload error, if the last reload attempt failed.
+    pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A rejected reload: counts it and keeps its errors for `/readyz`.
+    pub fn record_reload_failure(&self, errors: String) {
+        self.reload_failures.fetch_add(1, Ordering::SeqCst);
+        self.set_last_error(Some(errors));
+    }
+
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::SeqCst)
+    }
+
+    pub fn set_restart_note(&self, note: Option<String>) {
+        *self.restart_note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
+    /// What changed in the config but waits for a restart, if anything.
+    pub fn restart_note(&self) -> Option<String> {
+        self.restart_note.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -99,12 +125,17 @@ fn readyz(state: &AdminState) -> Response<ProxyBody> {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
     }
     let generation = state.store.load().generation;
-    let body = match health.last_error() {
-        None => format!("ready: generation {generation}\n"),
-        Some(e) => format!(
-            "ready: generation {generation}; last reload failed, still serving the previous configuration:\n{e}\n"
-        ),
-    };
+    let mut body = format!("ready: generation {generation}\n");
+    if let Some(e) = health.last_error() {
+        body.push_str(&format!(
+            "last reload failed ({} reload failures since start), still serving the previous configuration:\n{}\n",
+            health.reload_failures(),
+            e.trim_end()
+        ));
+    }
+    if let Some(note) = health.restart_note() {
+        body.push_str(&format!("restart required: {}\n", note.trim_end()));
+    }
     text(StatusCode::OK, body)
 }
 

@@ -155,6 +155,7 @@ fn route(
         num_retries: settings.num_retries.unwrap_or(validate::DEFAULT_NUM_RETRIES),
         cooldown: settings.cooldown.unwrap_or(validate::DEFAULT_COOLDOWN),
         allowed_fails: settings.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
+        queue: Default::default(),
         fallbacks,
         deployments,
     }

@@ -209,9 +209,9 @@ fn strategies_map_and_unknown_ones_warn() {
     assert_eq!(map_strategy("cost-based-routing"), None);
     let text = "router_settings:\n  routing_strategy: cost-based-routing\nmodel_list:\n  - model_name: m\n    litellm_params: {model: gpt-4o, api_key: os.environ/K}\n";
     let loaded = load(text).unwrap();
-    assert!(find(&loaded.warnings, "router_settings.routing_strategy").message.contains("weighted"));
+    assert!(find(&loaded.warnings, "router_settings.routing_strategy").message.contains("usage"));
     let m = &loaded.config.models["m"];
-    assert_eq!(m.strategy, Strategy::Weighted);
+    assert_eq!(m.strategy, Strategy::Usage);
     assert_eq!(m.deployments[0].provider, ProviderKind::OpenAi);
 }
 

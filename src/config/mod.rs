@@ -4,6 +4,7 @@
 //! The file is parsed twice: serde_yaml gives values (and syntax errors with their
 //! position), and [`LineIndex`] maps the field paths of later errors back to lines.
 
+mod kubernetes;
 mod lines;
 mod litellm;
 mod litellm_settings;

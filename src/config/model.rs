@@ -22,6 +22,22 @@ pub struct Config {
     pub models: BTreeMap<String, ModelRoute>,
     /// LiteLLM `environment_variables`: the last place a secret name is looked up.
     pub inline_secrets: BTreeMap<String, crate::config::Secret>,
+    /// Native `kubernetes:`: also watch the Secret and ConfigMap through the API server,
+    /// so a rotation lands in about a second instead of kubelet's 60-90 s file sync.
+    pub kubernetes: Option<KubernetesSource>,
+}
+
+/// The objects to watch through the Kubernetes API (`kubernetes:` section). Their data
+/// goes through the same reload path as the mounted files, which stay the fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesSource {
+    /// `None`: the pod's own namespace (the service account's namespace file), else
+    /// the client's default.
+    pub namespace: Option<String>,
+    /// Secret whose `data` keys are secret names (looked up before the secrets dir).
+    pub secret: Option<String>,
+    /// ConfigMap whose `config.yaml` replaces the config file's text.
+    pub config_map: Option<String>,
 }
 
 /// Process-level settings: addresses and limits.
@@ -45,6 +61,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// The sidecar's region: deployments in the same region are preferred.
     pub region: Option<String>,
+    /// Requests carrying this header stick to one endpoint per header value.
+    pub session_header: http::HeaderName,
 }
 
 impl Default for ServerSettings {
@@ -59,6 +77,7 @@ impl Default for ServerSettings {
             body_limit: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             region: None,
+            session_header: http::HeaderName::from_static("x-session-id"),
         }
     }
 }
@@ -115,9 +134,28 @@ pub struct ModelRoute {
     pub fallbacks: Vec<String>,
     /// Cooldown after a 429 that carries no retry hint.
     pub cooldown: Duration,
-    /// Consecutive failures (5xx, connect errors) that take an endpoint out.
+    /// Failures (5xx, connect errors, timeouts) within a minute that open an
+    /// endpoint's circuit breaker for `cooldown`.
     pub allowed_fails: u32,
+    /// Waiting room for requests that find no endpoint with capacity.
+    pub queue: QueueSettings,
     pub deployments: Vec<Deployment>,
+}
+
+/// When every endpoint of an alias is cooling down or out of quota, requests wait
+/// (FIFO) for the earliest reset instead of failing at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Requests that may wait at once; more get 429 straight away.
+    pub max_waiting: usize,
+    /// The longest one request waits; then it gets 429 with `retry-after`.
+    pub max_wait: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings { max_waiting: 100, max_wait: Duration::from_secs(10) }
+    }
 }
 
 /// One upstream model at one provider, reachable with one or more keys.

@@ -12,8 +12,9 @@ use serde_yaml::{Mapping, Value};
 
 use crate::provider::ProviderKind;
 
+use super::kubernetes;
 use super::lines::{join_index, join_key};
-use super::model::{Config, Deployment, KeyRef, KeyRefKind, ServerSettings, Strategy};
+use super::model::{Config, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
 use super::validate::{self, report, DeploymentDraft, Diags, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
@@ -25,6 +26,16 @@ struct RawServer {
     region: Option<String>,
     body_limit: Option<NumOrText>,
     timeouts: Option<RawTimeouts>,
+    session_header: Option<String>,
+}
+
+/// `queue:` in `defaults` or a model: the waiting room for requests that find no key
+/// with capacity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename = "queue")]
+struct RawQueue {
+    max_waiting: Option<usize>,
+    max_wait: Option<NumOrText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +56,7 @@ struct RawDefaults {
     num_retries: Option<u32>,
     cooldown: Option<NumOrText>,
     allowed_fails: Option<u32>,
+    queue: Option<RawQueue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +66,7 @@ struct RawModel {
     num_retries: Option<u32>,
     cooldown: Option<NumOrText>,
     allowed_fails: Option<u32>,
+    queue: Option<RawQueue>,
     fallbacks: Option<Vec<String>>,
     /// Kept raw: each deployment is deserialized on its own (see module doc).
     deployments: Option<Vec<Value>>,
@@ -85,23 +98,28 @@ struct Defaults {
     num_retries: u32,
     cooldown: std::time::Duration,
     allowed_fails: u32,
+    queue: QueueSettings,
 }
 
 /// Converts a parsed native document. `root` is known to be a mapping.
 pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Config {
-    let (mut server_v, mut defaults_v, mut models_v) = (None, None, None);
+    let (mut server_v, mut defaults_v, mut models_v, mut kubernetes_v) = (None, None, None, None);
     for (key, value) in root {
         let slot = match key.as_str() {
             Some("server") => &mut server_v,
             Some("defaults") => &mut defaults_v,
             Some("models") => &mut models_v,
+            Some("kubernetes") => &mut kubernetes_v,
             Some(k) => {
                 let hint = if LITELLM_TOP_LEVEL.contains(&k) {
                     " (a LiteLLM config needs a top-level `model_list`)"
                 } else {
                     ""
                 };
-                diags.error(k, format!("unknown field `{k}`, expected one of `server`, `defaults`, `models`{hint}"));
+                diags.error(
+                    k,
+                    format!("unknown field `{k}`, expected one of `server`, `defaults`, `models`, `kubernetes`{hint}"),
+                );
                 continue;
             }
             None => {
@@ -132,6 +150,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
             .and_then(|c| report(diags, "defaults.cooldown", values::parse_duration(c)))
             .unwrap_or(validate::DEFAULT_COOLDOWN),
         allowed_fails: raw_defaults.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
+        queue: queue(diags, raw_defaults.queue.as_ref(), QueueSettings::default(), "defaults.queue"),
     };
 
     let mut declared = BTreeSet::new();
@@ -159,7 +178,10 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
         }
         Some(_) => diags.error("models", "`models` must be a mapping from alias to model settings"),
     }
-    validate::finish(diags, source, server, routes, &declared, BTreeMap::new())
+    let kubernetes = kubernetes_v.and_then(|v| kubernetes::load(diags, v));
+    let mut config = validate::finish(diags, source, server, routes, &declared, BTreeMap::new());
+    config.kubernetes = kubernetes;
+    config
 }
 
 fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
@@ -174,6 +196,12 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         diags.error("server.admin", format!("admin address {} is the same as the listen address", s.admin));
     }
     s.region = raw.region.filter(|r| !r.trim().is_empty());
+    if let Some(name) = raw.session_header {
+        match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(header) => s.session_header = header,
+            Err(_) => diags.error("server.session_header", format!("{name:?} is not a valid HTTP header name")),
+        }
+    }
     if let Some(limit) = raw.body_limit {
         s.body_limit = report(diags, "server.body_limit", values::parse_size(&limit)).unwrap_or(s.body_limit);
     }
@@ -238,9 +266,24 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         num_retries: raw.num_retries.unwrap_or(defaults.num_retries),
         cooldown,
         allowed_fails: raw.allowed_fails.unwrap_or(defaults.allowed_fails),
+        queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
         deployments,
     })
+}
+
+/// Applies a `queue:` section over `base`.
+fn queue(diags: &mut Diags<'_>, raw: Option<&RawQueue>, base: QueueSettings, path: &str) -> QueueSettings {
+    let Some(raw) = raw else { return base };
+    let mut q = base;
+    if let Some(n) = raw.max_waiting {
+        q.max_waiting = n;
+    }
+    if let Some(wait) = &raw.max_wait {
+        let at = join_key(path, "max_wait");
+        q.max_wait = report(diags, &at, values::parse_duration(wait)).unwrap_or(q.max_wait);
+    }
+    q
 }
 
 fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<DeploymentDraft> {

@@ -71,18 +71,23 @@ pub enum SecretError {
     BadName { name: String },
 }
 
-/// Resolves secret names to values: `<dir>/NAME` (a mounted Secret, followed through
-/// kubelet's symlinks), then the process environment, then the config's inline
+/// Resolves secret names to values: the Secret's data read through the Kubernetes API
+/// (when the reloader watches it), then `<dir>/NAME` (a mounted Secret, followed
+/// through kubelet's symlinks), then the process environment, then the config's inline
 /// `environment_variables`.
 #[derive(Debug, Clone, Default)]
 pub struct SecretSource {
     pub dir: Option<PathBuf>,
     pub inline: BTreeMap<String, Secret>,
+    /// The watched Secret's data as last read from the API server. The API sees a
+    /// rotation about a minute before kubelet updates the files, so it goes first; a
+    /// name it lacks still resolves from the files (the fallback).
+    pub api: Option<Arc<BTreeMap<String, Secret>>>,
 }
 
 impl SecretSource {
     pub fn new(dir: Option<PathBuf>, inline: BTreeMap<String, Secret>) -> Self {
-        Self { dir, inline }
+        Self { dir, inline, api: None }
     }
 
     /// The keys one reference stands for: one key, or one per non-empty line.
@@ -117,6 +122,9 @@ impl SecretSource {
     fn read_raw(&self, name: &str) -> Result<String, SecretError> {
         if !is_valid_name(name) {
             return Err(SecretError::BadName { name: name.to_owned() });
+        }
+        if let Some(v) = self.api.as_ref().and_then(|api| api.get(name)) {
+            return Ok(v.expose().to_owned());
         }
         if let Some(dir) = &self.dir {
             let path = dir.join(name);

@@ -30,13 +30,16 @@ server:
   region: eu-west-1
   body_limit: 8MiB
   timeouts: { connect: 2s, request: 2m, attempt: 20s, client_body: 30, shutdown_grace: 500ms }
+  session_header: x-user-id
 defaults:
   strategy: least-busy
   num_retries: 4
   cooldown: 10s
+  queue: { max_waiting: 7, max_wait: 3s }
 models:
   gpt-4o:
     strategy: round-robin
+    queue: { max_wait: 1s }
     fallbacks: [small]
     deployments:
       - provider: openai
@@ -74,9 +77,12 @@ fn native_format_loads_with_defaults_and_overrides() {
     assert_eq!(c.server.client_body_timeout, Duration::from_secs(30));
     assert_eq!(c.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(c.server.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.server.session_header, "x-user-id");
 
     let gpt = &c.models["gpt-4o"];
     assert_eq!(gpt.strategy, Strategy::RoundRobin);
+    let queue = crate::config::QueueSettings { max_waiting: 7, max_wait: Duration::from_secs(1) };
+    assert_eq!(gpt.queue, queue, "model's queue overrides defaults field by field");
     assert_eq!(gpt.num_retries, 4);
     assert_eq!(gpt.cooldown, Duration::from_secs(10));
     assert_eq!(gpt.allowed_fails, 3);
@@ -95,8 +101,8 @@ fn native_format_loads_with_defaults_and_overrides() {
             ("OPENAI_POOL", KeyRefKind::Lines)
         ]
     );
-    assert_eq!(d0.keys[1].origin, Origin { line: Some(19), path: "models.gpt-4o.deployments[0].keys[1]".into() });
-    assert_eq!(d0.keys[2].origin.line, Some(20));
+    assert_eq!(d0.keys[1].origin, Origin { line: Some(22), path: "models.gpt-4o.deployments[0].keys[1]".into() });
+    assert_eq!(d0.keys[2].origin.line, Some(23));
     let d1 = &gpt.deployments[1];
     assert_eq!(d1.base_url.to_string(), "https://proxy.internal.example.com/v1");
     assert_eq!((d1.weight, d1.max_inflight, d1.region.as_deref()), (1, Some(50), Some("eu-west-1")));
@@ -116,8 +122,9 @@ fn minimal_native_uses_documented_defaults() {
     let m = &c.models["m"];
     assert_eq!(
         (m.strategy, m.num_retries, m.cooldown, m.allowed_fails),
-        (Strategy::Weighted, 2, Duration::from_secs(5), 3)
+        (Strategy::Usage, 2, Duration::from_secs(5), 3)
     );
+    assert_eq!(m.queue, crate::config::QueueSettings::default());
     assert_eq!(m.deployments[0].base_url.to_string(), "https://api.groq.com/openai/v1");
 }
 

@@ -59,6 +59,7 @@ pub(crate) struct RouteDraft {
     pub num_retries: u32,
     pub cooldown: Duration,
     pub allowed_fails: u32,
+    pub queue: super::model::QueueSettings,
     pub fallbacks: Vec<Named>,
     pub deployments: Vec<DeploymentDraft>,
 }
@@ -71,7 +72,7 @@ pub(crate) struct DeploymentDraft {
 }
 
 /// Format-independent defaults (`defaults:` in native, LiteLLM's router defaults).
-pub(crate) const DEFAULT_STRATEGY: Strategy = Strategy::Weighted;
+pub(crate) const DEFAULT_STRATEGY: Strategy = Strategy::Usage;
 pub(crate) const DEFAULT_NUM_RETRIES: u32 = 2;
 pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_ALLOWED_FAILS: u32 = 3;
@@ -137,11 +138,12 @@ pub(crate) fn finish(
                 fallbacks,
                 cooldown: route.cooldown,
                 allowed_fails: route.allowed_fails,
+                queue: route.queue,
                 deployments,
             },
         );
     }
-    Config { source: source.to_path_buf(), server, models, inline_secrets }
+    Config { source: source.to_path_buf(), server, models, inline_secrets, kubernetes: None }
 }
 
 /// Fallbacks must name other aliases of this file; repeats are dropped.

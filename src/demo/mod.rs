@@ -3,7 +3,8 @@
 //! Two mock providers run on loopback with fake keys whose per-key limits are small
 //! and uneven (a real free tier, sped up). keyrelay runs in-process in front of them,
 //! a client sends steady traffic and then a burst, and a live table shows each key's
-//! attempts, the 429s keyrelay absorbed, and cooldowns, next to what the app saw.
+//! attempts, remaining quota as the provider reports it, 429s absorbed and cooldowns,
+//! next to what the app saw.
 
 mod table;
 mod traffic;
@@ -97,7 +98,8 @@ async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nfinal:\n{}", table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), "done"));
     println!(
-        "Every 429 in the table was retried on another key or the fallback model; the app only saw the 'app saw' line."
+        "keyrelay read each key's rate-limit headers and sent it only what its quota allowed; any 429 a provider\n\
+         did send ('429s absorbed') was retried on another key or the fallback model. The app saw only the first line."
     );
     running.shutdown().await;
     drop((primary, backup));
@@ -119,7 +121,6 @@ fn demo_config(primary: &str, backup: &str) -> String {
   num_retries: 3
 models:
   gpt-4o:
-    strategy: round-robin
     fallbacks: [claude]
     deployments:
       - provider: openai-compatible

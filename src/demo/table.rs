@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::traffic::ClientTally;
-use crate::pool::Snapshot;
+use crate::pool::breaker::BreakerState;
+use crate::pool::{Availability, Snapshot};
 
 /// Renders one frame of the table.
 pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase: &str) -> String {
@@ -25,28 +26,40 @@ pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase
     );
     let _ = writeln!(
         out,
-        "\n{:<14} {:<28} {:<16} {:>8} {:>6} {:>14} {:>10} {:>9}  state",
-        "model", "deployment", "key", "attempts", "ok", "429s absorbed", "cooldowns", "in flight"
+        "\n{:<8} {:<28} {:<16} {:>8} {:>6} {:>14} {:>10} {:>9}  state",
+        "model", "deployment", "key", "attempts", "ok", "429s absorbed", "remaining", "in flight"
     );
     let now = Instant::now();
     for route in snapshot.routes() {
         for endpoint in &route.endpoints {
             let c = &endpoint.state.counters;
-            let state = match endpoint.state.cooldown_until() {
-                Some(until) if until > now => format!("cooling {:.1}s", (until - now).as_secs_f64()),
-                _ => "ready".to_owned(),
+            let view = endpoint.state.view(now);
+            let state = match endpoint.availability(now) {
+                Availability::Ready { .. } => "ready".to_owned(),
+                Availability::Blocked { .. } if view.disabled => "refused by provider".to_owned(),
+                Availability::Blocked { .. } if matches!(view.breaker, BreakerState::Open { .. }) => {
+                    "breaker open".to_owned()
+                }
+                Availability::Blocked { until: Some(t) } if view.cooldown_until.is_some() => {
+                    format!("cooling {:.1}s", t.saturating_duration_since(now).as_secs_f64())
+                }
+                Availability::Blocked { until: Some(t) } => {
+                    format!("quota spent, resets in {:.1}s", t.saturating_duration_since(now).as_secs_f64())
+                }
+                Availability::Blocked { until: None } => "busy".to_owned(),
             };
+            let remaining = view.remaining_requests.map_or_else(|| "-".to_owned(), |r| r.to_string());
             let _ = writeln!(
                 out,
-                "{:<14} {:<28} {:<16} {:>8} {:>6} {:>14} {:>10} {:>9}  {}",
+                "{:<8} {:<28} {:<16} {:>8} {:>6} {:>14} {:>10} {:>9}  {}",
                 route.settings.alias,
                 endpoint.deployment.name,
                 endpoint.key_name(),
                 c.attempts.load(Ordering::Relaxed),
                 c.successes.load(Ordering::Relaxed),
                 c.rate_limited.load(Ordering::Relaxed),
-                c.cooldowns.load(Ordering::Relaxed),
-                endpoint.state.in_flight(),
+                remaining,
+                view.in_flight,
                 state,
             );
         }

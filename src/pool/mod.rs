@@ -1,8 +1,16 @@
-//! Key pools: endpoints (deployment x key), their health, and how one is chosen.
+//! Key pools: endpoints (deployment x key), their health and quota state, and how one
+//! is chosen for a request.
 
+pub mod breaker;
 mod endpoint;
+pub mod queue;
+pub mod quota;
 pub mod select;
+pub mod session;
 mod snapshot;
+mod state;
+pub mod window;
 
-pub use endpoint::{Counters, Endpoint, EndpointId, EndpointState, InFlightGuard};
-pub use snapshot::{Route, Snapshot};
+pub use endpoint::{Endpoint, EndpointId};
+pub use snapshot::{Pick, Route, Snapshot};
+pub use state::{Availability, Counters, EndpointState, InFlightGuard, Limits, StateView};

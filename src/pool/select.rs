@@ -20,6 +20,11 @@ pub struct CandidateView {
     pub index: usize,
     pub weight: u32,
     pub in_flight: u32,
+    /// EWMA of time to response headers; `None` before the first response.
+    pub latency: Option<std::time::Duration>,
+    /// Fraction (0..=1) of the tightest known quota left: configured rpm/tpm and the
+    /// provider's reported remaining requests and tokens.
+    pub headroom: f64,
 }
 
 /// Orders available endpoints, best first.
@@ -29,14 +34,52 @@ pub trait Select: Send + Sync + Debug {
 }
 
 /// The selector for a strategy, sized for a route of `endpoints` endpoints.
-///
-/// `latency` and `usage` need per-endpoint latency and quota tracking that is not
-/// built yet; until then they order like `weighted` (config loading warns).
 pub fn for_strategy(strategy: Strategy, endpoints: usize) -> Box<dyn Select> {
     match strategy {
         Strategy::RoundRobin => Box::new(RoundRobin::default()),
+        Strategy::Weighted => Box::new(SmoothWeighted::new(endpoints)),
         Strategy::LeastBusy => Box::new(LeastBusy),
-        Strategy::Weighted | Strategy::Latency | Strategy::Usage => Box::new(SmoothWeighted::new(endpoints)),
+        Strategy::Latency => Box::new(Latency),
+        Strategy::Usage => Box::new(Usage),
+    }
+}
+
+/// Random order, then a stable sort by `key`: ties are broken at random so equal
+/// endpoints share the load instead of the first one taking it all.
+fn shuffled_by<K: Ord>(
+    candidates: &[CandidateView],
+    rng: &mut dyn RngCore,
+    key: impl Fn(&CandidateView) -> K,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    order.sort_by_key(|&pos| key(&candidates[pos]));
+    order
+}
+
+/// Lowest latency (EWMA of time to headers) first. Endpoints with no sample yet come
+/// first, so every endpoint gets measured.
+#[derive(Debug, Default)]
+pub struct Latency;
+
+impl Select for Latency {
+    fn order(&self, candidates: &[CandidateView], rng: &mut dyn RngCore) -> Vec<usize> {
+        shuffled_by(candidates, rng, |c| c.latency.unwrap_or_default())
+    }
+}
+
+/// Most headroom first: the endpoint with the largest share of its quota left (by
+/// configured rpm/tpm and the provider's own rate-limit headers), ties by fewer in
+/// flight, then at random. Spent endpoints never get here: the route filters them.
+#[derive(Debug, Default)]
+pub struct Usage;
+
+impl Select for Usage {
+    fn order(&self, candidates: &[CandidateView], rng: &mut dyn RngCore) -> Vec<usize> {
+        // Headroom in thousandths, so float noise does not decide between equals.
+        shuffled_by(candidates, rng, |c| (std::cmp::Reverse((c.headroom * 1000.0).round() as i64), c.in_flight))
     }
 }
 
@@ -121,7 +164,36 @@ mod tests {
     use rand::SeedableRng;
 
     fn views(weights: &[u32]) -> Vec<CandidateView> {
-        weights.iter().enumerate().map(|(index, &weight)| CandidateView { index, weight, in_flight: 0 }).collect()
+        weights
+            .iter()
+            .enumerate()
+            .map(|(index, &weight)| CandidateView { index, weight, in_flight: 0, latency: None, headroom: 1.0 })
+            .collect()
+    }
+
+    #[test]
+    fn usage_prefers_headroom_and_spreads_ties() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut v = views(&[1, 1, 1]);
+        v[0].headroom = 0.2;
+        v[1].headroom = 0.9;
+        v[2].headroom = 0.5;
+        assert_eq!(Usage.order(&v, &mut rng), [1, 2, 0]);
+        let v = views(&[1, 1, 1]);
+        let mut firsts = [0; 3];
+        for _ in 0..300 {
+            firsts[Usage.order(&v, &mut rng)[0]] += 1;
+        }
+        assert!(firsts.iter().all(|&n| n > 60), "{firsts:?}");
+    }
+
+    #[test]
+    fn latency_prefers_fast_and_unmeasured() {
+        let mut rng = SmallRng::seed_from_u64(4);
+        let mut v = views(&[1, 1, 1]);
+        v[0].latency = Some(std::time::Duration::from_millis(300));
+        v[1].latency = Some(std::time::Duration::from_millis(100));
+        assert_eq!(Latency.order(&v, &mut rng), [2, 1, 0]);
     }
 
     #[test]

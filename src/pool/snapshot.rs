@@ -7,8 +7,11 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::endpoint::{Endpoint, EndpointId, EndpointState};
+use super::endpoint::{Endpoint, EndpointId};
+use super::queue::WaitQueue;
 use super::select::{self, CandidateView, Select};
+use super::session;
+use super::state::{Availability, EndpointState};
 use crate::config::{Config, Diagnostic, ModelRoute, SecretSource, ServerSettings};
 use crate::provider::Auth;
 
@@ -27,6 +30,8 @@ pub struct Snapshot {
 pub struct Route {
     pub settings: ModelRoute,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Where requests wait when no endpoint has capacity.
+    pub queue: WaitQueue,
     selector: Box<dyn Select>,
 }
 
@@ -94,7 +99,8 @@ impl Snapshot {
                 }
             }
             let selector = select::for_strategy(model.strategy, endpoints.len());
-            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, selector });
+            let queue = WaitQueue::new(model.queue);
+            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector });
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -114,39 +120,66 @@ impl Snapshot {
 }
 
 impl Route {
-    /// The endpoints to try for one request, best first: available ones that pass
-    /// `usable`, ordered by priority, then local region, then the alias's strategy.
+    /// The endpoints to try for one request, best first: those with capacity that
+    /// pass `usable`, ordered by priority, then local region, then the session's
+    /// rendezvous endpoint, then the alias's strategy.
     pub fn candidates(
         &self,
         usable: impl Fn(&Endpoint) -> bool,
-        region: Option<&str>,
-        now: Instant,
+        pick: &Pick<'_>,
         rng: &mut dyn RngCore,
     ) -> Vec<Arc<Endpoint>> {
-        let available: Vec<(usize, &Arc<Endpoint>)> =
-            self.endpoints.iter().enumerate().filter(|(_, e)| usable(e) && e.is_available(now)).collect();
-        let views: Vec<CandidateView> = available
-            .iter()
-            .map(|(index, e)| CandidateView {
-                index: *index,
-                weight: e.deployment.weight,
-                in_flight: e.state.in_flight(),
-            })
-            .collect();
-        let mut ordered: Vec<&Arc<Endpoint>> = self
-            .selector
-            .order(&views, rng)
-            .into_iter()
-            .filter_map(|pos| available.get(pos).map(|(_, e)| *e))
-            .collect();
-        let remote = |e: &Endpoint| region.is_some() && e.deployment.region.as_deref() != region;
+        let mut available = Vec::new();
+        let mut views = Vec::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if !usable(endpoint) {
+                continue;
+            }
+            if let Availability::Ready { headroom } = endpoint.availability(pick.now) {
+                views.push(CandidateView {
+                    index,
+                    weight: endpoint.deployment.weight,
+                    in_flight: endpoint.state.in_flight(),
+                    latency: endpoint.state.latency(),
+                    headroom,
+                });
+                available.push(endpoint);
+            }
+        }
+        let mut ordered: Vec<&Arc<Endpoint>> =
+            self.selector.order(&views, rng).into_iter().filter_map(|pos| available.get(pos).copied()).collect();
+        if let Some(session) = pick.session {
+            if let Some(best) = (0..ordered.len()).max_by_key(|&i| session::score(session, &ordered[i].id)) {
+                let sticky = ordered.remove(best);
+                ordered.insert(0, sticky);
+            }
+        }
+        let remote = |e: &Endpoint| pick.region.is_some() && e.deployment.region.as_deref() != pick.region;
         ordered.sort_by_key(|e| (e.deployment.priority, remote(e)));
         ordered.into_iter().cloned().collect()
     }
 
-    /// When the first endpoint passing `usable` comes out of cooldown; `None` if one
-    /// is available now or none could ever be.
-    pub fn earliest_recovery(&self, usable: impl Fn(&Endpoint) -> bool) -> Option<Instant> {
-        self.endpoints.iter().filter(|e| usable(e)).filter_map(|e| e.state.cooldown_until()).min()
+    /// When an endpoint passing `usable` may next have capacity: the earliest known
+    /// end of a cooldown, open breaker or spent quota. `None` if nothing known will
+    /// free up (disabled keys, or only in-flight caps, which free as requests end).
+    pub fn next_capacity(&self, usable: impl Fn(&Endpoint) -> bool, now: Instant) -> Option<Instant> {
+        self.endpoints
+            .iter()
+            .filter(|e| usable(e))
+            .filter_map(|e| match e.availability(now) {
+                Availability::Ready { .. } => Some(now),
+                Availability::Blocked { until } => until,
+            })
+            .min()
     }
+}
+
+/// What a request brings to endpoint selection besides the route itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub now: Instant,
+    /// The sidecar's region: endpoints there come first.
+    pub region: Option<&'a str>,
+    /// The session header's value: pins the request to one endpoint while it has capacity.
+    pub session: Option<&'a str>,
 }

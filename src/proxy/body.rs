@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use tokio::time::{Instant, Sleep};
 
-use crate::pool::InFlightGuard;
+use super::usage::UsageTap;
+use crate::pool::{EndpointState, InFlightGuard};
 
 /// Boxed errors of relayed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,24 +31,58 @@ pub fn full(bytes: Bytes) -> ProxyBody {
 #[error("upstream body stalled")]
 pub struct IdleTimeout;
 
+/// What happens when a relayed body ends (or is dropped because the client left):
+/// tokens and time to first chunk go to the endpoint's state, and the in-flight
+/// count drops.
+pub struct Completion {
+    state: Arc<EndpointState>,
+    tap: Option<UsageTap>,
+    started: Instant,
+    first_chunk_seen: bool,
+    _guard: InFlightGuard,
+}
+
+impl Completion {
+    pub fn new(state: Arc<EndpointState>, tap: Option<UsageTap>, started: Instant, guard: InFlightGuard) -> Self {
+        Completion { state, tap, started, first_chunk_seen: false, _guard: guard }
+    }
+
+    fn on_data(&mut self, data: &[u8]) {
+        if !self.first_chunk_seen {
+            self.first_chunk_seen = true;
+            self.state.record_ttfb(self.started.elapsed());
+        }
+        if let Some(tap) = &mut self.tap {
+            tap.feed(data);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(usage) = self.tap.take().and_then(UsageTap::finish) {
+            self.state.record_tokens(usage.input, usage.output, std::time::Instant::now());
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// Relays an upstream body. Keeps the endpoint's in-flight count up until the
-    /// body ends or is dropped (the client went away, which also drops, and so
-    /// cancels, the upstream request), and fails the body when the upstream sends
-    /// nothing for `idle`.
+    /// Relays an upstream body. Dropping it (the client went away) drops, and so
+    /// cancels, the upstream request; the body fails when the upstream sends nothing
+    /// for `idle`.
     pub struct Relay<B> {
         #[pin]
         inner: B,
         #[pin]
         idle_timer: Sleep,
         idle: Duration,
-        _guard: InFlightGuard,
+        completion: Completion,
     }
 }
 
 impl<B> Relay<B> {
-    pub fn new(inner: B, idle: Duration, guard: InFlightGuard) -> Self {
-        Relay { inner, idle_timer: tokio::time::sleep(idle), idle, _guard: guard }
+    pub fn new(inner: B, idle: Duration, completion: Completion) -> Self {
+        Relay { inner, idle_timer: tokio::time::sleep(idle), idle, completion }
     }
 }
 
@@ -64,6 +100,11 @@ where
             Poll::Ready(frame) => {
                 let deadline = Instant::now() + *this.idle;
                 this.idle_timer.as_mut().reset(deadline);
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    if let Some(data) = data {
+                        this.completion.on_data(data);
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => match this.idle_timer.poll(cx) {

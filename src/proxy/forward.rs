@@ -1,5 +1,6 @@
 //! Failover: try endpoints in the order the route gives, over the alias and then its
-//! fallbacks, until one answers with something worth passing to the client.
+//! fallbacks, until one answers with something worth passing to the client; when no
+//! endpoint has capacity, wait in the alias's queue for the earliest reset.
 //!
 //! A retry is only possible while no byte of the response has reached the client, so
 //! the decision is made on the status line alone; the body of a successful or
@@ -13,13 +14,15 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
-use super::body::{full, ProxyBody, Relay};
+use super::body::{full, Completion, ProxyBody, Relay};
 use super::error::ProxyError;
 use super::inbound::{Api, Inbound};
 use super::server::ProxyState;
 use super::upstream;
-use crate::pool::{Endpoint, Snapshot};
-use crate::provider::{ratelimit, ProviderKind};
+use super::usage::UsageTap;
+use crate::pool::{Endpoint, Pick, Route, Snapshot};
+use crate::provider::ratelimit::{self, RateLimitReport};
+use crate::provider::ProviderKind;
 
 /// Error bodies of retryable responses are read to find retry hints, up to this size.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -30,6 +33,7 @@ enum Failure {
     Status {
         parts: http::response::Parts,
         body: Bytes,
+        report: RateLimitReport,
         key: String,
         deployment: String,
     },
@@ -37,10 +41,27 @@ enum Failure {
     Timeout,
 }
 
+/// How one pass over the alias and its fallbacks ended.
+enum Pass {
+    Answered(Response<ProxyBody>),
+    Failed(Failure),
+    /// No endpoint had capacity; nothing was sent.
+    NoCapacity,
+}
+
+/// What stays the same for every attempt of one request.
+struct Request<'a> {
+    state: &'a ProxyState,
+    snapshot: &'a Snapshot,
+    inbound: &'a Inbound,
+    session: Option<&'a str>,
+    deadline: Instant,
+}
+
 /// Routes one request and returns the response for the client.
 pub(super) async fn forward(state: &ProxyState, snapshot: &Snapshot, inbound: Inbound) -> Response<ProxyBody> {
     let mut attempts = 0u32;
-    match try_endpoints(state, snapshot, &inbound, &mut attempts).await {
+    match route(state, snapshot, &inbound, &mut attempts).await {
         Ok(response) => response,
         Err(e) => {
             let mut response = e.into_response();
@@ -52,72 +73,104 @@ pub(super) async fn forward(state: &ProxyState, snapshot: &Snapshot, inbound: In
     }
 }
 
-async fn try_endpoints(
+async fn route(
     state: &ProxyState,
     snapshot: &Snapshot,
     inbound: &Inbound,
     attempts: &mut u32,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let primary = snapshot.route(&inbound.alias).ok_or_else(|| ProxyError::UnknownModel(inbound.alias.clone()))?;
+    let chain: Vec<&Route> =
+        std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a))).collect();
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
-    let chain = std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a)));
-    if !chain.clone().any(|r| r.endpoints.iter().any(|e| usable(e))) {
+    if !chain.iter().any(|r| r.endpoints.iter().any(|e| usable(e))) {
         return Err(ProxyError::NoDeploymentForApi { alias: inbound.alias.clone(), api: inbound.api.describe() });
     }
+    let server = &snapshot.server;
+    let request = Request {
+        state,
+        snapshot,
+        inbound,
+        session: inbound.parts.headers.get(&server.session_header).and_then(|v| v.to_str().ok()),
+        deadline: Instant::now() + server.request_timeout,
+    };
 
-    let settings = &snapshot.server;
-    let deadline = Instant::now() + settings.request_timeout;
-    let mut last: Option<Failure> = None;
-    let mut earliest_recovery: Option<std::time::Instant> = None;
-
-    for route in chain {
-        let candidates =
-            route.candidates(usable, settings.region.as_deref(), std::time::Instant::now(), &mut rand::rng());
-        if candidates.is_empty() {
-            earliest_recovery = earliest_recovery.into_iter().chain(route.earliest_recovery(usable)).min();
-            continue;
-        }
-        let budget = 1 + route.settings.num_retries as usize;
-        for endpoint in candidates.into_iter().take(budget) {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(last_failure_to_error(last));
-            }
-            *attempts += 1;
-            let budget = settings.attempt_timeout.map_or(deadline - now, |t| t.min(deadline - now));
-            match attempt(state, inbound, &endpoint, budget, settings.request_timeout).await {
-                Ok(response) => return Ok(with_keyrelay_headers(response, &endpoint, *attempts)),
-                Err(failure) => {
-                    note_failure(&failure, &endpoint, route.settings.allowed_fails, route.settings.cooldown);
-                    tracing::debug!(alias = %inbound.alias, key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying next endpoint");
-                    last = Some(failure);
+    let mut place = None;
+    let mut last = None;
+    loop {
+        match one_pass(&request, &chain, attempts).await {
+            Pass::Answered(response) => return Ok(response),
+            Pass::Failed(failure) => {
+                let rate_limited = failure.is_rate_limit();
+                last = Some(failure);
+                if !rate_limited {
+                    break;
                 }
             }
+            Pass::NoCapacity => {}
+        }
+        // Every endpoint is cooling down or out of quota: wait for the earliest reset.
+        let next = chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
+        if place.is_none() {
+            place = primary.queue.join(request.deadline).await;
+        }
+        match &place {
+            Some(p) if p.wait_for(next).await => continue,
+            _ => break,
         }
     }
-    if *attempts == 0 {
-        let retry_after = earliest_recovery
-            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
-            .unwrap_or(Duration::from_secs(1));
-        return Err(ProxyError::AllCoolingDown { alias: inbound.alias.clone(), retry_after });
-    }
+
     match last {
-        Some(Failure::Status { mut parts, body, key, deployment }) => {
+        Some(Failure::Status { mut parts, body, key, deployment, .. })
+            if parts.status != StatusCode::TOO_MANY_REQUESTS =>
+        {
             // The body may have been cut at ERROR_BODY_LIMIT: let hyper recount it.
             parts.headers.remove(http::header::CONTENT_LENGTH);
             let mut response = Response::from_parts(parts, full(body));
             set_headers(&mut response, &key, &deployment, *attempts);
             Ok(response)
         }
-        other => Err(last_failure_to_error(other)),
+        Some(Failure::Connect) => Err(ProxyError::UpstreamConnect),
+        Some(Failure::Timeout) => Err(ProxyError::UpstreamTimeout),
+        _ => {
+            let now = std::time::Instant::now();
+            let next = chain.iter().filter_map(|r| r.next_capacity(usable, now)).min();
+            let retry_after = next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+            Err(ProxyError::AllCoolingDown { alias: inbound.alias.clone(), retry_after })
+        }
     }
 }
 
-fn last_failure_to_error(last: Option<Failure>) -> ProxyError {
-    match last {
-        Some(Failure::Connect) => ProxyError::UpstreamConnect,
-        _ => ProxyError::UpstreamTimeout,
+/// Tries up to `1 + num_retries` endpoints of each alias in the chain, in order.
+async fn one_pass(request: &Request<'_>, chain: &[&Route], attempts: &mut u32) -> Pass {
+    let inbound = request.inbound;
+    let server = &request.snapshot.server;
+    let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
+    let mut last = None;
+    for route in chain {
+        let pick = Pick { now: std::time::Instant::now(), region: server.region.as_deref(), session: request.session };
+        let candidates = route.candidates(usable, &pick, &mut rand::rng());
+        for endpoint in candidates.into_iter().take(1 + route.settings.num_retries as usize) {
+            let now = Instant::now();
+            if now >= request.deadline {
+                return Pass::Failed(last.unwrap_or(Failure::Timeout));
+            }
+            *attempts += 1;
+            let budget = server.attempt_timeout.map_or(request.deadline - now, |t| t.min(request.deadline - now));
+            match attempt(request, &endpoint, budget).await {
+                Ok(mut response) => {
+                    set_headers(&mut response, endpoint.key_name(), &endpoint.deployment.name, *attempts);
+                    return Pass::Answered(response);
+                }
+                Err(failure) => {
+                    note_failure(&failure, &endpoint, route);
+                    tracing::debug!(alias = %inbound.alias, key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying the next endpoint");
+                    last = Some(failure);
+                }
+            }
+        }
     }
+    last.map_or(Pass::NoCapacity, Pass::Failed)
 }
 
 /// Whether a deployment of `provider` can serve requests of this API family.
@@ -131,19 +184,17 @@ fn serves(api: &Api, provider: ProviderKind) -> bool {
 
 /// One upstream attempt. `Ok` is a response to relay; `Err` means try the next one.
 async fn attempt(
-    state: &ProxyState,
-    inbound: &Inbound,
+    request: &Request<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
-    idle: Duration,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let guard = endpoint.state.begin();
-    let request = upstream::request_for(inbound, endpoint).map_err(|e| {
-        tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build upstream request");
+    let started = Instant::now();
+    let guard = endpoint.state.begin(started.into_std());
+    let upstream_request = upstream::request_for(request.inbound, endpoint).map_err(|e| {
+        tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
         Failure::Connect
     })?;
-    let started = Instant::now();
-    let response = match tokio::time::timeout(budget, state.client.request(request)).await {
+    let response = match tokio::time::timeout(budget, request.state.client.request(upstream_request)).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => {
             tracing::debug!(deployment = %endpoint.deployment.name, error = %e, connect = e.is_connect(), "upstream transport error");
@@ -151,6 +202,8 @@ async fn attempt(
         }
         Ok(Ok(response)) => response,
     };
+    let report = ratelimit::parse(response.headers(), SystemTime::now());
+    endpoint.state.on_response(&report, started.elapsed(), std::time::Instant::now());
     let status = response.status();
     if is_retryable(status) {
         let (parts, body) = response.into_parts();
@@ -159,19 +212,21 @@ async fn attempt(
             Ok(Ok(collected)) => collected.to_bytes(),
             _ => Bytes::new(),
         };
-        return Err(Failure::Status {
-            parts,
-            body,
-            key: endpoint.key_name().to_owned(),
-            deployment: endpoint.deployment.name.clone(),
-        });
+        let (key, deployment) = (endpoint.key_name().to_owned(), endpoint.deployment.name.clone());
+        return Err(Failure::Status { parts, body, report, key, deployment });
     }
-    if status.is_success() {
-        endpoint.state.record_success();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), "provider refused the key; not using it until its secret changes");
+        endpoint.state.record_unauthorized();
+    } else {
+        endpoint.state.record_success(status.is_success());
     }
     let (mut parts, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ProxyBody::new(Relay::new(body, idle, guard))))
+    let completion =
+        Completion::new(Arc::clone(&endpoint.state), UsageTap::for_response(&parts.headers), started, guard);
+    let idle = request.snapshot.server.request_timeout;
+    Ok(Response::from_parts(parts, ProxyBody::new(Relay::new(body, idle, completion))))
 }
 
 /// Statuses that mean "this endpoint, not this request, is the problem".
@@ -180,20 +235,24 @@ fn is_retryable(status: StatusCode) -> bool {
 }
 
 /// Updates endpoint health after a failed attempt.
-fn note_failure(failure: &Failure, endpoint: &Endpoint, allowed_fails: u32, default_cooldown: Duration) {
+fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
     let now = std::time::Instant::now();
+    let settings = &route.settings;
     match failure {
-        Failure::Status { parts, body, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => {
-            let report = ratelimit::parse(&parts.headers, SystemTime::now());
+        Failure::Status { parts, body, report, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => {
             let cooldown =
-                report.cooldown().or_else(|| ratelimit::gemini_retry_delay(body)).unwrap_or(default_cooldown);
+                report.cooldown().or_else(|| ratelimit::gemini_retry_delay(body)).unwrap_or(settings.cooldown);
             endpoint.state.record_rate_limited(cooldown, now);
         }
-        _ => endpoint.state.record_failure(allowed_fails, default_cooldown, now),
+        _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, now),
     }
 }
 
 impl Failure {
+    fn is_rate_limit(&self) -> bool {
+        matches!(self, Failure::Status { parts, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS)
+    }
+
     fn reason(&self) -> &'static str {
         match self {
             Failure::Status { parts, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
@@ -202,11 +261,6 @@ impl Failure {
             Failure::Timeout => "timeout",
         }
     }
-}
-
-fn with_keyrelay_headers(mut response: Response<ProxyBody>, endpoint: &Endpoint, attempts: u32) -> Response<ProxyBody> {
-    set_headers(&mut response, endpoint.key_name(), &endpoint.deployment.name, attempts);
-    response
 }
 
 /// `x-keyrelay-key`, `x-keyrelay-deployment`, `x-keyrelay-attempts`: which key and

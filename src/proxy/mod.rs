@@ -6,5 +6,6 @@ mod forward;
 pub mod inbound;
 mod server;
 pub mod upstream;
+mod usage;
 
 pub use server::{serve, ProxyState};

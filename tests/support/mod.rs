@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests (`mod support;` in each test file).
 #![allow(dead_code, unused_imports)]
 
+pub mod atomic_writer;
+pub mod fake_kube;
 pub mod harness;
 
 use std::future::Future;

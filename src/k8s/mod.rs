@@ -1,0 +1,99 @@
+//! Kubernetes integration: the sidecar injector (`keyrelay webhook`).
+//!
+//! - [`inject`]: the pure decision, Pod -> JSON patch (unit-tested directly).
+//! - [`review`]: AdmissionReview bytes in, bytes out; errors mapped to statuses once.
+//! - [`server`]: TLS + HTTP shell; [`tls`]: the certificate, reloaded when renewed.
+//! - [`sidecar`]: the container, volumes and env the injector adds.
+//!
+//! The chart passes its values as flags (or `KEYRELAY_WEBHOOK_*`/`KEYRELAY_SIDECAR_*`
+//! environment variables), so a `helm upgrade` changes what new pods get.
+
+pub mod inject;
+pub mod review;
+pub mod server;
+pub mod sidecar;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+
+pub use inject::{mutate, Decision, InjectError, Mutation};
+pub use server::{serve, StartError, WebhookConfig};
+pub use sidecar::{InjectSettings, SidecarMode};
+
+/// `keyrelay webhook`: the mutating admission webhook that injects the sidecar.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// PEM certificate (chain) served to the API server.
+    #[arg(long, env = "KEYRELAY_WEBHOOK_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "KEYRELAY_WEBHOOK_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Address to serve HTTPS on (`POST /mutate`, `GET /healthz`).
+    #[arg(long, env = "KEYRELAY_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Image of the injected keyrelay container.
+    #[arg(long, env = "KEYRELAY_SIDECAR_IMAGE", default_value_t = sidecar::default_image())]
+    pub sidecar_image: String,
+    /// imagePullPolicy of the injected container.
+    #[arg(long, env = "KEYRELAY_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+        value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub sidecar_image_pull_policy: String,
+    /// `native`: init container with restartPolicy Always (Kubernetes >= 1.29);
+    /// `container`: a plain extra container for older clusters.
+    #[arg(long, env = "KEYRELAY_SIDECAR_MODE", value_enum, default_value = "native")]
+    pub sidecar_mode: SidecarMode,
+    /// The sidecar's app port on 127.0.0.1 (what OPENAI_BASE_URL points at).
+    #[arg(long, env = "KEYRELAY_SIDECAR_PORT", default_value_t = 4000)]
+    pub sidecar_port: u16,
+    /// The sidecar's admin port (probes, metrics).
+    #[arg(long, env = "KEYRELAY_SIDECAR_ADMIN_PORT", default_value_t = 9901)]
+    pub sidecar_admin_port: u16,
+    /// The sidecar's resources, as JSON (a Kubernetes ResourceRequirements).
+    #[arg(long, env = "KEYRELAY_SIDECAR_RESOURCES", value_parser = parse_json::<ResourceRequirements>)]
+    pub sidecar_resources: Option<ResourceRequirements>,
+    /// Extra environment for the sidecar, as a JSON list of EnvVar (e.g. OTEL_*).
+    #[arg(long, env = "KEYRELAY_SIDECAR_ENV", value_parser = parse_json::<Vec<EnvVar>>)]
+    pub sidecar_env: Option<Vec<EnvVar>>,
+    /// ConfigMap for pods without a `keyrelay.dev/config` annotation (else they are refused).
+    #[arg(long, env = "KEYRELAY_SIDECAR_DEFAULT_CONFIG")]
+    pub default_config: Option<String>,
+    /// Secret for pods without a `keyrelay.dev/secret` annotation (else they are refused).
+    #[arg(long, env = "KEYRELAY_SIDECAR_DEFAULT_SECRET")]
+    pub default_secret: Option<String>,
+}
+
+impl WebhookArgs {
+    pub fn into_config(self) -> WebhookConfig {
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        WebhookConfig {
+            listen: self.listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            settings: InjectSettings {
+                image: self.sidecar_image,
+                image_pull_policy: self.sidecar_image_pull_policy,
+                mode: self.sidecar_mode,
+                port: self.sidecar_port,
+                admin_port: self.sidecar_admin_port,
+                resources: self.sidecar_resources.unwrap_or_else(sidecar::default_resources),
+                env: self.sidecar_env.unwrap_or_default(),
+                default_config: non_empty(self.default_config),
+                default_secret: non_empty(self.default_secret),
+            },
+        }
+    }
+}
+
+/// Runs `keyrelay webhook` until `shutdown` resolves.
+pub async fn run(args: WebhookArgs, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    serve(args.into_config(), shutdown).await
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+}

@@ -1,0 +1,324 @@
+//! Mutable state of one endpoint: in flight, health (cooldown, breaker, disabled),
+//! the provider's reported quota, minute windows of requests and tokens, latency.
+//!
+//! Shared (`Arc`) by every snapshot that contains the same endpoint, so a reload loses
+//! none of it. Everything but the hot counters sits behind one short-held mutex.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::breaker::{Breaker, BreakerState};
+use super::quota::ReportedQuota;
+use super::window::MinuteWindow;
+use crate::provider::ratelimit::RateLimitReport;
+
+/// Configured limits of an endpoint (per key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_inflight: Option<u32>,
+}
+
+/// Whether an endpoint can take a request now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Availability {
+    /// Yes; `headroom` (0..=1) is the fraction of its tightest known quota left.
+    Ready { headroom: f64 },
+    /// No; `until` says when that changes, if known.
+    Blocked { until: Option<Instant> },
+}
+
+#[derive(Debug, Default)]
+pub struct EndpointState {
+    in_flight: AtomicU32,
+    inner: Mutex<Inner>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    cooldown_until: Option<Instant>,
+    breaker: Breaker,
+    /// Set by a 401/403: the key is refused until its value changes (a changed value
+    /// is a new endpoint state).
+    disabled: bool,
+    quota: ReportedQuota,
+    requests: MinuteWindow,
+    tokens: MinuteWindow,
+    latency: Ewma,
+    ttfb: Ewma,
+}
+
+/// Monotonic totals, for metrics, status and the demo table.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub attempts: AtomicU64,
+    pub successes: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub failures: AtomicU64,
+    pub cooldowns: AtomicU64,
+    pub breaker_opens: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub input_tokens: AtomicU64,
+    pub output_tokens: AtomicU64,
+    pub malformed_headers: AtomicU64,
+}
+
+/// A point-in-time copy for status pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateView {
+    pub in_flight: u32,
+    pub cooldown_until: Option<Instant>,
+    pub breaker: BreakerState,
+    pub disabled: bool,
+    pub requests_last_minute: u64,
+    pub tokens_last_minute: u64,
+    pub latency: Option<Duration>,
+    pub ttfb: Option<Duration>,
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub quota_reset_at: Option<Instant>,
+}
+
+impl EndpointState {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request may go out now, and with how much headroom.
+    pub fn availability(&self, limits: &Limits, now: Instant) -> Availability {
+        let blocked = |until| Availability::Blocked { until };
+        let mut s = self.lock();
+        if s.disabled {
+            return blocked(None);
+        }
+        if let Some(until) = s.cooldown_until.filter(|&u| u > now) {
+            return blocked(Some(until));
+        }
+        if !s.breaker.allows(now) {
+            return blocked(s.breaker.open_until(now));
+        }
+        if limits.max_inflight.is_some_and(|max| self.in_flight() >= max) {
+            return blocked(None);
+        }
+        if let Some(until) = s.quota.spent_until(now) {
+            return blocked(Some(until));
+        }
+        let mut headroom = s.quota.headroom(now).unwrap_or(1.0);
+        if let Some(rpm) = limits.rpm.map(u64::from) {
+            let used = s.requests.sum(now);
+            if used >= rpm {
+                return blocked(s.requests.frees_below(now, rpm));
+            }
+            headroom = headroom.min(1.0 - used as f64 / rpm as f64);
+        }
+        if let Some(tpm) = limits.tpm {
+            let used = s.tokens.sum(now);
+            if used >= tpm {
+                return blocked(s.tokens.frees_below(now, tpm));
+            }
+            headroom = headroom.min(1.0 - used as f64 / tpm as f64);
+        }
+        Availability::Ready { headroom }
+    }
+
+    /// A request goes out: counted in flight until the guard drops (for a stream,
+    /// when it ends or the client leaves).
+    pub fn begin(self: &Arc<Self>, now: Instant) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.lock();
+        s.requests.add(now, 1);
+        s.quota.on_send();
+        s.breaker.on_start(now);
+        drop(s);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// Response headers arrived: take in the provider's quota report and the latency.
+    pub fn on_response(&self, report: &RateLimitReport, latency: Duration, now: Instant) {
+        self.counters.malformed_headers.fetch_add(u64::from(report.malformed), Ordering::Relaxed);
+        let mut s = self.lock();
+        s.quota.update(report, now);
+        s.latency.observe(latency);
+    }
+
+    /// The endpoint answered with something that is not its own failure.
+    pub fn record_success(&self, ok: bool) {
+        if ok {
+            self.counters.successes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.lock().breaker.on_success();
+    }
+
+    /// Rests the endpoint until `until`. A later deadline extends the cooldown; an
+    /// earlier one never shortens it.
+    pub fn cool_down_until(&self, until: Instant) {
+        let mut s = self.lock();
+        if s.cooldown_until.is_none_or(|current| current < until) {
+            s.cooldown_until = Some(until);
+            self.counters.cooldowns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_rate_limited(&self, cooldown: Duration, now: Instant) {
+        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        self.lock().breaker.on_success();
+        self.cool_down_until(now + cooldown);
+    }
+
+    /// A 5xx, connect error or timeout: counts towards opening the breaker.
+    pub fn record_failure(&self, allowed_fails: u32, open_for: Duration, now: Instant) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        if self.lock().breaker.on_failure(now, allowed_fails, open_for) {
+            self.counters.breaker_opens.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// 401/403: the provider refuses this key; stop using it until it changes.
+    pub fn record_unauthorized(&self) {
+        self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.lock();
+        s.disabled = true;
+        s.breaker.on_success();
+    }
+
+    /// Tokens a response used (from its `usage`), for tpm accounting.
+    pub fn record_tokens(&self, input: u64, output: u64, now: Instant) {
+        self.counters.input_tokens.fetch_add(input, Ordering::Relaxed);
+        self.counters.output_tokens.fetch_add(output, Ordering::Relaxed);
+        self.lock().tokens.add(now, input + output);
+    }
+
+    /// Time to the first body chunk of a streamed response.
+    pub fn record_ttfb(&self, ttfb: Duration) {
+        self.lock().ttfb.observe(ttfb);
+    }
+
+    pub fn latency(&self) -> Option<Duration> {
+        self.lock().latency.get()
+    }
+
+    pub fn cooldown_until(&self) -> Option<Instant> {
+        self.lock().cooldown_until
+    }
+
+    pub fn view(&self, now: Instant) -> StateView {
+        let mut s = self.lock();
+        StateView {
+            in_flight: self.in_flight(),
+            cooldown_until: s.cooldown_until.filter(|&u| u > now),
+            breaker: s.breaker.state(now),
+            disabled: s.disabled,
+            requests_last_minute: s.requests.sum(now),
+            tokens_last_minute: s.tokens.sum(now),
+            latency: s.latency.get(),
+            ttfb: s.ttfb.get(),
+            remaining_requests: s.quota.requests_left(now),
+            remaining_tokens: s.quota.tokens_left(now),
+            quota_reset_at: s.quota.requests.reset_at.max(s.quota.tokens.reset_at),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Inner holds plain values; a panic elsewhere cannot leave it inconsistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Decrements the in-flight count when dropped, and frees the half-open probe slot
+/// if the request ended without an outcome.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<EndpointState>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.lock().breaker.on_abandoned_probe();
+    }
+}
+
+/// Exponentially weighted moving average of a latency.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ewma(Option<f64>);
+
+impl Ewma {
+    const ALPHA: f64 = 0.3;
+
+    fn observe(&mut self, sample: Duration) {
+        let x = sample.as_secs_f64();
+        self.0 = Some(self.0.map_or(x, |v| Self::ALPHA * x + (1.0 - Self::ALPHA) * v));
+    }
+
+    fn get(&self) -> Option<Duration> {
+        self.0.map(Duration::from_secs_f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(a: Availability) -> bool {
+        matches!(a, Availability::Ready { .. })
+    }
+
+    #[test]
+    fn cooldown_extends_never_shortens() {
+        let s = EndpointState::default();
+        let now = Instant::now();
+        s.cool_down_until(now + Duration::from_secs(10));
+        s.cool_down_until(now + Duration::from_secs(2));
+        assert_eq!(s.cooldown_until(), Some(now + Duration::from_secs(10)));
+        s.cool_down_until(now + Duration::from_secs(20));
+        assert_eq!(s.cooldown_until(), Some(now + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn configured_rpm_and_max_inflight_block() {
+        let s = Arc::new(EndpointState::default());
+        let now = Instant::now();
+        let limits = Limits { rpm: Some(2), tpm: None, max_inflight: Some(5) };
+        let g1 = s.begin(now);
+        assert_eq!(s.availability(&limits, now), Availability::Ready { headroom: 0.5 });
+        let g2 = s.begin(now);
+        assert!(matches!(s.availability(&limits, now), Availability::Blocked { until: Some(_) }));
+        drop((g1, g2));
+        let limits = Limits { rpm: None, tpm: None, max_inflight: Some(1) };
+        let g = s.begin(now);
+        assert_eq!(s.availability(&limits, now), Availability::Blocked { until: None });
+        drop(g);
+        assert!(ready(s.availability(&limits, now)));
+    }
+
+    #[test]
+    fn unauthorized_disables_and_breaker_opens() {
+        let s = Arc::new(EndpointState::default());
+        let now = Instant::now();
+        s.record_failure(2, Duration::from_secs(5), now);
+        assert!(ready(s.availability(&Limits::default(), now)));
+        s.record_failure(2, Duration::from_secs(5), now);
+        assert_eq!(
+            s.availability(&Limits::default(), now),
+            Availability::Blocked { until: Some(now + Duration::from_secs(5)) }
+        );
+        let t = EndpointState::default();
+        t.record_unauthorized();
+        assert_eq!(t.availability(&Limits::default(), now), Availability::Blocked { until: None });
+    }
+
+    #[test]
+    fn in_flight_guard_counts_and_frees_abandoned_probe() {
+        let s = Arc::new(EndpointState::default());
+        let now = Instant::now();
+        s.record_failure(1, Duration::ZERO, now);
+        let probe = s.begin(now);
+        assert_eq!(s.in_flight(), 1);
+        assert!(!ready(s.availability(&Limits::default(), now)), "one probe at a time");
+        drop(probe);
+        assert_eq!(s.in_flight(), 0);
+        assert!(ready(s.availability(&Limits::default(), now)));
+    }
+}

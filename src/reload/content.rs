@@ -1,0 +1,179 @@
+//! Reading everything a snapshot depends on (the config text and every secret it
+//! names) and hashing it, so a re-scan or an event that changed nothing costs one read
+//! and no new generation.
+//!
+//! The hash is keyed with per-process random keys and fed only key *fingerprints*, so
+//! it says nothing about a key value even if it were shown; it is never shown anyway.
+
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+
+use super::kube::ApiData;
+use super::Sources;
+use crate::config::{self, Config, ConfigErrors, Diagnostic, KeyRefKind, KubernetesSource, Origin, SecretSource};
+use crate::pool::Snapshot;
+
+/// A 128-bit content hash: two independently keyed SipHash passes, so an accidental
+/// collision (a rotation taken for a no-op) is out of reach.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys(RandomState, RandomState);
+
+impl Keys {
+    pub(crate) fn new() -> Self {
+        Keys(RandomState::new(), RandomState::new())
+    }
+
+    fn digest(&self) -> Digest {
+        Digest(self.0.build_hasher(), self.1.build_hasher())
+    }
+}
+
+struct Digest(DefaultHasher, DefaultHasher);
+
+impl Digest {
+    /// Length-prefixed, so `("ab", "c")` and `("a", "bc")` differ.
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.write(s.as_bytes());
+        self.1.write(s.as_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.0.write_u64(v);
+        self.1.write_u64(v);
+    }
+
+    fn finish(&self) -> u128 {
+        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    }
+}
+
+/// One read of the sources: its hash, and the parsed config or every error.
+pub(crate) struct Read {
+    pub hash: u128,
+    pub result: Result<Parsed, Vec<Diagnostic>>,
+}
+
+/// A config that parsed, with the secret source to build it from.
+pub(crate) struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    pub secrets: SecretSource,
+    /// Hash of the secrets alone, to notice a change that raced the build.
+    pub secrets_digest: u128,
+}
+
+/// Reads the config (the API's ConfigMap text if known, else the file) and resolves
+/// every secret it names, hashing all of it. `--listen`/`--admin` are applied.
+pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
+    let mut digest = keys.digest();
+    let (source, text) = match &api.config {
+        Some((label, text)) => (label.clone(), Ok(text.to_string())),
+        None => (sources.config.clone(), read_text(&sources.config)),
+    };
+    digest.str(&source.to_string_lossy());
+    let text = match text {
+        Ok(text) => text,
+        Err(message) => {
+            digest.str(&message);
+            let d = Diagnostic { file: source, origin: Origin::default(), message };
+            return Read { hash: digest.finish(), result: Err(vec![d]) };
+        }
+    };
+    digest.str(&text);
+    let loaded = match config::load_str(&text, &source) {
+        Ok(loaded) => loaded,
+        Err(ConfigErrors(errors)) => return Read { hash: digest.finish(), result: Err(errors) },
+    };
+    let mut config = loaded.config;
+    if let Some(listen) = sources.listen {
+        config.server.listen = listen;
+    }
+    if let Some(admin) = sources.admin {
+        config.server.admin = admin;
+    }
+    let mut secrets = SecretSource::new(sources.secrets_dir.clone(), config.inline_secrets.clone());
+    secrets.api = api.secret.clone();
+    let secrets_digest = secrets_digest(&config, &secrets, keys);
+    digest.u64((secrets_digest >> 64) as u64);
+    digest.u64(secrets_digest as u64);
+    Read { hash: digest.finish(), result: Ok(Parsed { config, warnings: loaded.warnings, secrets, secrets_digest }) }
+}
+
+/// Hashes every secret `config` names, as resolved now: name and fingerprint of each
+/// key (a `keys_from` secret gives several), or the error text when it does not resolve
+/// (a missing file that appears later is then a change).
+pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Keys) -> u128 {
+    let refs: BTreeSet<(&str, bool)> = config
+        .models
+        .values()
+        .flat_map(|m| &m.deployments)
+        .flat_map(|d| &d.keys)
+        .map(|k| (k.name.as_str(), k.kind == KeyRefKind::Lines))
+        .collect();
+    let mut digest = keys.digest();
+    for (name, lines) in refs {
+        let key = config::KeyRef {
+            name: name.to_owned(),
+            kind: if lines { KeyRefKind::Lines } else { KeyRefKind::Single },
+            origin: Origin::default(),
+        };
+        digest.str(name);
+        digest.u64(u64::from(lines));
+        match secrets.resolve(&key) {
+            Ok(resolved) => {
+                for k in resolved {
+                    digest.str(&k.name);
+                    digest.u64(k.secret.fingerprint());
+                }
+            }
+            Err(e) => digest.str(&e.to_string()),
+        }
+    }
+    digest.finish()
+}
+
+fn read_text(path: &std::path::Path) -> Result<String, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| "config file is not valid UTF-8".to_owned()),
+        Err(e) => Err(format!("cannot read config file: {e}")),
+    }
+}
+
+/// The first configuration and what the reloader needs to continue from it.
+pub struct Initial {
+    pub snapshot: Snapshot,
+    /// Warnings of the first config (ignored LiteLLM keys, ...), for the caller to log.
+    pub warnings: Vec<Diagnostic>,
+    pub seed: Seed,
+}
+
+/// What the reloader starts from: the config in effect (for settings that only a
+/// restart changes) and the hash of what was read.
+pub struct Seed {
+    pub(crate) config: Config,
+    pub(crate) hash: u128,
+    pub(crate) keys: Keys,
+}
+
+impl Seed {
+    /// The server settings in effect (overrides applied).
+    pub fn server(&self) -> &config::ServerSettings {
+        &self.config.server
+    }
+
+    /// The `kubernetes:` section of the first config, which decides the API watch.
+    pub fn kubernetes(&self) -> Option<&KubernetesSource> {
+        self.config.kubernetes.as_ref()
+    }
+}
+
+pub(crate) fn load_initial(sources: &Sources) -> Result<Initial, ConfigErrors> {
+    let keys = Keys::new();
+    let read = read(sources, &ApiData::default(), &keys);
+    let parsed = read.result.map_err(ConfigErrors)?;
+    let snapshot = Snapshot::build(&parsed.config, &parsed.secrets, None).map_err(ConfigErrors)?;
+    let seed = Seed { config: parsed.config, hash: read.hash, keys };
+    Ok(Initial { snapshot, warnings: parsed.warnings, seed })
+}

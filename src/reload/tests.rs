@@ -1,0 +1,127 @@
+//! The reloader driven directly (no watcher, no task): what each content change
+//! leads to, one call at a time.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::kube::ApiView;
+use super::{load_initial, Outcome, Reloader, Sources};
+use crate::admin::Health;
+
+const CONFIG: &str = "models:\n  m:\n    deployments:\n      - { provider: openai, model: x, keys: [K] }\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    secrets: std::path::PathBuf,
+    reloader: Reloader,
+    store: Arc<ArcSwap<crate::pool::Snapshot>>,
+    health: Arc<Health>,
+    generations: watch::Receiver<u64>,
+    api: Arc<ApiView>,
+}
+
+fn fixture(config: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("K"), "sk-1").unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let sources = Sources { config: config_path.clone(), secrets_dir: Some(secrets.clone()), ..Default::default() };
+    let initial = load_initial(&sources).unwrap();
+    let store = Arc::new(ArcSwap::from_pointee(initial.snapshot));
+    let health = Arc::new(Health::default());
+    let (tx, generations) = watch::channel(1);
+    let api = Arc::new(ApiView::default());
+    let reloader = Reloader::new(sources, initial.seed, Arc::clone(&store), Arc::clone(&health), Arc::clone(&api), tx);
+    Fixture { _dir: dir, config: config_path, secrets, reloader, store, health, generations, api }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn unchanged_content_is_a_no_op_and_a_changed_value_is_not() {
+    let mut f = fixture(CONFIG);
+    assert_eq!(f.reloader.reload(), Outcome::Unchanged, "the first read matches the initial one");
+    write(&f.secrets.join("K"), "sk-1");
+    write(&f.secrets.join("UNUSED"), "whatever");
+    assert_eq!(f.reloader.reload(), Outcome::Unchanged, "rewriting the same bytes or an unused file is no change");
+
+    write(&f.secrets.join("K"), "sk-2");
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 2 });
+    assert_eq!(*f.generations.borrow(), 2);
+    assert_eq!(f.store.load().generation, 2);
+    assert_eq!(f.reloader.reload(), Outcome::Unchanged);
+}
+
+#[test]
+fn the_same_bad_content_is_reported_once_and_recovery_clears_it() {
+    let mut f = fixture(CONFIG);
+    write(&f.config, "models: [");
+    assert_eq!(f.reloader.reload(), Outcome::Rejected);
+    assert_eq!(f.reloader.reload(), Outcome::Unchanged, "a re-scan of the same bad file is not a new failure");
+    assert_eq!(f.health.reload_failures(), 1);
+    assert!(f.health.last_error().unwrap().contains("invalid YAML"));
+    assert_eq!(f.store.load().generation, 1);
+
+    // Going back to the content that is already serving still counts as a reload:
+    // the last attempt was the bad one.
+    write(&f.config, CONFIG);
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 2 });
+    assert_eq!(f.health.last_error(), None);
+}
+
+#[test]
+fn a_secret_error_names_the_secret_never_its_value() {
+    let mut f = fixture(CONFIG);
+    std::fs::remove_file(f.secrets.join("K")).unwrap();
+    assert_eq!(f.reloader.reload(), Outcome::Rejected);
+    let error = f.health.last_error().unwrap();
+    assert!(error.contains("\"K\" not found") && !error.contains("sk-1"), "{error}");
+}
+
+#[test]
+fn settings_fixed_at_start_are_kept_and_noted() {
+    let mut f = fixture(CONFIG);
+    let changed = format!("server:\n  admin: 127.0.0.1:9\n  timeouts: {{ connect: 9s, request: 7s }}\n{CONFIG}");
+    write(&f.config, &changed);
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 2 });
+    let snapshot = f.store.load();
+    assert_eq!(snapshot.server.admin.to_string(), "0.0.0.0:9901", "admin is bound at start");
+    assert_eq!(snapshot.server.request_timeout.as_secs(), 7, "request timeout applies at once");
+    let note = f.health.restart_note().unwrap();
+    assert!(note.contains("server.admin is 127.0.0.1:9") && note.contains("server.timeouts.connect"), "{note}");
+    assert!(!note.contains("request"), "{note}");
+
+    write(&f.config, CONFIG);
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 3 });
+    assert_eq!(f.health.restart_note(), None);
+}
+
+#[test]
+fn api_data_goes_before_the_files() {
+    let mut f = fixture(CONFIG);
+    // The Secret through the API has K2 and a newer K; the files have the old K.
+    f.api.set_for_tests(CONFIG.replace("keys: [K]", "keys: [K, K2]"), &[("K", "sk-new"), ("K2", "sk-api")]);
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 2 });
+    let fingerprints = |store: &ArcSwap<crate::pool::Snapshot>| -> Vec<(String, u64)> {
+        store
+            .load()
+            .routes()
+            .flat_map(|r| r.endpoints.iter().map(|e| (e.key_name().to_owned(), e.key_fingerprint)))
+            .collect()
+    };
+    let expected = |v: &str| crate::config::Secret::new(v).fingerprint();
+    assert_eq!(fingerprints(&f.store), [("K".to_owned(), expected("sk-new")), ("K2".to_owned(), expected("sk-api"))]);
+
+    // The API forgets the objects (deleted, or unreachable too long): files again.
+    f.api.clear_for_tests();
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 3 });
+    assert_eq!(fingerprints(&f.store), [("K".to_owned(), expected("sk-1"))]);
+}
