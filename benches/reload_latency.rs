@@ -14,8 +14,8 @@
 //! Run: `cargo bench --bench reload_latency` (env: BENCH_ROTATIONS per pass, default
 //! 150; BENCH_DEBOUNCE_MS, default 50 = the production default).
 
+// The tests' harness: the same kubelet AtomicWriter simulator the reload tests use.
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use support::*;
 
-const LONG: Duration = Duration::from_secs(10);
-
 async fn mock(keys: &[&str]) -> MockProvider {
     let config = keys.iter().fold(MockConfig::new(), |c, k| c.key(*k, KeyLimit::unlimited()));
     MockProvider::start(config).await.expect("mock starts")

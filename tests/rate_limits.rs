@@ -198,7 +198,7 @@ async fn tokens_are_counted_from_json_usage_and_the_final_stream_chunk() {
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .filter_map(|v| v["usage"]["total_tokens"].as_u64())
-        .last()
+        .next_back()
         .expect("usage in the stream");
 
     let state = Arc::clone(&proxy.running.store.load().route("m").unwrap().endpoints[0].state);

@@ -95,3 +95,23 @@ async fn an_unreachable_api_leaves_the_files_in_charge() {
     until_key_used(&m, &mock, "sk-file-2").await;
     assert!(!m.readyz().await.contains("last reload failed"));
 }
+
+#[tokio::test]
+async fn api_data_is_dropped_once_the_api_stays_unreachable() {
+    let mock = MockProvider::start(MockConfig::new().accept_any_key(true)).await.unwrap();
+    let kube = FakeKube::start().await;
+    kube.put_secret("team-a", "llm-keys", &[("KA", "sk-api")]);
+    let settings = ReloadSettings {
+        kube_client: Some(kube.client()),
+        api_stale_after: Duration::from_millis(200),
+        ..fast_settings()
+    };
+    let m = Mounted::start_with(&config(&mock.base_url(), &["m"]), &[("KA", "sk-file")], settings).await;
+    until_key_used(&m, &mock, "sk-api").await;
+
+    // kubelet keeps syncing the files while the API is down; after `api_stale_after`
+    // the files alone count again, so the API's last (possibly old) value is dropped.
+    kube.stop();
+    until_key_used(&m, &mock, "sk-file").await;
+    assert!(!m.readyz().await.contains("last reload failed"));
+}

@@ -339,7 +339,9 @@ async fn garbage_gets_an_error_response_and_the_server_keeps_serving() {
         assert_eq!(json["response"]["allowed"], false);
         assert_eq!(json["response"]["status"]["code"], 400);
     }
-    let too_big = vec![b' '; 5 << 20];
+    // Just over the 4 MiB limit: the server has read (almost) all of it when it answers,
+    // so closing the connection cannot reset the response away.
+    let too_big = vec![b' '; (4 << 20) + 16];
     assert_eq!(webhook.request("POST", "/mutate", too_big, false).await.status, 413);
     assert_eq!(webhook.request("GET", "/mutate", Vec::new(), false).await.status, 405);
     assert_eq!(webhook.request("GET", "/nope", Vec::new(), false).await.status, 404);
@@ -348,6 +350,23 @@ async fn garbage_gets_an_error_response_and_the_server_keeps_serving() {
     let pod = app_pod(injected_annotations());
     let patched = apply(&pod, &webhook.review(&pod).await);
     assert_eq!(patched["spec"]["initContainers"][0]["name"], "keyrelay");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_webhook_with_exit_code_0() {
+    let mut webhook = start(&[]);
+    assert_eq!(webhook.request("GET", "/healthz", Vec::new(), false).await.status, 200);
+    let pid = webhook.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + STARTUP;
+    let status = loop {
+        if let Some(status) = webhook.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "webhook still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

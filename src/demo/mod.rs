@@ -4,14 +4,16 @@
 //! and uneven (a real free tier, sped up). keyrelay runs in-process in front of them,
 //! a client sends steady traffic and then a burst, and a live table shows each key's
 //! attempts, remaining quota as the provider reports it, 429s absorbed and cooldowns,
-//! next to what the app saw.
+//! next to what the app saw. Halfway through, one key is rotated through the secrets
+//! directory (as kubelet updates a Secret) and keyrelay hot-reloads it.
 
+mod rotate;
 mod table;
 mod traffic;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
@@ -32,6 +34,8 @@ pub struct DemoArgs {
 /// Per-second limits of the primary provider's three keys: 18 requests/s in all.
 const PRIMARY_KEYS: [(&str, &str, u32); 3] =
     [("OPENAI_KEY_1", "demo-key-one", 9), ("OPENAI_KEY_2", "demo-key-two", 6), ("OPENAI_KEY_3", "demo-key-three", 3)];
+/// The key rotated mid-run: name, old value, new value, per-second limit.
+const ROTATED: (&str, &str, &str, u32) = ("OPENAI_KEY_2", "demo-key-two", "demo-key-two-rotated", 6);
 const BACKUP_KEYS: [(&str, &str, u32); 2] =
     [("ANTHROPIC_KEY_1", "demo-key-four", 10), ("ANTHROPIC_KEY_2", "demo-key-five", 10)];
 
@@ -52,16 +56,15 @@ async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = std::env::temp_dir().join(format!("keyrelay-demo-{}", std::process::id()));
     let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    for (name, value, _) in PRIMARY_KEYS.iter().chain(&BACKUP_KEYS) {
-        std::fs::write(secrets.join(name), value)?;
-    }
+    // Laid out as kubelet mounts a Secret, so the rotation below is a real one.
+    let payload: Vec<(&str, &str)> = PRIMARY_KEYS.iter().chain(&BACKUP_KEYS).map(|(n, v, _)| (*n, *v)).collect();
+    rotate::write_volume(&secrets, 1, &payload)?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, demo_config(&primary.base_url(), &backup.base_url()))?;
 
     let options = Options {
         config: config_path,
-        secrets_dir: Some(secrets),
+        secrets_dir: Some(secrets.clone()),
         listen: Some(([127, 0, 0, 1], 0).into()),
         admin: Some(([127, 0, 0, 1], 0).into()),
         upstream_ca: None,
@@ -84,19 +87,45 @@ async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let live = std::io::stdout().is_terminal();
     let started = Instant::now();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    // Halfway through, OPENAI_KEY_2 gets a new value, as `kubectl apply` of the Secret
+    // would do: no restart, and the table shows its fresh counters.
+    let mut rotation = Box::pin(async {
+        tokio::time::sleep(Duration::from_secs_f64(args.seconds.max(2) as f64 / 2.0)).await;
+        let rotation = rotate::Rotation {
+            secrets_dir: secrets.clone(),
+            payload: payload.clone(),
+            key: ROTATED.0,
+            old_value: ROTATED.1,
+            new_value: ROTATED.2,
+            limit: KeyLimit::rpm(ROTATED.3).with_window(window),
+        };
+        rotate::rotate(rotation, &running, &primary, started, Arc::clone(&events)).await
+    });
+    let render = |phase: &str| {
+        let notes = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), phase, &notes)
+    };
     let mut frame = tokio::time::interval(if live { Duration::from_millis(250) } else { Duration::from_secs(2) });
     tokio::pin!(traffic);
+    let mut rotated = false;
     loop {
         tokio::select! {
             _ = frame.tick() => {
-                let phase = if started.elapsed() < steady { "steady" } else { "burst (2x rate)" };
-                let text = table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), phase);
+                let text = render(if started.elapsed() < steady { "steady" } else { "burst (2x rate)" });
                 if live { print!("\x1b[2J\x1b[H{text}") } else { println!("{text}") }
+            }
+            result = &mut rotation, if !rotated => {
+                rotated = true;
+                if let Err(e) = result {
+                    events.lock().unwrap_or_else(|e| e.into_inner()).push(format!("rotation failed: {e}"));
+                }
             }
             _ = &mut traffic => break,
         }
     }
-    println!("\nfinal:\n{}", table::render(&running.store.load(), &tally, started.elapsed().as_secs_f64(), "done"));
+    drop(rotation);
+    println!("\nfinal:\n{}", render("done"));
     println!(
         "keyrelay read each key's rate-limit headers and sent it only what its quota allowed; any 429 a provider\n\
          did send ('429s absorbed') was retried on another key or the fallback model. The app saw only the first line."

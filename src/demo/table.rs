@@ -9,7 +9,7 @@ use crate::pool::breaker::BreakerState;
 use crate::pool::{Availability, Snapshot};
 
 /// Renders one frame of the table.
-pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase: &str) -> String {
+pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase: &str, events: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -63,6 +63,12 @@ pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase
                 state,
             );
         }
+    }
+    if !events.is_empty() {
+        out.push('\n');
+    }
+    for event in events {
+        let _ = writeln!(out, "{event}");
     }
     out
 }

@@ -135,3 +135,47 @@ fn parse(
         .map_err(|e| TlsError::NoKey { path: key_path.to_owned(), detail: e.to_string() })?;
     CertifiedKey::from_der(chain, key, provider).map(Arc::new).map_err(TlsError::Mismatch)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_swapped_in_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        write_pair(dir.path(), "one.test");
+        let reloading = ReloadingCert::load(&cert, &key).unwrap();
+        let first = Arc::clone(&reloading.current.load().key);
+        assert!(!reloading.reload().unwrap(), "unchanged files are not re-parsed");
+
+        write_pair(dir.path(), "two.test");
+        assert!(reloading.reload().unwrap());
+        let second = Arc::clone(&reloading.current.load().key);
+        assert_ne!(first.cert, second.cert);
+
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+        assert!(reloading.reload().is_err());
+        assert_eq!(reloading.current.load().key.cert, second.cert, "the previous certificate keeps serving");
+        // A key that does not belong to the certificate is refused too.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        assert!(matches!(reloading.reload(), Err(TlsError::Mismatch(_))));
+    }
+
+    #[test]
+    fn debug_output_names_paths_not_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), "one.test");
+        let reloading = ReloadingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        let debug = format!("{reloading:?}");
+        assert!(debug.contains("tls.key") && !debug.contains("PRIVATE"), "{debug}");
+    }
+}

@@ -3,6 +3,8 @@
 
 pub mod breaker;
 mod endpoint;
+#[cfg(test)]
+mod proptests;
 pub mod queue;
 pub mod quota;
 pub mod select;

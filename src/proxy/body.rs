@@ -100,10 +100,8 @@ where
             Poll::Ready(frame) => {
                 let deadline = Instant::now() + *this.idle;
                 this.idle_timer.as_mut().reset(deadline);
-                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
-                    if let Some(data) = data {
-                        this.completion.on_data(data);
-                    }
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
+                    this.completion.on_data(data);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

@@ -30,15 +30,18 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How one attempt ended, when it did not produce a response to relay.
 enum Failure {
     /// A retryable status; kept whole so it can be returned if it is the last.
-    Status {
-        parts: http::response::Parts,
-        body: Bytes,
-        report: RateLimitReport,
-        key: String,
-        deployment: String,
-    },
+    Status(Box<FailedResponse>),
     Connect,
     Timeout,
+}
+
+/// A retryable upstream answer, read whole (it is small: an error body).
+struct FailedResponse {
+    parts: http::response::Parts,
+    body: Bytes,
+    report: RateLimitReport,
+    key: String,
+    deployment: String,
 }
 
 /// How one pass over the alias and its fallbacks ended.
@@ -121,9 +124,8 @@ async fn route(
     }
 
     match last {
-        Some(Failure::Status { mut parts, body, key, deployment, .. })
-            if parts.status != StatusCode::TOO_MANY_REQUESTS =>
-        {
+        Some(Failure::Status(failed)) if failed.parts.status != StatusCode::TOO_MANY_REQUESTS => {
+            let FailedResponse { mut parts, body, key, deployment, .. } = *failed;
             // The body may have been cut at ERROR_BODY_LIMIT: let hyper recount it.
             parts.headers.remove(http::header::CONTENT_LENGTH);
             let mut response = Response::from_parts(parts, full(body));
@@ -213,7 +215,7 @@ async fn attempt(
             _ => Bytes::new(),
         };
         let (key, deployment) = (endpoint.key_name().to_owned(), endpoint.deployment.name.clone());
-        return Err(Failure::Status { parts, body, report, key, deployment });
+        return Err(Failure::Status(Box::new(FailedResponse { parts, body, report, key, deployment })));
     }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), "provider refused the key; not using it until its secret changes");
@@ -239,9 +241,9 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
     let now = std::time::Instant::now();
     let settings = &route.settings;
     match failure {
-        Failure::Status { parts, body, report, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => {
+        Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => {
             let cooldown =
-                report.cooldown().or_else(|| ratelimit::gemini_retry_delay(body)).unwrap_or(settings.cooldown);
+                f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body)).unwrap_or(settings.cooldown);
             endpoint.state.record_rate_limited(cooldown, now);
         }
         _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, now),
@@ -250,13 +252,13 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
 
 impl Failure {
     fn is_rate_limit(&self) -> bool {
-        matches!(self, Failure::Status { parts, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS)
+        matches!(self, Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS)
     }
 
     fn reason(&self) -> &'static str {
         match self {
-            Failure::Status { parts, .. } if parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-            Failure::Status { .. } => "upstream_5xx",
+            Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            Failure::Status(_) => "upstream_5xx",
             Failure::Connect => "connect_error",
             Failure::Timeout => "timeout",
         }

@@ -158,11 +158,6 @@ pub struct Seed {
 }
 
 impl Seed {
-    /// The server settings in effect (overrides applied).
-    pub fn server(&self) -> &config::ServerSettings {
-        &self.config.server
-    }
-
     /// The `kubernetes:` section of the first config, which decides the API watch.
     pub fn kubernetes(&self) -> Option<&KubernetesSource> {
         self.config.kubernetes.as_ref()

@@ -116,7 +116,12 @@ impl ApiWatch {
             let apply = move |obj: Option<&ConfigMap>| view.set_config(config_text(obj, &label));
             follow(api, name, "configmap", self.stale_after, apply, self.requests.clone())
         });
-        tracing::info!(%namespace, secret = ?self.source.secret, config_map = ?self.source.config_map, "kubernetes: watching through the API server");
+        tracing::info!(
+            %namespace,
+            secret = ?self.source.secret,
+            config_map = ?self.source.config_map,
+            "kubernetes: watching through the API server"
+        );
         tokio::join!(run_opt(secret), run_opt(config_map));
     }
 }
@@ -156,7 +161,12 @@ async fn follow<K>(
             Ok(event) => event,
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(|| {
-                    tracing::warn!(kind, %name, error = %e, "kubernetes: watch failed; retrying, files stay the fallback");
+                    tracing::warn!(
+                        kind,
+                        %name,
+                        error = %e,
+                        "kubernetes: watch failed; retrying, files stay the fallback"
+                    );
                     Instant::now()
                 });
                 tracing::debug!(kind, %name, error = %e, "kubernetes: watch still failing");
@@ -208,7 +218,8 @@ fn config_text(config_map: Option<&ConfigMap>, label: &std::path::Path) -> Optio
     match config_map.data.as_ref().and_then(|d| d.get(CONFIG_KEY)) {
         Some(text) => Some((label.to_path_buf(), Arc::from(text.as_str()))),
         None => {
-            tracing::warn!(configmap = %label.display(), "kubernetes: ConfigMap has no {CONFIG_KEY}; using the config file");
+            let configmap = label.display();
+            tracing::warn!(%configmap, "kubernetes: ConfigMap has no {CONFIG_KEY}; using the config file");
             None
         }
     }

@@ -110,7 +110,8 @@ impl Reloader {
         self.set_note(note);
         // Last: whoever waits for the generation then sees the health that goes with it.
         self.generations.send_replace(generation);
-        tracing::info!(generation, models, endpoints, source = %parsed.config.source.display(), "configuration reloaded");
+        let source = parsed.config.source.display();
+        tracing::info!(generation, models, endpoints, %source, "configuration reloaded");
         if raced {
             self.last = None;
             return Outcome::Recheck;

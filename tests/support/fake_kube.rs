@@ -39,6 +39,8 @@ struct Inner {
 struct State {
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
+    /// `true`: the server is gone (listener closed, every connection cut).
+    down: watch::Sender<bool>,
 }
 
 pub struct FakeKube {
@@ -57,16 +59,21 @@ impl FakeKube {
     pub async fn start() -> FakeKube {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(State { inner: Mutex::default(), version: watch::channel(0).0 });
+        let state =
+            Arc::new(State { inner: Mutex::default(), version: watch::channel(0).0, down: watch::channel(false).0 });
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&shared);
+                let mut down = shared.down.subscribe();
                 let service = service_fn(move |req| handle(Arc::clone(&state), req));
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = down.wait_for(|down| *down) => {}
+                    }
                 });
             }
         });
@@ -107,6 +114,12 @@ impl FakeKube {
             inner.log.push((rv, key.0, key.1, key.2, "DELETED", object));
             self.state.version.send_replace(rv);
         }
+    }
+
+    /// The API server goes away: the port is closed and open watches are cut.
+    pub fn stop(&self) {
+        self.task.abort();
+        self.state.down.send_replace(true);
     }
 
     /// Every request's path and query, in arrival order.
@@ -197,7 +210,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         let items: Vec<Value> =
             inner.objects.iter().filter(|((k, ns, n), _)| matches(k, ns, n)).map(|(_, v)| v.clone()).collect();
         let list_kind = if path.ends_with("secrets") { "SecretList" } else { "ConfigMapList" };
-        let body = json!({"apiVersion": "v1", "kind": list_kind, "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items});
+        let metadata = json!({"resourceVersion": inner.rv.to_string()});
+        let body = json!({"apiVersion": "v1", "kind": list_kind, "metadata": metadata, "items": items});
         let _ = tx.try_send(Bytes::from(body.to_string()));
         return respond(StatusCode::OK, rx);
     }
