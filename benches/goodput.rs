@@ -28,6 +28,15 @@ struct Tally {
     ok: AtomicU64,
     limited: AtomicU64,
     other: AtomicU64,
+    latencies: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl Tally {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut all = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        all.sort_unstable();
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    }
 }
 
 async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
@@ -73,6 +82,7 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
             .expect("request");
         let (client, tally) = (client.clone(), Arc::clone(&tally));
         tasks.spawn(async move {
+            let started = std::time::Instant::now();
             let slot = match client.request(request).await {
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -86,6 +96,9 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
                 Err(_) => &tally.other,
             };
             slot.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut l) = tally.latencies.lock() {
+                l.push(started.elapsed());
+            }
         });
         while tasks.try_join_next().is_some() {}
     }
@@ -96,7 +109,7 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
     let upstream_429: usize = KEYS.iter().map(|(_, v, _)| stats.key(v).rate_limited).sum();
     let per_key: Vec<String> = KEYS.iter().map(|(_, v, _)| stats.key(v).rate_limited.to_string()).collect();
     let line = format!(
-        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>9} {:>14} {:>10.2}%",
+        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>9} {:>14} {:>10.2}% {:>9.0?} {:>9.0?}",
         strategy,
         rate,
         tally.ok.load(Ordering::Relaxed),
@@ -105,6 +118,8 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
         attempts,
         per_key.join("/"),
         100.0 * upstream_429 as f64 / attempts.max(1) as f64,
+        tally.percentile(0.5),
+        tally.percentile(0.99),
     );
     running.shutdown().await;
     line
@@ -118,8 +133,8 @@ async fn main() {
     let rates = std::env::var("BENCH_RATES").unwrap_or_else(|_| "20,40,55".to_owned());
     println!("goodput: hidden limits 12/20/28 req/s (60/s in all), {seconds} s per run, open-loop client");
     println!(
-        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>9} {:>14} {:>11}",
-        "strategy", "req/s", "app ok", "app 429", "app err", "attempts", "429s K1/K2/K3", "upstream 429"
+        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>9} {:>14} {:>11} {:>9} {:>9}",
+        "strategy", "req/s", "app ok", "app 429", "app err", "attempts", "429s K1/K2/K3", "upstream 429", "p50", "p99"
     );
     for strategy in strategies.split(',') {
         for rate in rates.split(',').filter_map(|r| r.trim().parse().ok()) {

@@ -88,6 +88,29 @@ async fn cooldown_survives_an_unrelated_change_and_a_new_key_value_clears_it() {
     assert_eq!(mock.requests_for_key("sk-a1"), 1);
 }
 
+#[tokio::test]
+async fn a_refused_key_stays_out_until_its_secret_value_changes() {
+    let mock = mock(&["sk-b"]).await;
+    let base = mock.base_url();
+    // KA's value is not one the provider accepts: 401, and KA is taken out.
+    let m = Mounted::start(&config(&base, &[("m", &["KA", "KB"])]), &[("KA", "sk-revoked"), ("KB", "sk-b")]).await;
+    let r = m.proxy.chat("m").await;
+    assert_eq!((r.status.as_u16(), r.header("x-keyrelay-key")), (401, "KA"));
+    assert_eq!(keys_used(&m, 4).await, ["KB"; 4], "a refused key was used again");
+
+    // An unrelated reload does not bring it back; a new value does.
+    let g = m.generation();
+    m.config.write(&[("config.yaml", &config(&base, &[("m", &["KA", "KB"]), ("other", &["KB"])]))]);
+    m.wait_generation_past(g).await;
+    assert_eq!(keys_used(&m, 2).await, ["KB"; 2]);
+    mock.add_key("sk-a-new", KeyLimit::unlimited());
+    let g = m.generation();
+    m.secrets.write(&[("KA", "sk-a-new"), ("KB", "sk-b")]);
+    m.wait_generation_past(g).await;
+    assert!(keys_used(&m, 2).await.contains(&"KA".to_owned()), "the rotated key was not used");
+    assert_eq!(mock.requests_for_key("sk-revoked"), 1);
+}
+
 /// Sends `n` requests to `m` one after the other and returns the key names used.
 async fn keys_used(m: &Mounted, n: usize) -> Vec<String> {
     let mut keys = Vec::new();
