@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::provider::ratelimit::RateLimitReport;
 
+/// Two reports whose resets are this close describe the same quota window.
+const SAME_WINDOW: Duration = Duration::from_millis(250);
+
 /// A report without a reset time is trusted for this long.
 const UNDATED_REPORT_TTL: Duration = Duration::from_secs(60);
 
@@ -28,16 +31,38 @@ pub struct ReportedQuota {
 
 impl ReportedQuota {
     /// Takes in a response's headers; dimensions it does not mention are kept.
+    ///
+    /// Responses to concurrent requests arrive out of order, so a report about the
+    /// same window as the current one (same reset, give or take) can only lower what
+    /// is left: an older, higher count must not undo a newer one.
     pub fn update(&mut self, report: &RateLimitReport, now: Instant) {
         let mut any = false;
-        let mut merge = |dim: &mut Reported, limit: Option<u64>, remaining: Option<u64>, reset: Option<Duration>| {
-            if remaining.is_some() {
-                *dim = Reported { limit: limit.or(dim.limit), remaining, reset_at: reset.map(|d| now + d) };
-                any = true;
+        let requests_left = self.requests_left(now);
+        let tokens_left = self.tokens_left(now);
+        let mut merge = |dim: &mut Reported,
+                         known_left: Option<u64>,
+                         limit: Option<u64>,
+                         remaining: Option<u64>,
+                         reset: Option<Duration>| {
+            let Some(mut remaining) = remaining else { return };
+            let reset_at = reset.map(|d| now + d);
+            if let (Some(old), Some(new), Some(left)) = (dim.reset_at, reset_at, known_left) {
+                let same_window = old > now && old.max(new) - old.min(new) < SAME_WINDOW;
+                if same_window {
+                    remaining = remaining.min(left);
+                }
             }
+            *dim = Reported { limit: limit.or(dim.limit), remaining: Some(remaining), reset_at };
+            any = true;
         };
-        merge(&mut self.requests, report.limit_requests, report.remaining_requests, report.reset_requests);
-        merge(&mut self.tokens, report.limit_tokens, report.remaining_tokens, report.reset_tokens);
+        merge(
+            &mut self.requests,
+            requests_left,
+            report.limit_requests,
+            report.remaining_requests,
+            report.reset_requests,
+        );
+        merge(&mut self.tokens, tokens_left, report.limit_tokens, report.remaining_tokens, report.reset_tokens);
         if any {
             self.reported_at = Some(now);
             self.sent_since_report = 0;
@@ -128,9 +153,24 @@ mod tests {
         assert_eq!(q.requests_left(t0), Some(1));
         q.on_send();
         assert_eq!(q.spent_until(t0), Some(t0 + Duration::from_secs(5)));
-        q.update(&report(7, 10, Duration::from_secs(5)), t0);
+        // The provider's next report (a later window) replaces the estimate.
+        q.update(&report(7, 10, Duration::from_secs(9)), t0);
         assert_eq!(q.requests_left(t0), Some(7));
         assert!((q.headroom(t0).unwrap() - 0.7).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_late_report_of_the_same_window_cannot_raise_what_is_left() {
+        let t0 = Instant::now();
+        let mut q = ReportedQuota::default();
+        q.update(&report(3, 10, Duration::from_secs(5)), t0);
+        // An answer generated earlier but arriving later says 6 were left.
+        q.update(&report(6, 10, Duration::from_millis(4950)), t0 + Duration::from_millis(50));
+        assert_eq!(q.requests_left(t0 + Duration::from_millis(60)), Some(3));
+        // The next window's report is taken as it is.
+        let later = t0 + Duration::from_secs(5);
+        q.update(&report(9, 10, Duration::from_secs(5)), later);
+        assert_eq!(q.requests_left(later), Some(9));
     }
 
     #[test]
