@@ -77,13 +77,21 @@ fn main() -> ExitCode {
             runtime.block_on(keyrelay::demo::run(args))
         }
         Some(Command::Webhook(args)) => runtime.block_on(webhook(args)),
-        Some(Command::Run(args)) => runtime.block_on(run(args)),
-        None => runtime.block_on(run(cli.run)),
+        Some(Command::Run(args)) => run_blocking(&runtime, args),
+        None => run_blocking(&runtime, cli.run),
     }
 }
 
+/// `keyrelay run`: logging and trace export (from the `OTEL_*` variables), the proxy
+/// until SIGTERM, then the last spans flushed.
+fn run_blocking(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
+    keyrelay::telemetry::init("info");
+    let code = runtime.block_on(run(args));
+    keyrelay::telemetry::shutdown();
+    code
+}
+
 async fn run(args: RunArgs) -> ExitCode {
-    keyrelay::telemetry::init_logging("info");
     let options = Options {
         config: args.source.config,
         secrets_dir: args.source.secrets_dir,

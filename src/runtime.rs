@@ -18,6 +18,7 @@ use crate::config::ConfigErrors;
 use crate::pool::Snapshot;
 use crate::proxy::{self, upstream, ProxyState};
 use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
+use crate::telemetry::{self, metrics::ProxyMetrics};
 
 /// What `keyrelay run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -95,13 +96,15 @@ impl Running {
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        let metrics = Arc::new(ProxyMetrics::default());
         let state = Arc::new(ProxyState {
             store: Arc::clone(&store),
             client: upstream::client(server.connect_timeout, options.upstream_ca.as_deref())?,
+            metrics: Arc::clone(&metrics),
         });
         let proxy_task =
             tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(proxy_stopped), server.shutdown_grace));
-        let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store) });
+        let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store), metrics });
         let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(admin_stopped)));
 
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
@@ -132,5 +135,7 @@ impl Running {
         let _ = self.proxy_task.await;
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // The drained requests' spans have ended: export them before the process exits.
+        telemetry::flush().await;
     }
 }

@@ -1,5 +1,9 @@
-//! The admin port: liveness, readiness (and later metrics and status) for kubelet
-//! and operators. Kept off the app port so probes never compete with traffic.
+//! The admin port: liveness and readiness for kubelet, `/metrics` for Prometheus,
+//! `/status` (JSON) and `/ui` (a page rendering it) for operators. Kept off the app
+//! port so probes and scrapes never compete with traffic.
+
+mod metrics;
+mod status;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::pool::Snapshot;
 use crate::proxy::body::{full, ProxyBody};
+use crate::telemetry::metrics::ProxyMetrics;
 
 /// Process health as probes see it.
 #[derive(Debug, Default)]
@@ -28,8 +33,8 @@ pub struct Health {
     draining: AtomicBool,
     /// The last reload error, shown on `/readyz` while the previous snapshot serves.
     last_error: Mutex<Option<String>>,
-    /// Reloads rejected since start (`keyrelay_config_reload_failures_total` once
-    /// metrics exist). Counted once per distinct bad content, not per re-scan.
+    /// Reloads rejected since start (`keyrelay_config_reload_failures_total`).
+    /// Counted once per distinct bad content, not per re-scan.
     reload_failures: AtomicU64,
     /// Settings changed in the config that only a restart applies (listen address...),
     /// shown on `/readyz` until the config matches the running process again.
@@ -82,10 +87,20 @@ impl Health {
 pub struct AdminState {
     pub health: Arc<Health>,
     pub store: Arc<ArcSwap<Snapshot>>,
+    /// The request path's instruments, encoded with the per-key series on `/metrics`.
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+/// The admin state plus the metric registry built from it.
+struct Admin {
+    state: Arc<AdminState>,
+    registry: prometheus_client::registry::Registry,
 }
 
 /// Serves the admin port until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+    let registry = metrics::registry(Arc::clone(&state.store), Arc::clone(&state.health), &state.metrics);
+    let state = Arc::new(Admin { state, registry });
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
@@ -107,10 +122,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
     }
 }
 
-async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let state = &admin.state;
     let response = match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" => readyz(&state),
+        "/readyz" => readyz(state),
+        "/metrics" => match metrics::encode(&admin.registry) {
+            Ok(body) => typed(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n".to_owned()),
+        },
+        "/status" => typed(StatusCode::OK, "application/json", status::status(state).to_string()),
+        "/ui" | "/" => typed(StatusCode::OK, "text/html; charset=utf-8", include_str!("ui.html").to_owned()),
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
     Ok(response)
@@ -140,8 +162,13 @@ fn readyz(state: &AdminState) -> Response<ProxyBody> {
 }
 
 fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    typed(status, "text/plain; charset=utf-8", body)
+}
+
+fn typed(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

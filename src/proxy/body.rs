@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use tokio::time::{Instant, Sleep};
 
+use super::exchange::Exchange;
+use super::trace::AttemptSpan;
 use super::usage::UsageTap;
 use crate::pool::{EndpointState, InFlightGuard};
 
@@ -32,25 +34,54 @@ pub fn full(bytes: Bytes) -> ProxyBody {
 pub struct IdleTimeout;
 
 /// What happens when a relayed body ends (or is dropped because the client left):
-/// tokens and time to first chunk go to the endpoint's state, and the in-flight
-/// count drops.
+/// tokens and time to first chunk go to the endpoint's state and the trace, the
+/// in-flight count drops, and the request's [`Exchange`] ends (its access line).
 pub struct Completion {
     state: Arc<EndpointState>,
     tap: Option<UsageTap>,
     started: Instant,
-    first_chunk_seen: bool,
+    /// `text/event-stream`: time to first chunk is traced for streams only.
+    stream: bool,
+    first_chunk: Option<Instant>,
+    complete: bool,
     _guard: InFlightGuard,
+    // Dropped in this order after `drop`: the attempt span ends before the request's.
+    attempt: Option<AttemptSpan>,
+    exchange: Option<Exchange>,
 }
 
 impl Completion {
     pub fn new(state: Arc<EndpointState>, tap: Option<UsageTap>, started: Instant, guard: InFlightGuard) -> Self {
-        Completion { state, tap, started, first_chunk_seen: false, _guard: guard }
+        Completion {
+            state,
+            tap,
+            started,
+            stream: false,
+            first_chunk: None,
+            complete: false,
+            _guard: guard,
+            attempt: None,
+            exchange: None,
+        }
+    }
+
+    /// Keeps the attempt's span open until the body ends.
+    pub(super) fn with_attempt(mut self, attempt: AttemptSpan, stream: bool) -> Self {
+        self.attempt = Some(attempt);
+        self.stream = stream;
+        self
+    }
+
+    /// Hands the request over: it ends with this body.
+    pub(super) fn attach(&mut self, exchange: Exchange) {
+        self.exchange = Some(exchange);
     }
 
     fn on_data(&mut self, data: &[u8]) {
-        if !self.first_chunk_seen {
-            self.first_chunk_seen = true;
-            self.state.record_ttfb(self.started.elapsed());
+        if self.first_chunk.is_none() {
+            let now = Instant::now();
+            self.first_chunk = Some(now);
+            self.state.record_ttfb(now - self.started);
         }
         if let Some(tap) = &mut self.tap {
             tap.feed(data);
@@ -60,8 +91,16 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let Some(usage) = self.tap.take().and_then(UsageTap::finish) {
+        let (usage, model) = self.tap.take().map(UsageTap::finish_with_model).unwrap_or_default();
+        if let Some(usage) = usage {
             self.state.record_tokens(usage.input, usage.output, std::time::Instant::now());
+        }
+        let first_chunk = self.first_chunk.filter(|_| self.stream);
+        if let Some(attempt) = &self.attempt {
+            attempt.body_done(usage, model.as_deref(), first_chunk.map(|at| at - self.started));
+        }
+        if let Some(exchange) = &mut self.exchange {
+            exchange.body_done(usage, model, first_chunk.map(|at| (self.started, at)), self.complete);
         }
     }
 }
@@ -96,12 +135,16 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 let deadline = Instant::now() + *this.idle;
                 this.idle_timer.as_mut().reset(deadline);
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
                     this.completion.on_data(data);
+                }
+                // A body of known length ends without a final `None` poll.
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.completion.complete = true;
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

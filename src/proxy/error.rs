@@ -63,6 +63,12 @@ impl ProxyError {
         }
     }
 
+    /// The error's code (`rate_limit_exceeded`, `model_not_found`...): the client's
+    /// `error.code`, and the trace's `error.type`.
+    pub fn code(&self) -> &'static str {
+        self.kind().1
+    }
+
     /// OpenAI's `error.type` and `error.code` for this error.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {

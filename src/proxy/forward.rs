@@ -5,6 +5,10 @@
 //! A retry is only possible while no byte of the response has reached the client, so
 //! the decision is made on the status line alone; the body of a successful or
 //! non-retryable response is then relayed as it streams.
+//!
+//! The request's [`Exchange`] goes along: each attempt is a client span under its
+//! server span, and it tallies attempts, retries and the time spent upstream and in
+//! the queue (keyrelay's own added latency is what remains).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,17 +16,21 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{full, Completion, ProxyBody, Relay};
 use super::error::ProxyError;
+use super::exchange::Exchange;
 use super::inbound::{Api, Inbound};
 use super::server::ProxyState;
+use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::ProviderKind;
+use crate::telemetry::metrics::{ProxyMetrics, RetryLabels};
 
 /// Error bodies of retryable responses are read to find retry hints, up to this size.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -40,16 +48,30 @@ struct FailedResponse {
     parts: http::response::Parts,
     body: Bytes,
     report: RateLimitReport,
-    key: String,
-    deployment: String,
+    endpoint: Arc<Endpoint>,
+}
+
+/// An upstream answer to relay as it streams.
+struct Answer {
+    endpoint: Arc<Endpoint>,
+    parts: http::response::Parts,
+    body: Incoming,
+    completion: Completion,
 }
 
 /// How one pass over the alias and its fallbacks ended.
 enum Pass {
-    Answered(Response<ProxyBody>),
+    Answered(Box<Answer>),
     Failed(Failure),
     /// No endpoint had capacity; nothing was sent.
     NoCapacity,
+}
+
+/// What routing produced for the client, short of keyrelay's own errors.
+enum Routed {
+    Relay(Box<Answer>),
+    /// The last attempt's retryable failure (a 5xx), passed on as the provider said it.
+    Failed(Box<FailedResponse>),
 }
 
 /// What stays the same for every attempt of one request.
@@ -61,12 +83,38 @@ struct Request<'a> {
     deadline: Instant,
 }
 
-/// Routes one request and returns the response for the client.
-pub(super) async fn forward(state: &ProxyState, snapshot: &Snapshot, inbound: Inbound) -> Response<ProxyBody> {
-    let mut attempts = 0u32;
-    match route(state, snapshot, &inbound, &mut attempts).await {
-        Ok(response) => response,
+/// Routes one request and returns the response for the client. `exchange` ends with
+/// the response: now, or with the relayed body.
+pub(super) async fn forward(
+    state: &ProxyState,
+    snapshot: &Snapshot,
+    inbound: Inbound,
+    mut exchange: Exchange,
+) -> Response<ProxyBody> {
+    exchange.routed(&inbound, snapshot.route(&inbound.alias).is_some());
+    match route(state, snapshot, &inbound, &mut exchange).await {
+        Ok(Routed::Relay(answer)) => {
+            let Answer { endpoint, parts, body, mut completion } = *answer;
+            exchange.answered(parts.status.as_u16(), Some(&endpoint), None);
+            let attempts = exchange.tally.attempts;
+            completion.attach(exchange);
+            let idle = snapshot.server.request_timeout;
+            let mut response = Response::from_parts(parts, ProxyBody::new(Relay::new(body, idle, completion)));
+            set_headers(&mut response, endpoint.key_name(), &endpoint.deployment.name, attempts);
+            response
+        }
+        Ok(Routed::Failed(failed)) => {
+            let FailedResponse { mut parts, body, endpoint, .. } = *failed;
+            exchange.answered(parts.status.as_u16(), Some(&endpoint), None);
+            // The body may have been cut at ERROR_BODY_LIMIT: let hyper recount it.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let mut response = Response::from_parts(parts, full(body));
+            set_headers(&mut response, endpoint.key_name(), &endpoint.deployment.name, exchange.tally.attempts);
+            response
+        }
         Err(e) => {
+            exchange.answered(e.status().as_u16(), None, Some(e.code().to_owned()));
+            let attempts = exchange.tally.attempts;
             let mut response = e.into_response();
             if attempts > 0 {
                 response.headers_mut().insert("x-keyrelay-attempts", HeaderValue::from(attempts));
@@ -80,8 +128,8 @@ async fn route(
     state: &ProxyState,
     snapshot: &Snapshot,
     inbound: &Inbound,
-    attempts: &mut u32,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    exchange: &mut Exchange,
+) -> Result<Routed, ProxyError> {
     let primary = snapshot.route(&inbound.alias).ok_or_else(|| ProxyError::UnknownModel(inbound.alias.clone()))?;
     let chain: Vec<&Route> =
         std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a))).collect();
@@ -101,8 +149,8 @@ async fn route(
     let mut place = None;
     let mut last = None;
     loop {
-        match one_pass(&request, &chain, attempts).await {
-            Pass::Answered(response) => return Ok(response),
+        match one_pass(&request, &chain, exchange).await {
+            Pass::Answered(answer) => return Ok(Routed::Relay(answer)),
             Pass::Failed(failure) => {
                 let rate_limited = failure.is_rate_limit();
                 last = Some(failure);
@@ -114,23 +162,23 @@ async fn route(
         }
         // Every endpoint is cooling down or out of quota: wait for the earliest reset.
         let next = chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
+        let waiting = Instant::now();
         if place.is_none() {
             place = primary.queue.join(request.deadline).await;
         }
-        match &place {
-            Some(p) if p.wait_for(next).await => continue,
-            _ => break,
+        let go_on = match &place {
+            Some(p) => p.wait_for(next).await,
+            None => false,
+        };
+        exchange.tally.queue_wait += waiting.elapsed();
+        if !go_on {
+            break;
         }
     }
 
     match last {
         Some(Failure::Status(failed)) if failed.parts.status != StatusCode::TOO_MANY_REQUESTS => {
-            let FailedResponse { mut parts, body, key, deployment, .. } = *failed;
-            // The body may have been cut at ERROR_BODY_LIMIT: let hyper recount it.
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            let mut response = Response::from_parts(parts, full(body));
-            set_headers(&mut response, &key, &deployment, *attempts);
-            Ok(response)
+            Ok(Routed::Failed(failed))
         }
         Some(Failure::Connect) => Err(ProxyError::UpstreamConnect),
         Some(Failure::Timeout) => Err(ProxyError::UpstreamTimeout),
@@ -144,7 +192,7 @@ async fn route(
 }
 
 /// Tries up to `1 + num_retries` endpoints of each alias in the chain, in order.
-async fn one_pass(request: &Request<'_>, chain: &[&Route], attempts: &mut u32) -> Pass {
+async fn one_pass(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -> Pass {
     let inbound = request.inbound;
     let server = &request.snapshot.server;
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
@@ -157,16 +205,18 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], attempts: &mut u32) -
             if now >= request.deadline {
                 return Pass::Failed(last.unwrap_or(Failure::Timeout));
             }
-            *attempts += 1;
+            if let Some(reason) = exchange.tally.last_failure {
+                let labels = RetryLabels { model: exchange.model_label().to_owned(), reason };
+                exchange.metrics().retries.get_or_create(&labels).inc();
+            }
+            exchange.tally.attempts += 1;
             let budget = server.attempt_timeout.map_or(request.deadline - now, |t| t.min(request.deadline - now));
-            match attempt(request, &endpoint, budget).await {
-                Ok(mut response) => {
-                    set_headers(&mut response, endpoint.key_name(), &endpoint.deployment.name, *attempts);
-                    return Pass::Answered(response);
-                }
+            match attempt(request, &endpoint, budget, exchange).await {
+                Ok(answer) => return Pass::Answered(Box::new(answer)),
                 Err(failure) => {
                     note_failure(&failure, &endpoint, route);
                     tracing::debug!(alias = %inbound.alias, key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying the next endpoint");
+                    exchange.tally.last_failure = Some(failure.reason());
                     last = Some(failure);
                 }
             }
@@ -184,18 +234,58 @@ fn serves(api: &Api, provider: ProviderKind) -> bool {
     }
 }
 
-/// One upstream attempt. `Ok` is a response to relay; `Err` means try the next one.
+/// One upstream attempt, under its own client span. `Ok` is a response to relay;
+/// `Err` means try the next one.
 async fn attempt(
     request: &Request<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
-) -> Result<Response<ProxyBody>, Failure> {
+    exchange: &mut Exchange,
+) -> Result<Answer, Failure> {
+    let tally = &exchange.tally;
+    let mut span = AttemptSpan::start(
+        &exchange.span,
+        request.inbound,
+        endpoint,
+        tally.attempts.saturating_sub(1),
+        tally.last_failure,
+    );
     let started = Instant::now();
+    let result = call(request, endpoint, budget, &mut span, started, exchange.metrics()).await;
+    exchange.tally.upstream += started.elapsed();
+    match result {
+        Ok((parts, body, completion)) => {
+            span.answered(parts.status.as_u16());
+            let stream = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            let completion = completion.with_attempt(span, stream);
+            Ok(Answer { endpoint: Arc::clone(endpoint), parts, body, completion })
+        }
+        Err(failure) => {
+            span.failed(failure.status(), &failure.error_type());
+            Err(failure)
+        }
+    }
+}
+
+/// Sends the attempt and reads its head (and, for a retryable status, its small body).
+async fn call(
+    request: &Request<'_>,
+    endpoint: &Arc<Endpoint>,
+    budget: Duration,
+    span: &mut AttemptSpan,
+    started: Instant,
+    metrics: &ProxyMetrics,
+) -> Result<(http::response::Parts, Incoming, Completion), Failure> {
     let guard = endpoint.state.begin(started.into_std());
-    let upstream_request = upstream::request_for(request.inbound, endpoint).map_err(|e| {
+    let mut upstream_request = upstream::request_for(request.inbound, endpoint).map_err(|e| {
         tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
         Failure::Connect
     })?;
+    span.inject(upstream_request.headers_mut());
     let response = match tokio::time::timeout(budget, request.state.client.request(upstream_request)).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => {
@@ -204,8 +294,10 @@ async fn attempt(
         }
         Ok(Ok(response)) => response,
     };
+    let latency = started.elapsed();
+    ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.deployment.name, latency);
     let report = ratelimit::parse(response.headers(), SystemTime::now());
-    endpoint.state.on_response(&report, started.elapsed(), std::time::Instant::now());
+    endpoint.state.on_response(&report, latency, std::time::Instant::now());
     let status = response.status();
     if is_retryable(status) {
         let (parts, body) = response.into_parts();
@@ -214,8 +306,8 @@ async fn attempt(
             Ok(Ok(collected)) => collected.to_bytes(),
             _ => Bytes::new(),
         };
-        let (key, deployment) = (endpoint.key_name().to_owned(), endpoint.deployment.name.clone());
-        return Err(Failure::Status(Box::new(FailedResponse { parts, body, report, key, deployment })));
+        let endpoint = Arc::clone(endpoint);
+        return Err(Failure::Status(Box::new(FailedResponse { parts, body, report, endpoint })));
     }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), "provider refused the key; not using it until its secret changes");
@@ -227,8 +319,7 @@ async fn attempt(
     upstream::strip_hop_by_hop(&mut parts.headers);
     let completion =
         Completion::new(Arc::clone(&endpoint.state), UsageTap::for_response(&parts.headers), started, guard);
-    let idle = request.snapshot.server.request_timeout;
-    Ok(Response::from_parts(parts, ProxyBody::new(Relay::new(body, idle, completion))))
+    Ok((parts, body, completion))
 }
 
 /// Statuses that mean "this endpoint, not this request, is the problem".
@@ -253,6 +344,23 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
 impl Failure {
     fn is_rate_limit(&self) -> bool {
         matches!(self, Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS)
+    }
+
+    /// The status of a failed answer, if there was one.
+    fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Status(f) => Some(f.parts.status.as_u16()),
+            Failure::Connect | Failure::Timeout => None,
+        }
+    }
+
+    /// The trace's `error.type`: the status code, or what went wrong without one.
+    fn error_type(&self) -> String {
+        match self {
+            Failure::Status(f) => f.parts.status.as_u16().to_string(),
+            Failure::Connect => "connect_error".to_owned(),
+            Failure::Timeout => "timeout".to_owned(),
+        }
     }
 
     fn reason(&self) -> &'static str {

@@ -2,9 +2,11 @@
 
 pub mod body;
 pub mod error;
+mod exchange;
 mod forward;
 pub mod inbound;
 mod server;
+mod trace;
 pub mod upstream;
 mod usage;
 

@@ -17,17 +17,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::body::{full, ProxyBody};
-use super::error::ProxyError;
+use super::exchange::Exchange;
 use super::forward::forward;
 use super::inbound::Inbound;
 use super::upstream::UpstreamClient;
 use crate::pool::Snapshot;
+use crate::telemetry::metrics::ProxyMetrics;
 
 /// What every request handler shares.
 pub struct ProxyState {
     /// The current routing snapshot; each request loads it exactly once.
     pub store: Arc<ArcSwap<Snapshot>>,
     pub client: UpstreamClient,
+    /// Request-path metrics, also registered with the admin port's `/metrics`.
+    pub metrics: Arc<ProxyMetrics>,
 }
 
 /// Serves the app port until `shutdown` resolves, then stops accepting and waits up
@@ -76,11 +79,14 @@ async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Re
         return Ok(list_models(&snapshot));
     }
     let (parts, body) = request.into_parts();
+    // From here on the request is traced, counted and logged once when it ends.
+    let mut exchange = Exchange::start(&state.metrics, &parts);
     let server = &snapshot.server;
     let response = match Inbound::read(parts, body, server.body_limit, server.client_body_timeout).await {
-        Ok(inbound) => forward(&state, &snapshot, inbound).await,
+        Ok(inbound) => forward(&state, &snapshot, inbound, exchange).await,
         Err(e) => {
             tracing::debug!(error = %e, "rejected client request");
+            exchange.answered(e.status().as_u16(), None, Some(e.code().to_owned()));
             e.into_response()
         }
     };
@@ -97,10 +103,4 @@ fn list_models(snapshot: &Snapshot) -> Response<ProxyBody> {
     let mut response = Response::new(full(Bytes::from(body.to_string())));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-impl From<ProxyError> for Response<ProxyBody> {
-    fn from(e: ProxyError) -> Self {
-        e.into_response()
-    }
 }

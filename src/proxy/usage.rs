@@ -1,6 +1,7 @@
 //! Token usage read from responses on their way to the client, without buffering
 //! what the client receives: the `usage` object of a JSON body, or of the final SSE
-//! chunk of a stream (OpenAI, Anthropic and Gemini spellings).
+//! chunk of a stream (OpenAI, Anthropic and Gemini spellings). The answering `model`
+//! is taken from the same objects, for the trace's `gen_ai.response.model`.
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -24,6 +25,7 @@ pub struct UsageTap {
     buf: Vec<u8>,
     overflow: bool,
     usage: Option<Usage>,
+    model: Option<String>,
 }
 
 impl UsageTap {
@@ -31,7 +33,13 @@ impl UsageTap {
     pub fn for_response(headers: &HeaderMap) -> Option<Self> {
         let ct = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?.to_ascii_lowercase();
         let sse = ct.starts_with("text/event-stream");
-        (sse || ct.contains("json")).then(|| UsageTap { sse, buf: Vec::new(), overflow: false, usage: None })
+        (sse || ct.contains("json")).then(|| UsageTap {
+            sse,
+            buf: Vec::new(),
+            overflow: false,
+            usage: None,
+            model: None,
+        })
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -60,7 +68,12 @@ impl UsageTap {
     }
 
     /// The usage seen, once the body has ended.
-    pub fn finish(mut self) -> Option<Usage> {
+    pub fn finish(self) -> Option<Usage> {
+        self.finish_with_model().0
+    }
+
+    /// The usage and the answering model seen, once the body has ended.
+    pub fn finish_with_model(mut self) -> (Option<Usage>, Option<String>) {
         if !self.sse && !self.overflow {
             if let Ok(v) = serde_json::from_slice::<Value>(&self.buf) {
                 self.absorb(&v);
@@ -69,7 +82,7 @@ impl UsageTap {
             let line = std::mem::take(&mut self.buf);
             self.sse_line(&line);
         }
-        self.usage
+        (self.usage, self.model)
     }
 
     fn sse_line(&mut self, line: &[u8]) {
@@ -86,6 +99,10 @@ impl UsageTap {
 
     /// Takes the largest counts seen: streams report cumulative numbers.
     fn absorb(&mut self, v: &Value) {
+        if self.model.is_none() {
+            let model = v.get("model").or_else(|| v.get("modelVersion")).or_else(|| v.get("message")?.get("model"));
+            self.model = model.and_then(Value::as_str).map(|m| m.chars().take(200).collect());
+        }
         let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
         let found = if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             // OpenAI (prompt/completion) or Anthropic message_delta (input/output).
@@ -126,8 +143,8 @@ mod tests {
     fn openai_sse_final_chunk_split_mid_line() {
         let mut t = tap("text/event-stream; charset=utf-8");
         t.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"us");
-        t.feed(b"age\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n");
-        assert_eq!(t.finish(), Some(Usage { input: 5, output: 7 }));
+        t.feed(b"age\":{\"prompt_tokens\":5,\"completion_tokens\":7},\"model\":\"m-2024\"}\n\ndata: [DONE]\n\n");
+        assert_eq!(t.finish_with_model(), (Some(Usage { input: 5, output: 7 }), Some("m-2024".to_owned())));
     }
 
     #[test]

@@ -1,14 +1,118 @@
-//! Logging setup: `tracing` with `RUST_LOG`-style filtering, human-readable by
-//! default and JSON with `KEYRELAY_LOG_FORMAT=json`.
+//! Logs, traces and the request-path metrics.
+//!
+//! Logs: `tracing` with `RUST_LOG`-style filtering, human-readable by default and JSON
+//! with `KEYRELAY_LOG_FORMAT=json`. Traces: the request path's spans (target
+//! [`SPAN_TARGET`]) go to an OTLP exporter when the `OTEL_*` variables configure one,
+//! and nowhere otherwise. They never go to the log: with no exporter they are disabled
+//! at their call sites, so the request path pays one cached check for each.
 
-use tracing_subscriber::EnvFilter;
+mod export_client;
+pub mod metrics;
+mod otlp;
 
-/// Installs the global subscriber. Logs go to stderr so stdout stays free for
-/// command output (`check`, `demo`).
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use otlp::{OtlpSettings, Transport};
+
+/// Target of the spans that make up a request's trace (server and attempt spans).
+pub const SPAN_TARGET: &str = "keyrelay::otel";
+/// Target of the one access line per request, so it can be filtered on its own
+/// (`RUST_LOG=info,keyrelay::access=off`).
+pub const ACCESS_TARGET: &str = "keyrelay::access";
+
+/// The tracer provider once an exporter is installed: flushed on shutdown.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs logging only (`demo`, `webhook`). Logs go to stderr so stdout stays free
+/// for command output.
 pub fn init_logging(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    install(default_filter, None);
+}
+
+/// Installs logging plus trace export as the standard `OTEL_*` variables configure it
+/// (`keyrelay run`). With no OTLP endpoint configured nothing is exported, and nothing
+/// is said about it beyond one debug line.
+pub fn init(default_filter: &str) {
+    install(default_filter, OtlpSettings::from_env());
+}
+
+/// Installs logging plus trace export with explicit settings (tests, benchmarks).
+/// Returns whether this call installed the process's subscriber: only the first does.
+pub fn init_with(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
+    install(default_filter, otlp)
+}
+
+fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // The trace spans carry attributes for the exporter, not for people reading logs.
+    if let Ok(off) = format!("{SPAN_TARGET}=off").parse() {
+        filter = filter.add_directive(off);
+    }
     let json = std::env::var("KEYRELAY_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+
+    let warnings = otlp.as_ref().map(|s| s.warnings.clone()).unwrap_or_default();
+    let built = otlp.map(|settings| otlp::provider(&settings).map(|p| (p, settings.describe())));
+    let (provider, failure) = match built {
+        Some(Ok((provider, target))) => (Some((provider, target)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let otel = provider.as_ref().map(|(p, _)| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("keyrelay"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target(SPAN_TARGET, Level::INFO))
+    });
+    let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
+
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(e) = failure {
+        tracing::warn!("traces are not exported: {e}");
+    }
+    match provider {
+        Some((provider, endpoint)) if installed => {
+            tracing::info!(%endpoint, "exporting traces over OTLP");
+            let _ = PROVIDER.set(provider);
+        }
+        Some((provider, _)) => {
+            // Another subscriber was installed first (tests): this provider has no spans.
+            let _ = provider.shutdown();
+        }
+        None if installed => tracing::debug!("no OTLP endpoint configured: traces are not exported"),
+        None => {}
+    }
+    installed
+}
+
+/// Exports the spans ended so far (shutdown, tests). Blocking work runs off the
+/// async workers; returns at once when no exporter is installed.
+pub async fn flush() {
+    if let Some(provider) = PROVIDER.get().cloned() {
+        let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+    }
+}
+
+/// Flushes and stops the exporter; call once, outside async code, as the process ends.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.shutdown() {
+            tracing::debug!(error = %e, "trace exporter shutdown");
+        }
+    }
 }

@@ -1,0 +1,188 @@
+//! `/metrics`: Prometheus text (OpenMetrics), all names prefixed `keyrelay_`.
+//!
+//! Per-key series are read at scrape time from the serving snapshot's endpoint state,
+//! which the request path keeps anyway (attempts, 429s, tokens, cooldown, breaker, in
+//! flight), so nothing is counted twice on the hot path. A counter restarts from 0 when
+//! its endpoint gets fresh state (its key's value changed): Prometheus' `rate()` treats
+//! that as a reset. Labels are the alias (`model`), `deployment` and the key's *name*.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::Health;
+use crate::pool::breaker::BreakerState;
+use crate::pool::{Availability, Counters, Endpoint, Snapshot, StateView};
+use crate::telemetry::metrics::ProxyMetrics;
+
+/// The registry `/metrics` encodes: the request path's instruments plus the
+/// snapshot collector.
+pub(super) fn registry(store: Arc<ArcSwap<Snapshot>>, health: Arc<Health>, metrics: &ProxyMetrics) -> Registry {
+    let mut registry = Registry::with_prefix("keyrelay");
+    metrics.register(&mut registry);
+    registry.register_collector(Box::new(SnapshotCollector { store, health }));
+    registry
+}
+
+/// The text body for a scrape.
+pub(super) fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+struct SnapshotCollector {
+    store: Arc<ArcSwap<Snapshot>>,
+    health: Arc<Health>,
+}
+
+impl fmt::Debug for SnapshotCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotCollector").finish_non_exhaustive()
+    }
+}
+
+/// One endpoint, read once per scrape.
+struct Row<'a> {
+    endpoint: &'a Endpoint,
+    view: StateView,
+    available: bool,
+    cooldown_left: f64,
+}
+
+impl Row<'_> {
+    fn labels(&self) -> [(&str, &str); 3] {
+        let e = self.endpoint;
+        [("model", e.id.alias.as_str()), ("deployment", e.deployment.name.as_str()), ("key", e.key_name())]
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.endpoint.state.counters
+    }
+}
+
+type CounterOf = fn(&Counters) -> &std::sync::atomic::AtomicU64;
+
+/// Per-key counters: name, help, which field.
+const COUNTERS: [(&str, &str, CounterOf); 10] = [
+    ("upstream_attempts", "Attempts sent upstream with this key", |c| &c.attempts),
+    ("upstream_successes", "2xx answers with this key", |c| &c.successes),
+    ("upstream_rate_limited", "429 answers with this key", |c| &c.rate_limited),
+    ("upstream_failures", "5xx answers, connect errors and timeouts with this key", |c| &c.failures),
+    ("upstream_unauthorized", "401/403 answers with this key (the key is then skipped until it changes)", |c| {
+        &c.unauthorized
+    }),
+    ("cooldowns", "Cooldowns started or extended for this key", |c| &c.cooldowns),
+    ("breaker_opens", "Times this key's circuit breaker opened", |c| &c.breaker_opens),
+    ("input_tokens", "Input (prompt) tokens reported by responses to this key", |c| &c.input_tokens),
+    ("output_tokens", "Output (completion) tokens reported by responses to this key", |c| &c.output_tokens),
+    ("ratelimit_headers_malformed", "Rate-limit headers from the provider that could not be parsed", |c| {
+        &c.malformed_headers
+    }),
+];
+
+type GaugeOf = fn(&Row<'_>) -> Option<f64>;
+
+/// Per-key gauges: name, help, value (`None`: no sample for this key).
+const GAUGES: [(&str, &str, GaugeOf); 10] = [
+    ("in_flight", "Requests in flight with this key", |r| Some(f64::from(r.view.in_flight))),
+    ("available", "1 if this key can take a request now", |r| Some(f64::from(u8::from(r.available)))),
+    ("cooling_down", "1 while this key cools down after a 429", |r| Some(f64::from(u8::from(r.cooldown_left > 0.0)))),
+    ("cooldown_remaining_seconds", "Seconds left of this key's cooldown", |r| Some(r.cooldown_left)),
+    ("key_disabled", "1 if the provider refused this key (401/403)", |r| Some(f64::from(u8::from(r.view.disabled)))),
+    ("requests_last_minute", "Requests sent with this key in the last minute", |r| {
+        Some(r.view.requests_last_minute as f64)
+    }),
+    ("tokens_last_minute", "Tokens used with this key in the last minute", |r| Some(r.view.tokens_last_minute as f64)),
+    ("quota_remaining_requests", "Requests left as the provider last reported", |r| {
+        r.view.remaining_requests.map(|v| v as f64)
+    }),
+    ("quota_remaining_tokens", "Tokens left as the provider last reported", |r| {
+        r.view.remaining_tokens.map(|v| v as f64)
+    }),
+    ("latency_ewma_seconds", "Moving average of time to response head with this key", |r| {
+        r.view.latency.map(|d| d.as_secs_f64())
+    }),
+];
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let snapshot = self.store.load();
+        let now = Instant::now();
+        let rows: Vec<Row<'_>> = snapshot
+            .routes()
+            .flat_map(|route| &route.endpoints)
+            .map(|endpoint| {
+                let view = endpoint.state.view(now);
+                let cooldown_left = view.cooldown_until.map_or(0.0, |u| u.saturating_duration_since(now).as_secs_f64());
+                let available = matches!(endpoint.availability(now), Availability::Ready { .. });
+                Row { endpoint, view, available, cooldown_left }
+            })
+            .collect();
+
+        let generation = snapshot.generation;
+        let help = "Generation of the serving configuration (1 at start, +1 per applied reload)";
+        ConstGauge::new(generation as i64).encode(encoder.encode_descriptor(
+            "snapshot_generation",
+            help,
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(generation.saturating_sub(1)).encode(encoder.encode_descriptor(
+            "config_reloads",
+            "Configuration reloads applied since start",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(self.health.reload_failures()).encode(encoder.encode_descriptor(
+            "config_reload_failures",
+            "Configuration reloads rejected since start (the previous configuration kept serving)",
+            None,
+            MetricType::Counter,
+        )?)?;
+
+        for (name, help, field) in COUNTERS {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for row in &rows {
+                let value = field(row.counters()).load(std::sync::atomic::Ordering::Relaxed);
+                ConstCounter::new(value).encode(metric.encode_family(&row.labels())?)?;
+            }
+        }
+        for (name, help, value) in GAUGES {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for row in &rows {
+                if let Some(v) = value(row) {
+                    ConstGauge::new(v).encode(metric.encode_family(&row.labels())?)?;
+                }
+            }
+        }
+        let help = "1 for this key's circuit breaker state (closed, open, half_open), 0 for the others";
+        let mut metric = encoder.encode_descriptor("breaker_state", help, None, MetricType::Gauge)?;
+        for row in &rows {
+            let current = breaker_word(&row.view.breaker);
+            for state in ["closed", "open", "half_open"] {
+                let [m, d, k] = row.labels();
+                let labels = [m, d, k, ("state", state)];
+                ConstGauge::new(i64::from(state == current)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How `/metrics` and `/status` name a breaker state.
+pub(super) fn breaker_word(state: &BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen { .. } => "half_open",
+    }
+}

@@ -1,0 +1,195 @@
+//! One client request, from its arrival to the end of its response body: its server
+//! span, its tally of attempts and waits, and, when it is dropped, its access log line
+//! and its `keyrelay_requests_total` count.
+//!
+//! Dropping is the end on every path: at once for keyrelay's own answers, at the end of
+//! the relayed body (it rides in the body's `Completion`) for upstream answers, and
+//! when hyper drops the request future because the client left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use tokio::time::Instant;
+use tracing::Span;
+
+use super::inbound::Inbound;
+use super::trace;
+use super::usage::Usage;
+use crate::pool::Endpoint;
+use crate::telemetry::metrics::{status_class, ProxyMetrics, RequestLabels};
+use crate::telemetry::ACCESS_TARGET;
+
+pub(super) struct Exchange {
+    started: Instant,
+    pub(super) span: Span,
+    metrics: Arc<ProxyMetrics>,
+    /// The model the client asked for, for the log (`None` until the body is read).
+    alias: Option<String>,
+    /// The same as a metric label: `""` unless it is a configured alias, so a client
+    /// cannot grow the label set.
+    model_label: String,
+    pub(super) tally: Tally,
+    /// Whether the server span keeps attributes (enabled and sampled), once asked.
+    recorded: Option<bool>,
+    head: Option<Head>,
+    body: Option<BodyEnd>,
+}
+
+/// What the attempts of one request added up to so far.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub attempts: u32,
+    /// Time spent on upstream attempts (to their response heads, or their failure).
+    pub upstream: Duration,
+    /// Time spent waiting in the queue for capacity.
+    pub queue_wait: Duration,
+    /// Why the last failed attempt failed, while the request is still being retried.
+    pub last_failure: Option<&'static str>,
+}
+
+struct Head {
+    status: u16,
+    /// The endpoint whose answer the client got; `None` when keyrelay answered.
+    endpoint: Option<Arc<Endpoint>>,
+    at: Duration,
+}
+
+struct BodyEnd {
+    usage: Option<Usage>,
+    /// Whether the body reached its end (not cut by the client leaving or an error).
+    complete: bool,
+}
+
+impl Exchange {
+    pub(super) fn start(metrics: &Arc<ProxyMetrics>, parts: &Parts) -> Self {
+        Exchange {
+            started: Instant::now(),
+            span: trace::server_span(parts),
+            metrics: Arc::clone(metrics),
+            alias: None,
+            model_label: String::new(),
+            tally: Tally::default(),
+            recorded: None,
+            head: None,
+            body: None,
+        }
+    }
+
+    /// The request's model is known; `configured` says whether it names an alias.
+    pub(super) fn routed(&mut self, inbound: &Inbound, configured: bool) {
+        trace::routed(&self.span, inbound, configured);
+        self.alias = Some(inbound.alias.chars().take(200).collect());
+        if configured {
+            self.model_label.clone_from(&inbound.alias);
+        }
+    }
+
+    pub(super) fn model_label(&self) -> &str {
+        &self.model_label
+    }
+
+    pub(super) fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Whether attributes on the server span are kept; asked once, after routing (the
+    /// sampler has decided by then), so an unsampled request computes none.
+    fn traced(&mut self) -> bool {
+        let span = &self.span;
+        *self.recorded.get_or_insert_with(|| trace::recording(span))
+    }
+
+    /// The response head goes to the client. `error` is the `error.type` to record:
+    /// keyrelay's error code, or the status of an upstream failure passed through.
+    pub(super) fn answered(&mut self, status: u16, endpoint: Option<&Arc<Endpoint>>, error: Option<String>) {
+        let at = self.started.elapsed();
+        if self.traced() {
+            let error = error.or_else(|| (status >= 500).then(|| status.to_string()));
+            trace::head(&self.span, status, error, status >= 500);
+            if let Some(endpoint) = endpoint {
+                trace::answered_by(&self.span, endpoint, self.tally.attempts);
+            }
+        }
+        if !self.model_label.is_empty() {
+            let m = &self.metrics;
+            ProxyMetrics::observe_model(&m.request_latency, &self.model_label, at);
+            if self.tally.queue_wait > Duration::ZERO {
+                ProxyMetrics::observe_model(&m.queue_wait, &self.model_label, self.tally.queue_wait);
+            }
+            let own = at.saturating_sub(self.tally.upstream).saturating_sub(self.tally.queue_wait);
+            ProxyMetrics::observe_model(&m.added_latency, &self.model_label, own);
+        }
+        self.head = Some(Head { status, endpoint: endpoint.cloned(), at });
+    }
+
+    /// The relayed body ended (or was dropped): what it told about tokens, the model
+    /// that answered, and for streams when the answering attempt started and when its
+    /// first chunk came.
+    pub(super) fn body_done(
+        &mut self,
+        usage: Option<Usage>,
+        model: Option<String>,
+        first_chunk: Option<(Instant, Instant)>,
+        complete: bool,
+    ) {
+        if self.traced() {
+            let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_ref());
+            let model = model.or_else(|| endpoint.map(|e| e.deployment.upstream_model.clone()));
+            // The server span counts from the client's request, the histogram from the attempt.
+            let since_arrival = first_chunk.map(|(_, at)| at - self.started);
+            trace::body_done(&self.span, usage, model.as_deref(), since_arrival);
+        }
+        let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_ref());
+        if let (Some((sent, at)), Some(endpoint)) = (first_chunk, endpoint) {
+            let m = &self.metrics.time_to_first_chunk;
+            ProxyMetrics::observe(m, &endpoint.id.alias, &endpoint.deployment.name, at - sent);
+        }
+        self.body = Some(BodyEnd { usage, complete });
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        if self.head.is_none() && self.traced() {
+            trace::head(&self.span, 499, Some("client_closed".to_owned()), false);
+        }
+        let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_deref());
+        let (key, deployment) = endpoint.map_or(("", ""), |e| (e.key_name(), e.deployment.name.as_str()));
+        let (status, class) = match &self.head {
+            Some(head) => (head.status, status_class(head.status)),
+            None => (499, "cancelled"),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: self.model_label.clone(),
+                deployment: deployment.to_owned(),
+                key: key.to_owned(),
+                status_class: class,
+            })
+            .inc();
+        let usage = self.body.as_ref().and_then(|b| b.usage);
+        // `None` fields are left out of the line.
+        tracing::info!(
+            target: ACCESS_TARGET,
+            model = self.alias.as_deref(),
+            key = endpoint.map(Endpoint::key_name),
+            deployment = endpoint.map(|e| e.deployment.name.as_str()),
+            status,
+            attempts = self.tally.attempts,
+            latency_ms = self.head.as_ref().map(|h| ms(h.at)),
+            duration_ms = ms(duration),
+            input_tokens = usage.map(|u| u.input),
+            output_tokens = usage.map(|u| u.output),
+            complete = self.body.as_ref().is_none_or(|b| b.complete) && self.head.is_some(),
+            "request"
+        );
+    }
+}
+
+/// Milliseconds, to a tenth.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}

@@ -1,0 +1,262 @@
+//! The trace of one request, per the OpenTelemetry GenAI semantic conventions: a
+//! SERVER span for the client's request and a CLIENT span per upstream attempt, both
+//! named `{gen_ai.operation.name} {gen_ai.request.model}` (`chat gpt-4o`).
+//!
+//! The client's W3C `traceparent` is continued, and each attempt's own context is sent
+//! upstream in its place. Spans stay open until the relayed body ends, so token usage
+//! and time to first chunk land on them. With no exporter installed the spans are
+//! disabled (`Span::none()`) and no attribute value is built; once the sampler has
+//! dropped a request, none is built either. Keys appear by name only (`keyrelay.key`),
+//! never by value.
+
+use std::time::Duration;
+
+use http::request::Parts;
+use http::HeaderMap;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::inbound::{Api, Inbound};
+use super::usage::Usage;
+use crate::pool::Endpoint;
+use crate::provider::ProviderKind;
+use crate::telemetry::SPAN_TARGET;
+
+/// The SERVER span of a client request, continuing the client's trace if it sent one.
+pub(super) fn server_span(parts: &Parts) -> Span {
+    let span = tracing::info_span!(target: SPAN_TARGET, "keyrelay.request", otel.kind = "server", otel.name = Empty);
+    if span.is_disabled() {
+        return span;
+    }
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers));
+    let _ = span.set_parent(parent);
+    // Named `{operation} {model}` once the body is read; the method until then.
+    span.record("otel.name", parts.method.as_str());
+    span.set_attribute("http.request.method", parts.method.to_string());
+    span.set_attribute("url.path", parts.uri.path().chars().take(256).collect::<String>());
+    span
+}
+
+/// Whether attributes set on `span` are kept: it is enabled and was sampled. Starts
+/// the span if it was not yet (the sampler decides then), so ask after naming it.
+pub(super) fn recording(span: &Span) -> bool {
+    !span.is_disabled() && span.context().span().is_recording()
+}
+
+/// Names the server span once the request's model is known. A model that is not
+/// configured stays out of the name (the client chose it: names must stay few).
+pub(super) fn routed(span: &Span, inbound: &Inbound, configured: bool) {
+    if span.is_disabled() {
+        return;
+    }
+    let operation = operation(&inbound.api, inbound.parts.uri.path());
+    if configured {
+        span.record("otel.name", format!("{operation} {}", inbound.alias));
+    } else {
+        span.record("otel.name", operation);
+    }
+    span.set_attribute("gen_ai.operation.name", operation);
+    span.set_attribute("gen_ai.request.model", inbound.alias.clone());
+}
+
+/// Records the response head on a span: status, `error.type` when `error` says what
+/// went wrong, and the span's error status when `failed` (a server span fails on 5xx
+/// only, a client span on 4xx too).
+pub(super) fn head(span: &Span, status: u16, error: Option<String>, failed: bool) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if let Some(error) = error {
+        span.set_attribute("error.type", error);
+    }
+    if failed {
+        span.set_status(Status::error(""));
+    }
+}
+
+/// Records which endpoint answered on the server span.
+pub(super) fn answered_by(span: &Span, endpoint: &Endpoint, attempts: u32) {
+    if span.is_disabled() {
+        return;
+    }
+    set_endpoint(span, endpoint);
+    span.set_attribute("keyrelay.attempts", i64::from(attempts));
+}
+
+/// What the relayed body told once it ended.
+pub(super) fn body_done(span: &Span, usage: Option<Usage>, model: Option<&str>, first_chunk: Option<Duration>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(usage) = usage {
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input as i64);
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output as i64);
+    }
+    if let Some(model) = model {
+        span.set_attribute("gen_ai.response.model", model.to_owned());
+    }
+    if let Some(ttfc) = first_chunk {
+        span.set_attribute("keyrelay.time_to_first_chunk_ms", ttfc.as_secs_f64() * 1000.0);
+    }
+}
+
+/// The CLIENT span of one upstream attempt.
+pub(super) struct AttemptSpan {
+    span: Span,
+    /// Enabled and (once known, at `inject`) sampled: later attributes are kept.
+    recording: bool,
+    /// `gen_ai.response.model` when the body names none (empty while disabled).
+    upstream_model: String,
+}
+
+impl AttemptSpan {
+    /// `resend` is the attempt's index within the request (0 for the first), and
+    /// `retry_reason` why the previous attempt failed.
+    pub(super) fn start(
+        server: &Span,
+        inbound: &Inbound,
+        endpoint: &Endpoint,
+        resend: u32,
+        retry_reason: Option<&'static str>,
+    ) -> Self {
+        let deployment = &endpoint.deployment;
+        let base = &deployment.base_url;
+        let operation = operation(&inbound.api, inbound.parts.uri.path());
+        let default_port = if base.scheme_str() == Some("http") { 80 } else { 443 };
+        // Everything known now goes in as fields: one pass at creation, and the values
+        // are only computed when the span is enabled. `None` fields are left out.
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            parent: server,
+            "keyrelay.attempt",
+            otel.kind = "client",
+            otel.name = %format_args!("{operation} {}", deployment.upstream_model),
+            gen_ai.operation.name = operation,
+            gen_ai.request.model = deployment.upstream_model.as_str(),
+            gen_ai.provider.name = provider_name(deployment.provider),
+            keyrelay.key = endpoint.key_name(),
+            keyrelay.deployment = deployment.name.as_str(),
+            server.address = base.host(),
+            server.port = i64::from(base.port_u16().unwrap_or(default_port)),
+            http.request.resend_count = (resend > 0).then_some(i64::from(resend)),
+            keyrelay.retry_reason = retry_reason,
+        );
+        if span.is_disabled() {
+            return AttemptSpan { span, recording: false, upstream_model: String::new() };
+        }
+        AttemptSpan { span, recording: true, upstream_model: deployment.upstream_model.clone() }
+    }
+
+    /// The response head arrived and is passed to the client.
+    pub(super) fn answered(&self, status: u16) {
+        if !self.recording {
+            return;
+        }
+        head(&self.span, status, (status >= 400).then(|| status.to_string()), status >= 400);
+    }
+
+    /// What the relayed body told once it ended.
+    pub(super) fn body_done(&self, usage: Option<Usage>, model: Option<&str>, first_chunk: Option<Duration>) {
+        if !self.recording {
+            return;
+        }
+        body_done(&self.span, usage, model.or(Some(&self.upstream_model)), first_chunk);
+    }
+
+    /// Puts this attempt's context into the upstream request (`traceparent`, and
+    /// `tracestate` when there is one), replacing what the client sent.
+    /// Also learns whether the span was sampled (it starts here).
+    pub(super) fn inject(&mut self, headers: &mut HeaderMap) {
+        if !self.span.is_disabled() {
+            let cx = self.span.context();
+            self.recording = cx.span().is_recording();
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+        }
+    }
+
+    /// The attempt failed before a usable answer: `error_type` is the status code or
+    /// `connect_error` / `timeout`.
+    pub(super) fn failed(&self, status: Option<u16>, error_type: &str) {
+        if !self.recording {
+            return;
+        }
+        if let Some(status) = status {
+            self.span.set_attribute("http.response.status_code", i64::from(status));
+        }
+        self.span.set_attribute("error.type", error_type.to_owned());
+        self.span.set_status(Status::error(""));
+    }
+}
+
+fn set_endpoint(span: &Span, endpoint: &Endpoint) {
+    span.set_attribute("gen_ai.provider.name", provider_name(endpoint.deployment.provider));
+    span.set_attribute("keyrelay.key", endpoint.key_name().to_owned());
+    span.set_attribute("keyrelay.deployment", endpoint.deployment.name.clone());
+}
+
+/// `gen_ai.operation.name` from the API and path: the well-known values where they
+/// apply, and otherwise a fixed word, so span names stay low-cardinality.
+pub(super) fn operation(api: &Api, path: &str) -> &'static str {
+    match api {
+        Api::AnthropicMessages => "chat",
+        Api::GeminiNative { method } if method.to_ascii_lowercase().contains("embed") => "embeddings",
+        Api::GeminiNative { .. } => "generate_content",
+        Api::OpenAi => {
+            let rest = path.strip_prefix("/v1/").unwrap_or(path);
+            match rest.split('/').next().unwrap_or_default() {
+                "chat" | "responses" => "chat",
+                "completions" => "text_completion",
+                "embeddings" => "embeddings",
+                "images" => "image_generation",
+                "audio" => "audio",
+                "moderations" => "moderation",
+                "rerank" => "rerank",
+                _ => "other",
+            }
+        }
+    }
+}
+
+/// `gen_ai.provider.name`: the semantic conventions' well-known values where one
+/// exists, else keyrelay's provider name.
+fn provider_name(provider: ProviderKind) -> &'static str {
+    match provider {
+        ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::Mistral => "mistral_ai",
+        ProviderKind::Xai => "x_ai",
+        ProviderKind::Azure => "azure.ai.openai",
+        other => other.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names() {
+        assert_eq!(operation(&Api::OpenAi, "/v1/chat/completions"), "chat");
+        assert_eq!(operation(&Api::OpenAi, "/v1/completions"), "text_completion");
+        assert_eq!(operation(&Api::OpenAi, "/v1/embeddings"), "embeddings");
+        assert_eq!(operation(&Api::OpenAi, "/v1/whatever/123"), "other");
+        assert_eq!(operation(&Api::AnthropicMessages, "/v1/messages"), "chat");
+        let gemini = |m: &str| Api::GeminiNative { method: m.to_owned() };
+        assert_eq!(operation(&gemini("streamGenerateContent"), ""), "generate_content");
+        assert_eq!(operation(&gemini("batchEmbedContents"), ""), "embeddings");
+    }
+
+    #[test]
+    fn disabled_spans_cost_nothing_and_inject_nothing() {
+        // No subscriber in unit tests: spans are disabled.
+        let (parts, ()) = http::Request::post("/v1/chat/completions").body(()).unwrap().into_parts();
+        let span = server_span(&parts);
+        assert!(span.is_disabled());
+        head(&span, 200, None, false);
+    }
+}
