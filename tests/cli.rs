@@ -2,13 +2,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use http_body_util::BodyExt;
+use support::daemon::Daemon;
 use support::*;
 use tokio::sync::Notify;
 
@@ -119,46 +119,6 @@ fn shipped_example_configs_pass_check() {
     }
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `keyrelay run` on port 0 and reads the bound addresses from its JSON log.
-fn spawn_run(config: &std::path::Path, secrets: &std::path::Path) -> (Daemon, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--secrets-dir")
-        .arg(secrets)
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let daemon = Daemon(child);
-    loop {
-        let line = rx.recv_timeout(LONG).expect("keyrelay logged its addresses");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let fields = &json["fields"];
-        if let (Some(p), Some(a)) = (fields["proxy_addr"].as_str(), fields["admin_addr"].as_str()) {
-            return (daemon, p.to_owned(), a.to_owned());
-        }
-    }
-}
-
 #[tokio::test]
 async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
     let mock =
@@ -174,7 +134,8 @@ async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
         "config.yaml",
         &format!("models:\n  m:\n    deployments:\n      - provider: openai-compatible\n        model: up\n        api_base: {}\n        keys: [KA]\n", mock.base_url()),
     );
-    let (mut daemon, proxy, admin) = spawn_run(&config, &secrets);
+    let mut daemon = Daemon::spawn(&config, &secrets, &[]);
+    let (proxy, admin) = (daemon.proxy.clone(), daemon.admin.clone());
     assert_eq!(get(&format!("http://{admin}/healthz")).await.status, 200);
     assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 200);
 
@@ -191,8 +152,7 @@ async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
     let mut body = response.into_body();
     let _first = body.frame().await.expect("first chunk").unwrap();
 
-    let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    daemon.terminate();
 
     eventually(LONG, "readiness turns false", || async { get(&format!("http://{admin}/readyz")).await.status == 503 })
         .await;
@@ -200,7 +160,7 @@ async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
         tokio::net::TcpStream::connect(&proxy).await.is_err()
     })
     .await;
-    assert!(daemon.0.try_wait().unwrap().is_none(), "exited while a stream was open");
+    assert!(daemon.child.try_wait().unwrap().is_none(), "exited while a stream was open");
 
     gate.notify_one();
     let rest = body.collect().await.expect("the open stream finishes").to_bytes();
@@ -208,7 +168,7 @@ async fn sigterm_turns_readiness_off_drains_open_streams_and_exits_0() {
 
     let mut status = None;
     eventually(LONG, "process exits", || {
-        status = daemon.0.try_wait().unwrap();
+        status = daemon.child.try_wait().unwrap();
         std::future::ready(status.is_some())
     })
     .await;

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use http::Method;
 use otlp::{Receiver, SERVER};
+use support::daemon::Daemon;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
-const LONG: Duration = Duration::from_secs(20);
 
 /// (secret name, fake value). Values are random-looking so that any 8-character window
 /// found anywhere can only have come from the value itself.
@@ -92,38 +92,18 @@ async fn no_key_value_in_logs_spans_metrics_status_or_responses() {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config(&mock.base_url())).unwrap();
 
-    let mut child = Command::new(BIN)
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
-        .arg(&config_path)
-        .arg("--secrets-dir")
-        .arg(&secrets)
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.addr))
-        .env("OTEL_SERVICE_NAME", "keyrelay-no-leak")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push(line);
-        }
-        all
-    });
-    let (proxy, admin) = loop {
-        let line = rx.recv_timeout(LONG).expect("keyrelay logged its addresses");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let fields = &json["fields"];
-        if let (Some(p), Some(a)) = (fields["proxy_addr"].as_str(), fields["admin_addr"].as_str()) {
-            break (p.to_owned(), a.to_owned());
-        }
-    };
+    let otlp = format!("http://{}", receiver.addr);
+    let daemon = Daemon::spawn(
+        &config_path,
+        &secrets,
+        &[
+            ("RUST_LOG", "debug"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_SERVICE_NAME", "keyrelay-no-leak"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let (proxy, admin) = (daemon.proxy.clone(), daemon.admin.clone());
 
     mock.push_fault(Some(value("R1")), Fault::RateLimited { retry_after: Some("30".into()) });
     mock.push_fault(Some(value("F1")), Fault::Status(503));
@@ -171,11 +151,10 @@ async fn no_key_value_in_logs_spans_metrics_status_or_responses() {
     }
     assert!(admin_text.contains("\"key\":\"U1\""), "status names the keys");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    daemon.terminate();
+    let (exit, logs) = tokio::task::spawn_blocking(move || daemon.wait()).await.unwrap();
     assert!(exit.success(), "{exit:?}");
-    let logs = reader.join().unwrap().join("\n");
+    let logs = logs.join("\n");
 
     // The exporter flushed on shutdown: every routed request's server span is here.
     let spans = receiver.spans();

@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod atomic_writer;
+pub mod daemon;
 pub mod fake_kube;
 pub mod harness;
 
