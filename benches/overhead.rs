@@ -10,86 +10,16 @@
 //! Run: `cargo bench --bench overhead` (env: BENCH_SECONDS per round, default 3;
 //! BENCH_ROUNDS, default 3; BENCH_CONCURRENCY, default 16).
 
-use std::time::{Duration, Instant};
+#[path = "support/load.rs"]
+mod load;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use keyrelay::mock::{MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
-
-const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Hello there, this is a benchmark request of ordinary size."}],"temperature":0.2}"#;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-#[derive(Default)]
-struct Round {
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-    errors: u64,
-}
-
-async fn load(url: &str, concurrency: usize, duration: Duration, auth: &'static str) -> Round {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let started = Instant::now();
-    let end = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let url = url.to_owned();
-        workers.spawn(async move {
-            let mut round = Round::default();
-            while Instant::now() < end {
-                let request = http::Request::post(&url)
-                    .header("content-type", "application/json")
-                    .header("authorization", auth)
-                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-                    .expect("request");
-                let t = Instant::now();
-                match client.request(request).await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.into_body().collect().await;
-                        round.latencies.push(t.elapsed());
-                    }
-                    _ => round.errors += 1,
-                }
-            }
-            round
-        });
-    }
-    let mut total = Round::default();
-    while let Some(Ok(r)) = workers.join_next().await {
-        total.latencies.extend(r.latencies);
-        total.errors += r.errors;
-    }
-    total.elapsed = started.elapsed();
-    total
-}
-
-struct Summary {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
-}
-
-fn summarize(rounds: &[Round]) -> Summary {
-    let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect();
-    all.sort_unstable();
-    let secs: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    Summary {
-        rps: all.len() as f64 / secs,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors: rounds.iter().map(|r| r.errors).sum(),
-    }
-}
+use load::{env, load, summarize};
 
 /// A minimal reverse proxy: forwards every request to `upstream` unchanged, body
 /// streamed both ways. The baseline for "one more hop, no keyrelay logic".
@@ -150,18 +80,18 @@ async fn main() {
     let proxy_url = format!("http://{}/v1/chat/completions", running.proxy_addr);
 
     // Warm both paths (connection pools, allocator).
-    load(&direct_url, concurrency, Duration::from_millis(300), "Bearer bench-key-1").await;
-    load(&proxy_url, concurrency, Duration::from_millis(300), "Bearer app").await;
+    load(&direct_url, concurrency, Duration::from_millis(300), Some("Bearer bench-key-1")).await;
+    load(&proxy_url, concurrency, Duration::from_millis(300), Some("Bearer app")).await;
 
     let plain_addr = plain_proxy(mock.addr()).await;
     let plain_url = format!("http://{plain_addr}/v1/chat/completions");
-    load(&plain_url, concurrency, Duration::from_millis(300), "Bearer bench-key-1").await;
+    load(&plain_url, concurrency, Duration::from_millis(300), Some("Bearer bench-key-1")).await;
 
     let (mut direct, mut plain, mut proxied) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        direct.push(load(&direct_url, concurrency, seconds, "Bearer bench-key-1").await);
-        plain.push(load(&plain_url, concurrency, seconds, "Bearer bench-key-1").await);
-        proxied.push(load(&proxy_url, concurrency, seconds, "Bearer app").await);
+        direct.push(load(&direct_url, concurrency, seconds, Some("Bearer bench-key-1")).await);
+        plain.push(load(&plain_url, concurrency, seconds, Some("Bearer bench-key-1")).await);
+        proxied.push(load(&proxy_url, concurrency, seconds, Some("Bearer app")).await);
     }
     let (d, pl, p) = (summarize(&direct), summarize(&plain), summarize(&proxied));
     println!("overhead: {rounds} alternating rounds of {seconds:?}, {concurrency} concurrent clients, loopback, non-streaming");

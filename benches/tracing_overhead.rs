@@ -19,68 +19,22 @@
 //! Run: `cargo bench --bench tracing_overhead` (env: BENCH_SECONDS per round, default
 //! 3; BENCH_ROUNDS, default 3; BENCH_CONCURRENCY, default 16; BENCH_RATE, default 2000).
 
+#[path = "../tests/support/daemon.rs"]
+mod daemon;
+#[path = "support/load.rs"]
+mod load;
 #[path = "../tests/support/otlp.rs"]
 mod otlp;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use daemon::Daemon;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use keyrelay::mock::{MockConfig, MockProvider};
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
-const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Hello there, this is a benchmark request of ordinary size."}],"temperature":0.2}"#;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-#[derive(Default)]
-struct Round {
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-    errors: u64,
-}
-
-async fn load(url: &str, concurrency: usize, duration: Duration) -> Round {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let started = Instant::now();
-    let end = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let url = url.to_owned();
-        workers.spawn(async move {
-            let mut round = Round::default();
-            while Instant::now() < end {
-                let request = http::Request::post(&url)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-                    .expect("request");
-                let t = Instant::now();
-                match client.request(request).await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.into_body().collect().await;
-                        round.latencies.push(t.elapsed());
-                    }
-                    _ => round.errors += 1,
-                }
-            }
-            round
-        });
-    }
-    let mut total = Round::default();
-    while let Some(Ok(r)) = workers.join_next().await {
-        total.latencies.extend(r.latencies);
-        total.errors += r.errors;
-    }
-    total.elapsed = started.elapsed();
-    total
-}
+use load::{env, load, summarize, Round, Summary, BODY};
 
 /// Open loop: one request every `1/rate` s whatever the answers, for `duration`.
 async fn paced(url: &str, rate: u64, duration: Duration) -> Round {
@@ -118,30 +72,6 @@ async fn paced(url: &str, rate: u64, duration: Duration) -> Round {
     round
 }
 
-struct Summary {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    requests: usize,
-    errors: u64,
-}
-
-fn summarize(rounds: &[Round]) -> Summary {
-    let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect();
-    all.sort_unstable();
-    let secs: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    Summary {
-        rps: all.len() as f64 / secs,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        requests: all.len(),
-        errors: rounds.iter().map(|r| r.errors).sum(),
-    }
-}
-
 /// CPU time `pid` has used so far, summed over its threads (Linux: the first field of
 /// each `/proc/PID/task/*/schedstat`, in ns); `None` elsewhere.
 fn cpu_time(pid: u32) -> Option<Duration> {
@@ -155,9 +85,9 @@ fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// A round of load against `daemon`, with the CPU time the process used during it.
 async fn measured(daemon: &Daemon, round: impl std::future::Future<Output = Round>) -> (Round, Option<Duration>) {
-    let before = cpu_time(daemon.0.id());
+    let before = cpu_time(daemon.child.id());
     let round = round.await;
-    let used = cpu_time(daemon.0.id()).zip(before).map(|(after, before)| after.saturating_sub(before));
+    let used = cpu_time(daemon.child.id()).zip(before).map(|(after, before)| after.saturating_sub(before));
     (round, used)
 }
 
@@ -173,52 +103,6 @@ impl Series {
         let first = self.rounds.is_empty();
         self.rounds.push(round);
         self.cpu = if first { cpu } else { self.cpu.zip(cpu).map(|(a, b)| a + b) };
-    }
-}
-
-/// A `keyrelay run` process; killed when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `keyrelay run` on port 0 with `envs`; returns it and its app address.
-fn spawn(config: &std::path::Path, secrets: &std::path::Path, envs: &[(&str, String)]) -> (Daemon, String) {
-    let mut command = Command::new(BIN);
-    command
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--secrets-dir")
-        .arg(secrets)
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("spawn keyrelay");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads every line so the process never blocks on a full pipe.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let daemon = Daemon(child);
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("keyrelay logged its address");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if let Some(addr) = json["fields"]["proxy_addr"].as_str() {
-            return (daemon, addr.to_owned());
-        }
     }
 }
 
@@ -264,8 +148,9 @@ async fn main() {
     let mut modes: Vec<Mode> = variants
         .into_iter()
         .map(|(name, envs)| {
-            let (daemon, addr) = spawn(&config, &secrets, &envs);
-            let url = format!("http://{addr}/v1/chat/completions");
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let daemon = Daemon::spawn_quiet(&config, &secrets, &envs);
+            let url = format!("http://{}/v1/chat/completions", daemon.proxy);
             Mode { name, daemon, url, closed: Series::default(), fixed: Series::default() }
         })
         .collect();
@@ -273,14 +158,14 @@ async fn main() {
     // Warm every mode (connection pools, allocator, the exporter's connection).
     let mut sent_exported = 0;
     for mode in &modes {
-        let warm = load(&mode.url, concurrency, Duration::from_millis(500)).await;
+        let warm = load(&mode.url, concurrency, Duration::from_millis(500), None).await;
         if mode.name == "exported" {
             sent_exported += warm.latencies.len();
         }
     }
     for _ in 0..rounds {
         for mode in &mut modes {
-            mode.closed.add(measured(&mode.daemon, load(&mode.url, concurrency, seconds)).await);
+            mode.closed.add(measured(&mode.daemon, load(&mode.url, concurrency, seconds, None)).await);
             mode.fixed.add(measured(&mode.daemon, paced(&mode.url, rate, seconds)).await);
         }
     }

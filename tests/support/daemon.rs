@@ -1,5 +1,6 @@
 //! Runs the real `keyrelay run` binary on port 0 and learns its addresses from its
 //! JSON log, keeping every log line for tests that inspect them.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,9 +18,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the binary with JSON logs at `RUST_LOG=info`; `env` adds or overrides
-    /// variables. Panics if it does not log its addresses within 15 s.
+    /// Starts the binary with JSON logs at `RUST_LOG=info` and no inherited OTLP
+    /// endpoint; `env` adds or overrides variables. Every log line is kept (see
+    /// [`Daemon::wait`]). Panics if it does not log its addresses within 15 s.
     pub fn spawn(config: &Path, secrets: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_with(config, secrets, env, true)
+    }
+
+    /// Like [`Daemon::spawn`], but log lines are read and dropped: for long runs
+    /// (benchmarks) that log a line per request.
+    pub fn spawn_quiet(config: &Path, secrets: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_with(config, secrets, env, false)
+    }
+
+    fn spawn_with(config: &Path, secrets: &Path, env: &[(&str, &str)], keep_log: bool) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyrelay"));
         command
             .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
@@ -28,6 +40,8 @@ impl Daemon {
             .arg(secrets)
             .env("KEYRELAY_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -39,8 +53,11 @@ impl Daemon {
         let log = std::thread::spawn(move || {
             let mut all = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                all.push(line);
+                // Reading every line also keeps the process from blocking on a full pipe.
+                if keep_log {
+                    all.push(line.clone());
+                }
+                let _ = tx.send(line);
             }
             all
         });
