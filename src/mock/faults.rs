@@ -4,7 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;
 
 use super::body::MockBody;
@@ -12,11 +14,14 @@ use super::request::Family;
 use super::state::{Outcome, Shared};
 use super::{styles, Fault};
 
-/// Faults waiting for requests: one FIFO per key, and one for any request.
+/// Faults waiting for requests: one FIFO per key, and one for any request; behind
+/// them, standing faults that every request gets until they are cleared.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueues {
     by_key: HashMap<String, VecDeque<Fault>>,
     global: VecDeque<Fault>,
+    standing_by_key: HashMap<String, Fault>,
+    standing: Option<Fault>,
 }
 
 impl FaultQueues {
@@ -27,10 +32,25 @@ impl FaultQueues {
         }
     }
 
-    /// The fault for a request carrying `key`: the key's own queue first, then global.
+    pub(crate) fn set_standing(&mut self, key: Option<&str>, fault: Option<Fault>) {
+        match (key, fault) {
+            (Some(key), Some(fault)) => {
+                self.standing_by_key.insert(key.to_owned(), fault);
+            }
+            (Some(key), None) => {
+                self.standing_by_key.remove(key);
+            }
+            (None, fault) => self.standing = fault,
+        }
+    }
+
+    /// The fault for a request carrying `key`: the key's own queue first, then global,
+    /// then the key's standing fault, then the global standing fault.
     pub(crate) fn take(&mut self, key: Option<&str>) -> Option<Fault> {
         let own = key.and_then(|k| self.by_key.get_mut(k)).and_then(VecDeque::pop_front);
         own.or_else(|| self.global.pop_front())
+            .or_else(|| key.and_then(|k| self.standing_by_key.get(k)).cloned())
+            .or_else(|| self.standing.clone())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -72,7 +92,32 @@ pub(crate) async fn run(fault: Fault, shared: &Shared, key: Option<&str>, family
             Next::Proceed { gate: None }
         }
         Fault::StreamGate(gate) => Next::Proceed { gate: Some(gate) },
+        Fault::Answer { status, headers, body } => {
+            tokio::time::sleep(shared.latency()).await;
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let outcome = match status.as_u16() {
+                200..=299 => Outcome::Ok,
+                429 => Outcome::RateLimited,
+                401 => Outcome::Unauthorized,
+                _ => Outcome::Error,
+            };
+            shared.count(key, outcome);
+            Next::Respond(verbatim(status, &headers, body))
+        }
     }
+}
+
+/// A response with exactly these headers; names or values that HTTP cannot carry
+/// are skipped (a test asking for them is asking for something no provider can send).
+fn verbatim(status: StatusCode, headers: &[(String, String)], body: String) -> Response<MockBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
 
 /// `retry-after` as a duration: seconds (integer or decimal) or an HTTP date.
@@ -100,6 +145,22 @@ mod tests {
         assert!(matches!(q.take(Some("a")), Some(Fault::Status(502))));
         assert!(matches!(q.take(Some("a")), Some(Fault::Status(503))));
         assert!(q.take(None).is_none());
+    }
+
+    #[test]
+    fn standing_faults_stay_behind_one_shot_faults_until_cleared() {
+        let mut q = FaultQueues::default();
+        q.set_standing(None, Some(Fault::Status(503)));
+        q.set_standing(Some("a"), Some(Fault::Status(502)));
+        q.push(Some("a"), Fault::Status(500));
+        assert!(matches!(q.take(Some("a")), Some(Fault::Status(500))));
+        assert!(matches!(q.take(Some("a")), Some(Fault::Status(502))));
+        assert!(matches!(q.take(Some("a")), Some(Fault::Status(502))));
+        assert!(matches!(q.take(Some("b")), Some(Fault::Status(503))));
+        q.set_standing(Some("a"), None);
+        assert!(matches!(q.take(Some("a")), Some(Fault::Status(503))));
+        q.set_standing(None, None);
+        assert!(q.take(Some("a")).is_none());
     }
 
     #[test]

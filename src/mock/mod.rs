@@ -211,6 +211,22 @@ pub enum Fault {
     /// before the rest (a permit stored before the wait counts). Non-streaming request:
     /// wait for the notification before answering.
     StreamGate(Arc<Notify>),
+    /// Answer with exactly this status, these headers and this body (no style hints
+    /// added): the hostile and odd answers real providers and broken proxies send
+    /// (`retry-after: 1e20`, a 402 with a billing message, a 403 for a missing scope).
+    Answer { status: u16, headers: Vec<(String, String)>, body: String },
+}
+
+impl Fault {
+    /// [`Fault::Answer`] with a JSON body.
+    pub fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Fault {
+        let mut headers: Vec<(String, String)> =
+            headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        Fault::Answer { status, headers, body: body.to_owned() }
+    }
 }
 
 /// One request as the mock received it, recorded before it is answered (faults too).
@@ -356,6 +372,13 @@ impl MockProvider {
     /// FIFO; a key's own queue is served before the global one.
     pub fn push_fault(&self, key: Option<&str>, fault: Fault) {
         self.shared.push_fault(key, fault);
+    }
+
+    /// Sets (or with `None` clears) a standing fault: it hits every request carrying
+    /// `key` (with `None`: every request) for which no one-shot fault is queued, until
+    /// cleared. Retry storms and lockouts need a provider that keeps misbehaving.
+    pub fn set_standing_fault(&self, key: Option<&str>, fault: Option<Fault>) {
+        self.shared.set_standing_fault(key, fault);
     }
 
     /// Faults queued and not yet consumed (all queues).

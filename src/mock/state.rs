@@ -172,6 +172,10 @@ impl Shared {
         self.lock().faults.push(key, fault);
     }
 
+    pub(crate) fn set_standing_fault(&self, key: Option<&str>, fault: Option<Fault>) {
+        self.lock().faults.set_standing(key, fault);
+    }
+
     pub(crate) fn pending_faults(&self) -> usize {
         self.lock().faults.len()
     }
