@@ -67,6 +67,8 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
             Availability::Blocked { .. } => None,
         },
         "cooldown_seconds": view.cooldown_until.map(|u| secs(u.saturating_duration_since(now))),
+        // The provider asked for a longer rest than `max_cooldown` allows.
+        "cooldown_clamped": view.cooldown_clamped,
         "breaker": breaker_word(&view.breaker),
         "breaker_open_seconds": breaker_open_seconds,
         "in_flight": view.in_flight,

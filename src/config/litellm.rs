@@ -154,6 +154,8 @@ fn route(
         strategy: settings.strategy.unwrap_or(validate::DEFAULT_STRATEGY),
         num_retries: settings.num_retries.unwrap_or(validate::DEFAULT_NUM_RETRIES),
         cooldown: settings.cooldown.unwrap_or(validate::DEFAULT_COOLDOWN),
+        // LiteLLM has no such settings: `cooldown_time: 0` still gets the floor.
+        cooldown_bounds: Default::default(),
         allowed_fails: settings.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: Default::default(),
         fallbacks,

@@ -134,12 +134,33 @@ pub struct ModelRoute {
     pub fallbacks: Vec<String>,
     /// Cooldown after a 429 that carries no retry hint.
     pub cooldown: Duration,
+    /// The least and the most any cooldown lasts, whatever a provider says.
+    pub cooldown_bounds: CooldownBounds,
     /// Failures (5xx, connect errors, timeouts) within a minute that open an
     /// endpoint's circuit breaker for `cooldown`.
     pub allowed_fails: u32,
     /// Waiting room for requests that find no endpoint with capacity.
     pub queue: QueueSettings,
     pub deployments: Vec<Deployment>,
+}
+
+/// The least and the most a key rests, whatever a provider's hints say: one header
+/// must neither lock a key out for years nor let requests hammer a key that keeps
+/// answering 429 with `retry-after: 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownBounds {
+    /// The shortest rest after a 429 without a hint, and the shortest time a breaker
+    /// stays open. A provider's own hint is honoured down to a tenth of it. It doubles
+    /// with each consecutive 429 from the same key.
+    pub floor: Duration,
+    /// The longest any rest, reset or retry hint counts for.
+    pub ceiling: Duration,
+}
+
+impl Default for CooldownBounds {
+    fn default() -> Self {
+        CooldownBounds { floor: Duration::from_secs(1), ceiling: Duration::from_secs(3600) }
+    }
 }
 
 /// When every endpoint of an alias is cooling down or out of quota, requests wait

@@ -14,7 +14,7 @@ use crate::provider::ProviderKind;
 
 use super::kubernetes;
 use super::lines::{join_index, join_key};
-use super::model::{Config, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
+use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
 use super::validate::{self, report, DeploymentDraft, Diags, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
@@ -55,6 +55,8 @@ struct RawDefaults {
     strategy: Option<String>,
     num_retries: Option<u32>,
     cooldown: Option<NumOrText>,
+    cooldown_floor: Option<NumOrText>,
+    max_cooldown: Option<NumOrText>,
     allowed_fails: Option<u32>,
     queue: Option<RawQueue>,
 }
@@ -65,6 +67,8 @@ struct RawModel {
     strategy: Option<String>,
     num_retries: Option<u32>,
     cooldown: Option<NumOrText>,
+    cooldown_floor: Option<NumOrText>,
+    max_cooldown: Option<NumOrText>,
     allowed_fails: Option<u32>,
     queue: Option<RawQueue>,
     fallbacks: Option<Vec<String>>,
@@ -97,6 +101,7 @@ struct Defaults {
     strategy: Strategy,
     num_retries: u32,
     cooldown: std::time::Duration,
+    cooldown_bounds: CooldownBounds,
     allowed_fails: u32,
     queue: QueueSettings,
 }
@@ -140,7 +145,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
         Some(v) if !v.is_null() => de::<RawDefaults>(diags, v, "defaults").unwrap_or_default(),
         _ => RawDefaults::default(),
     };
-    let defaults = Defaults {
+    let mut defaults = Defaults {
         strategy: strategy(diags, raw_defaults.strategy.as_deref(), "defaults.strategy")
             .unwrap_or(validate::DEFAULT_STRATEGY),
         num_retries: raw_defaults.num_retries.unwrap_or(validate::DEFAULT_NUM_RETRIES),
@@ -149,9 +154,16 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
             .as_ref()
             .and_then(|c| report(diags, "defaults.cooldown", values::parse_duration(c)))
             .unwrap_or(validate::DEFAULT_COOLDOWN),
+        cooldown_bounds: CooldownBounds::default(),
         allowed_fails: raw_defaults.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: queue(diags, raw_defaults.queue.as_ref(), QueueSettings::default(), "defaults.queue"),
     };
+    defaults.cooldown_bounds = cooldown_bounds(
+        diags,
+        (raw_defaults.cooldown.is_some(), raw_defaults.cooldown_floor.as_ref(), raw_defaults.max_cooldown.as_ref()),
+        (defaults.cooldown, CooldownBounds::default()),
+        "defaults",
+    );
 
     let mut declared = BTreeSet::new();
     let mut routes = Vec::new();
@@ -241,6 +253,12 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         Some(c) => report(diags, &join_key(path, "cooldown"), values::parse_duration(c)).unwrap_or(defaults.cooldown),
         None => defaults.cooldown,
     };
+    let cooldown_bounds = cooldown_bounds(
+        diags,
+        (raw.cooldown.is_some(), raw.cooldown_floor.as_ref(), raw.max_cooldown.as_ref()),
+        (cooldown, defaults.cooldown_bounds),
+        path,
+    );
     let fallbacks_path = join_key(path, "fallbacks");
     let fallbacks = raw
         .fallbacks
@@ -265,11 +283,40 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         strategy,
         num_retries: raw.num_retries.unwrap_or(defaults.num_retries),
         cooldown,
+        cooldown_bounds,
         allowed_fails: raw.allowed_fails.unwrap_or(defaults.allowed_fails),
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
         deployments,
     })
+}
+
+/// Applies a section's `cooldown_floor` and `max_cooldown` over `base`, and checks
+/// them against each other and the section's `cooldown` when the section sets any.
+fn cooldown_bounds(
+    diags: &mut Diags<'_>,
+    (cooldown_set, floor, ceiling): (bool, Option<&NumOrText>, Option<&NumOrText>),
+    (cooldown, base): (std::time::Duration, CooldownBounds),
+    path: &str,
+) -> CooldownBounds {
+    let mut bounds = base;
+    let fields = [
+        ("cooldown_floor", floor, validate::COOLDOWN_FLOOR_RANGE, &mut bounds.floor),
+        ("max_cooldown", ceiling, validate::MAX_COOLDOWN_RANGE, &mut bounds.ceiling),
+    ];
+    let mut all_ok = true;
+    for (name, value, range, slot) in fields {
+        let Some(value) = value else { continue };
+        let at = join_key(path, name);
+        match report(diags, &at, values::parse_duration(value)) {
+            Some(d) if validate::in_range(diags, &at, d, range) => *slot = d,
+            _ => all_ok = false,
+        }
+    }
+    if all_ok && (cooldown_set || floor.is_some() || ceiling.is_some()) {
+        validate::check_cooldown_bounds(diags, path, bounds, cooldown);
+    }
+    bounds
 }
 
 /// Applies a `queue:` section over `base`.

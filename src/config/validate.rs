@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::provider::ProviderKind;
 
 use super::lines::LineIndex;
-use super::model::{Config, Deployment, Diagnostic, KeyRef, ModelRoute, Origin, ServerSettings, Strategy};
+use super::model::{
+    Config, CooldownBounds, Deployment, Diagnostic, KeyRef, ModelRoute, Origin, ServerSettings, Strategy,
+};
 use super::secret::Secret;
 
 /// Collects errors and warnings for one file, resolving each field path to a line.
@@ -58,6 +60,7 @@ pub(crate) struct RouteDraft {
     pub strategy: Strategy,
     pub num_retries: u32,
     pub cooldown: Duration,
+    pub cooldown_bounds: CooldownBounds,
     pub allowed_fails: u32,
     pub queue: super::model::QueueSettings,
     pub fallbacks: Vec<Named>,
@@ -76,6 +79,45 @@ pub(crate) const DEFAULT_STRATEGY: Strategy = Strategy::Usage;
 pub(crate) const DEFAULT_NUM_RETRIES: u32 = 2;
 pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_ALLOWED_FAILS: u32 = 3;
+
+/// `cooldown_floor` may be set from 10 ms (shorter would let a key that answers
+/// `retry-after: 0` be hammered) to 1 min; `max_cooldown` from 1 s to 24 h.
+pub(crate) const COOLDOWN_FLOOR_RANGE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(60));
+pub(crate) const MAX_COOLDOWN_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
+/// Whether `d`, written at `path`, is within `(min, max)`; reports it if not.
+pub(crate) fn in_range(diags: &mut Diags<'_>, path: &str, d: Duration, (min, max): (Duration, Duration)) -> bool {
+    let ok = (min..=max).contains(&d);
+    if !ok {
+        diags.error(path, format!("{} is out of range: use {} to {}", show(d), show(min), show(max)));
+    }
+    ok
+}
+
+/// The checks between a section's `cooldown`, `cooldown_floor` and `max_cooldown`,
+/// reported at the section `path`'s fields.
+pub(crate) fn check_cooldown_bounds(diags: &mut Diags<'_>, path: &str, bounds: CooldownBounds, cooldown: Duration) {
+    if bounds.floor > bounds.ceiling {
+        diags.error(
+            &super::lines::join_key(path, "cooldown_floor"),
+            format!("cooldown_floor {} is longer than max_cooldown {}", show(bounds.floor), show(bounds.ceiling)),
+        );
+    }
+    if cooldown > bounds.ceiling {
+        diags.warn(
+            &super::lines::join_key(path, "cooldown"),
+            format!(
+                "{} is longer than max_cooldown {}: keys rest that long at most",
+                show(cooldown),
+                show(bounds.ceiling)
+            ),
+        );
+    }
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
 
 /// The base URL a deployment talks to: `api_base` when given, else the provider's.
 /// The result is absolute http(s) and has no trailing slash, so the proxy can append
@@ -137,6 +179,7 @@ pub(crate) fn finish(
                 num_retries: route.num_retries,
                 fallbacks,
                 cooldown: route.cooldown,
+                cooldown_bounds: route.cooldown_bounds,
                 allowed_fails: route.allowed_fails,
                 queue: route.queue,
                 deployments,

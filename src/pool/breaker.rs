@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::backoff::later;
+
 /// Failures older than this no longer count towards opening the breaker (LiteLLM's
 /// `allowed_fails` is per minute).
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -70,7 +72,7 @@ impl Breaker {
     /// The endpoint failed. Returns true if this opened the breaker.
     pub fn on_failure(&mut self, now: Instant, allowed_fails: u32, open_for: Duration) -> bool {
         if let BreakerState::HalfOpen { .. } = self.state(now) {
-            self.state = BreakerState::Open { until: now + open_for };
+            self.state = BreakerState::Open { until: later(now, open_for) };
             return true;
         }
         if let BreakerState::Open { .. } = self.state {
@@ -82,7 +84,7 @@ impl Breaker {
         }
         if self.failures.len() >= allowed_fails.max(1) as usize {
             self.failures.clear();
-            self.state = BreakerState::Open { until: now + open_for };
+            self.state = BreakerState::Open { until: later(now, open_for) };
             return true;
         }
         false

@@ -1,6 +1,7 @@
 //! Key pools: endpoints (deployment x key), their health and quota state, and how one
 //! is chosen for a request.
 
+pub mod backoff;
 pub mod breaker;
 mod endpoint;
 #[cfg(test)]

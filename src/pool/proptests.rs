@@ -73,12 +73,15 @@ proptest! {
             let s = &endpoint.state;
             match c {
                 Condition::Healthy => {}
-                Condition::CoolingDown => s.record_rate_limited(Duration::from_secs(30), now),
+                Condition::CoolingDown => {
+                    let wait = crate::provider::ratelimit::Wait { duration: Duration::from_secs(30), clamped: false };
+                    s.record_rate_limited(Some(wait), Duration::ZERO, Default::default(), now);
+                }
                 Condition::QuotaSpent => s.on_response(
                     &RateLimitReport { remaining_requests: Some(0), limit_requests: Some(10), reset_requests: Some(Duration::from_secs(30)), ..Default::default() },
                     Duration::from_millis(5), now),
                 Condition::Refused => s.record_unauthorized(),
-                Condition::BreakerOpen => s.record_failure(1, Duration::from_secs(30), now),
+                Condition::BreakerOpen => s.record_failure(1, Duration::from_secs(30), Default::default(), now),
                 Condition::AtCap => guards.push(s.begin(now)),
                 Condition::PartlyUsed(left) => s.on_response(
                     &RateLimitReport { remaining_requests: Some(*left), limit_requests: Some(100), reset_requests: Some(Duration::from_secs(30)), ..Default::default() },

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::backoff::later;
 use crate::provider::ratelimit::RateLimitReport;
 
 /// Two reports whose resets are this close describe the same quota window.
@@ -45,7 +46,7 @@ impl ReportedQuota {
                          remaining: Option<u64>,
                          reset: Option<Duration>| {
             let Some(mut remaining) = remaining else { return };
-            let reset_at = reset.map(|d| now + d);
+            let reset_at = reset.map(|d| later(now, d));
             if let (Some(old), Some(new), Some(left)) = (dim.reset_at, reset_at, known_left) {
                 let same_window = old > now && old.max(new) - old.min(new) < SAME_WINDOW;
                 if same_window {
@@ -95,7 +96,7 @@ impl ReportedQuota {
     pub fn spent_until(&self, now: Instant) -> Option<Instant> {
         let until = |dim: &Reported, left: Option<u64>| {
             (left == Some(0))
-                .then(|| dim.reset_at.unwrap_or_else(|| self.reported_at.unwrap_or(now) + UNDATED_REPORT_TTL))
+                .then(|| dim.reset_at.unwrap_or_else(|| later(self.reported_at.unwrap_or(now), UNDATED_REPORT_TTL)))
         };
         until(&self.requests, self.requests_left(now))
             .into_iter()

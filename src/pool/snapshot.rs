@@ -88,6 +88,7 @@ impl Snapshot {
                         };
                         let fingerprint = key.secret.fingerprint();
                         let state = carried.get(&(&id, fingerprint)).map(|s| Arc::clone(s)).unwrap_or_default();
+                        state.limit_rest(model.cooldown_bounds.ceiling, Instant::now());
                         endpoints.push(Arc::new(Endpoint {
                             id,
                             deployment: Arc::clone(&deployment_arc),

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::backoff::{self, later};
 use super::breaker::{Breaker, BreakerState};
 use super::quota::ReportedQuota;
 use super::window::MinuteWindow;
-use crate::provider::ratelimit::RateLimitReport;
+use crate::config::CooldownBounds;
+use crate::provider::ratelimit::{RateLimitReport, Wait};
 
 /// Configured limits of an endpoint (per key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,6 +42,10 @@ pub struct EndpointState {
 #[derive(Debug, Default)]
 struct Inner {
     cooldown_until: Option<Instant>,
+    /// The provider asked for a longer rest than `cooldown_until` (it was clamped).
+    cooldown_clamped: bool,
+    /// 429s in a row from this key: each one doubles the floor of its rest.
+    rate_limited_streak: u32,
     breaker: Breaker,
     /// Set by a 401/403: the key is refused until its value changes (a changed value
     /// is a new endpoint state).
@@ -71,6 +77,8 @@ pub struct Counters {
 pub struct StateView {
     pub in_flight: u32,
     pub cooldown_until: Option<Instant>,
+    /// The cooldown is cut short of what the provider asked for (`max_cooldown`).
+    pub cooldown_clamped: bool,
     pub breaker: BreakerState,
     pub disabled: bool,
     pub requests_last_minute: u64,
@@ -150,30 +158,67 @@ impl EndpointState {
         if ok {
             self.counters.successes.fetch_add(1, Ordering::Relaxed);
         }
-        self.lock().breaker.on_success();
+        let mut s = self.lock();
+        s.breaker.on_success();
+        s.rate_limited_streak = 0;
     }
 
     /// Rests the endpoint until `until`. A later deadline extends the cooldown; an
     /// earlier one never shortens it.
     pub fn cool_down_until(&self, until: Instant) {
-        let mut s = self.lock();
+        self.rest_until(&mut self.lock(), until, false);
+    }
+
+    fn rest_until(&self, s: &mut Inner, until: Instant, clamped: bool) {
         if s.cooldown_until.is_none_or(|current| current < until) {
             s.cooldown_until = Some(until);
+            s.cooldown_clamped = clamped;
             self.counters.cooldowns.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn record_rate_limited(&self, cooldown: Duration, now: Instant) {
+    /// A 429: rests the key for the provider's `hint`, or `hintless` without one,
+    /// within `bounds`, backing off while the key keeps refusing (see
+    /// [`backoff::after_429`]). Returns the rest.
+    pub fn record_rate_limited(
+        &self,
+        hint: Option<Wait>,
+        hintless: Duration,
+        bounds: CooldownBounds,
+        now: Instant,
+    ) -> Duration {
         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        self.lock().breaker.on_success();
-        self.cool_down_until(now + cooldown);
+        let mut s = self.lock();
+        s.breaker.on_success();
+        // 429s to requests sent before the key began resting are the same refusal:
+        // a burst of concurrent ones must not multiply the back-off.
+        let resting = s.cooldown_until.is_some_and(|until| until > now);
+        if !resting || s.rate_limited_streak == 0 {
+            s.rate_limited_streak = s.rate_limited_streak.saturating_add(1);
+        }
+        let rest = backoff::after_429(hint, hintless, bounds, s.rate_limited_streak, rand::random());
+        self.rest_until(&mut s, later(now, rest.duration), rest.clamped);
+        rest.duration
     }
 
-    /// A 5xx, connect error or timeout: counts towards opening the breaker.
-    pub fn record_failure(&self, allowed_fails: u32, open_for: Duration, now: Instant) {
+    /// A 5xx, connect error or timeout: counts towards opening the breaker for
+    /// `open_for` (the configured cooldown, within `bounds`).
+    pub fn record_failure(&self, allowed_fails: u32, open_for: Duration, bounds: CooldownBounds, now: Instant) {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let open_for = backoff::breaker_open_for(open_for, bounds);
         if self.lock().breaker.on_failure(now, allowed_fails, open_for) {
             self.counters.breaker_opens.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Cuts a rest that outlasts `ceiling` from `now` (after a reload lowered
+    /// `max_cooldown`), marking it clamped.
+    pub fn limit_rest(&self, ceiling: Duration, now: Instant) {
+        let mut s = self.lock();
+        let limit = later(now, ceiling);
+        if s.cooldown_until.is_some_and(|until| until > limit) {
+            s.cooldown_until = Some(limit);
+            s.cooldown_clamped = true;
         }
     }
 
@@ -189,7 +234,7 @@ impl EndpointState {
     pub fn record_tokens(&self, input: u64, output: u64, now: Instant) {
         self.counters.input_tokens.fetch_add(input, Ordering::Relaxed);
         self.counters.output_tokens.fetch_add(output, Ordering::Relaxed);
-        self.lock().tokens.add(now, input + output);
+        self.lock().tokens.add(now, input.saturating_add(output));
     }
 
     /// Time to the first body chunk of a streamed response.
@@ -210,6 +255,7 @@ impl EndpointState {
         StateView {
             in_flight: self.in_flight(),
             cooldown_until: s.cooldown_until.filter(|&u| u > now),
+            cooldown_clamped: s.cooldown_clamped && s.cooldown_until.is_some_and(|u| u > now),
             breaker: s.breaker.state(now),
             disabled: s.disabled,
             requests_last_minute: s.requests.sum(now),
@@ -261,8 +307,57 @@ impl Ewma {
 mod tests {
     use super::*;
 
+    const BOUNDS: CooldownBounds = CooldownBounds { floor: Duration::from_secs(1), ceiling: Duration::from_secs(3600) };
+    const NO_FLOOR: CooldownBounds = CooldownBounds { floor: Duration::ZERO, ceiling: Duration::from_secs(3600) };
+
     fn ready(a: Availability) -> bool {
         matches!(a, Availability::Ready { .. })
+    }
+
+    #[test]
+    fn consecutive_429s_back_off_until_an_answer_resets_them() {
+        let s = EndpointState::default();
+        let now = Instant::now();
+        let zero = Some(Wait { duration: Duration::ZERO, clamped: false });
+        let mut at = now;
+        for n in 0..4 {
+            let rest = s.record_rate_limited(zero, Duration::ZERO, BOUNDS, at);
+            let floor = Duration::from_millis(100 << n);
+            assert!(rest >= floor && rest <= floor.mul_f64(1.5), "rest {n}: {rest:?}");
+            // 429s to requests that were already on their way are the same refusal.
+            let during = s.record_rate_limited(zero, Duration::ZERO, BOUNDS, at);
+            assert!(during <= floor.mul_f64(1.5), "a concurrent 429 grew the rest: {during:?}");
+            at += rest.mul_f64(1.5);
+        }
+        s.record_success(true);
+        let again = s.record_rate_limited(None, Duration::ZERO, BOUNDS, at);
+        assert!(again >= Duration::from_secs(1) && again <= Duration::from_millis(1500), "{again:?}");
+    }
+
+    #[test]
+    fn a_clamped_rest_shows_until_a_longer_unclamped_one_replaces_it() {
+        let s = EndpointState::default();
+        let now = Instant::now();
+        let ceiling = Duration::from_secs(60);
+        let bounds = CooldownBounds { ceiling, ..BOUNDS };
+        let clamped = Some(Wait { duration: ceiling, clamped: true });
+        assert_eq!(s.record_rate_limited(clamped, Duration::ZERO, bounds, now), ceiling);
+        assert!(s.view(now).cooldown_clamped);
+        assert!(!s.view(now + ceiling).cooldown_clamped, "over: nothing to show");
+        s.cool_down_until(now + Duration::from_secs(90));
+        assert!(!s.view(now).cooldown_clamped);
+    }
+
+    #[test]
+    fn a_lowered_ceiling_cuts_a_carried_rest() {
+        let s = EndpointState::default();
+        let now = Instant::now();
+        s.cool_down_until(now + Duration::from_secs(3600));
+        s.limit_rest(Duration::from_secs(60), now);
+        assert_eq!(s.cooldown_until(), Some(now + Duration::from_secs(60)));
+        assert!(s.view(now).cooldown_clamped);
+        s.limit_rest(Duration::from_secs(600), now);
+        assert_eq!(s.cooldown_until(), Some(now + Duration::from_secs(60)), "never lengthened");
     }
 
     #[test]
@@ -297,9 +392,9 @@ mod tests {
     fn unauthorized_disables_and_breaker_opens() {
         let s = Arc::new(EndpointState::default());
         let now = Instant::now();
-        s.record_failure(2, Duration::from_secs(5), now);
+        s.record_failure(2, Duration::from_secs(5), BOUNDS, now);
         assert!(ready(s.availability(&Limits::default(), now)));
-        s.record_failure(2, Duration::from_secs(5), now);
+        s.record_failure(2, Duration::from_secs(5), BOUNDS, now);
         assert_eq!(
             s.availability(&Limits::default(), now),
             Availability::Blocked { until: Some(now + Duration::from_secs(5)) }
@@ -313,7 +408,7 @@ mod tests {
     fn in_flight_guard_counts_and_frees_abandoned_probe() {
         let s = Arc::new(EndpointState::default());
         let now = Instant::now();
-        s.record_failure(1, Duration::ZERO, now);
+        s.record_failure(1, Duration::ZERO, NO_FLOOR, now);
         let probe = s.begin(now);
         assert_eq!(s.in_flight(), 1);
         assert!(!ready(s.availability(&Limits::default(), now)), "one probe at a time");

@@ -31,31 +31,37 @@ fn second(now: Instant) -> u64 {
 impl MinuteWindow {
     pub fn add(&mut self, now: Instant, n: u64) {
         let s = self.advance(now);
-        self.buckets[(s % BUCKETS as u64) as usize] += n;
+        let bucket = &mut self.buckets[(s % BUCKETS as u64) as usize];
+        *bucket = bucket.saturating_add(n);
     }
 
     /// The total over the last minute.
     pub fn sum(&mut self, now: Instant) -> u64 {
         self.advance(now);
-        self.buckets.iter().sum()
+        self.total()
     }
 
     /// When enough of the current count ages out for the total to drop below `limit`.
     pub fn frees_below(&mut self, now: Instant, limit: u64) -> Option<Instant> {
         let s = self.advance(now);
-        let mut total: u64 = self.buckets.iter().sum();
+        let mut total = self.total();
         for age in (0..BUCKETS as u64).rev() {
             if total < limit {
                 return Some(now);
             }
             let bucket = (s.wrapping_sub(age)) % BUCKETS as u64;
-            total -= self.buckets[bucket as usize];
+            total = total.saturating_sub(self.buckets[bucket as usize]);
             if total < limit {
                 // That bucket leaves the window BUCKETS - age seconds from its start.
                 return Some(now + Duration::from_secs(BUCKETS as u64 - age));
             }
         }
         Some(now + WINDOW)
+    }
+
+    /// Token counts come from responses: a provider's absurd `usage` must not overflow.
+    fn total(&self) -> u64 {
+        self.buckets.iter().fold(0, |sum, &n| sum.saturating_add(n))
     }
 
     fn advance(&mut self, now: Instant) -> u64 {

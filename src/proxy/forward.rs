@@ -146,15 +146,18 @@ async fn route(
         deadline: Instant::now() + server.request_timeout,
     };
 
+    // The request's attempt budget: `1 + num_retries` for the alias and for each of
+    // its fallbacks, spent over all passes. Waiting for a reset spends none of it.
+    let mut budget: Vec<usize> = chain.iter().map(|r| (r.settings.num_retries as usize).saturating_add(1)).collect();
     let mut place = None;
     let mut last = None;
     loop {
-        match one_pass(&request, &chain, exchange).await {
+        match one_pass(&request, &chain, &mut budget, exchange).await {
             Pass::Answered(answer) => return Ok(Routed::Relay(answer)),
             Pass::Failed(failure) => {
                 let rate_limited = failure.is_rate_limit();
                 last = Some(failure);
-                if !rate_limited {
+                if !rate_limited || budget.iter().all(|&left| left == 0) {
                     break;
                 }
             }
@@ -191,16 +194,21 @@ async fn route(
     }
 }
 
-/// Tries up to `1 + num_retries` endpoints of each alias in the chain, in order.
-async fn one_pass(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -> Pass {
+/// Tries endpoints of each alias in the chain, in order, as far as the alias's share
+/// of the request's attempt `budget` (`1 + num_retries`, less what earlier passes
+/// spent) goes.
+async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize], exchange: &mut Exchange) -> Pass {
     let inbound = request.inbound;
     let server = &request.snapshot.server;
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
     let mut last = None;
-    for route in chain {
+    for (route, left) in chain.iter().zip(budget.iter_mut()) {
+        if *left == 0 {
+            continue;
+        }
         let pick = Pick { now: std::time::Instant::now(), region: server.region.as_deref(), session: request.session };
         let candidates = route.candidates(usable, &pick, &mut rand::rng());
-        for endpoint in candidates.into_iter().take(1 + route.settings.num_retries as usize) {
+        for endpoint in candidates.into_iter().take(*left) {
             let now = Instant::now();
             if now >= request.deadline {
                 return Pass::Failed(last.unwrap_or(Failure::Timeout));
@@ -210,6 +218,7 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchan
                 exchange.metrics().retries.get_or_create(&labels).inc();
             }
             exchange.tally.attempts += 1;
+            *left -= 1;
             let budget = server.attempt_timeout.map_or(request.deadline - now, |t| t.min(request.deadline - now));
             match attempt(request, &endpoint, budget, exchange).await {
                 Ok(answer) => return Pass::Answered(Box::new(answer)),
@@ -296,7 +305,8 @@ async fn call(
     };
     let latency = started.elapsed();
     ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.deployment.name, latency);
-    let report = ratelimit::parse(response.headers(), SystemTime::now());
+    let bounds = request.snapshot.route(&endpoint.id.alias).map(|r| r.settings.cooldown_bounds).unwrap_or_default();
+    let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, std::time::Instant::now());
     let status = response.status();
     if is_retryable(status) {
@@ -331,13 +341,13 @@ fn is_retryable(status: StatusCode) -> bool {
 fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
     let now = std::time::Instant::now();
     let settings = &route.settings;
+    let bounds = settings.cooldown_bounds;
     match failure {
         Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => {
-            let cooldown =
-                f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body)).unwrap_or(settings.cooldown);
-            endpoint.state.record_rate_limited(cooldown, now);
+            let hint = f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body, bounds.ceiling));
+            endpoint.state.record_rate_limited(hint, settings.cooldown, bounds, now);
         }
-        _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, now),
+        _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, bounds, now),
     }
 }
 
