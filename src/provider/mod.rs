@@ -3,6 +3,8 @@
 
 mod auth;
 pub mod ratelimit;
+#[cfg(test)]
+mod ratelimit_fuzz;
 
 pub use auth::{Auth, InvalidKey, CLIENT_CREDENTIAL_HEADERS};
 

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 /// JSON bodies larger than this are relayed without usage accounting.
 const JSON_LIMIT: usize = 4 * 1024 * 1024;
-/// One SSE line longer than this is skipped.
+/// One SSE line longer than this is skipped: the tap holds at most one partial line,
+/// so a stream that never ends a line cannot grow it without bound.
 const LINE_LIMIT: usize = 1024 * 1024;
 
 /// Tokens one response used.
@@ -53,7 +54,8 @@ impl UsageTap {
             return;
         }
         for &b in chunk {
-            if b == b'\n' {
+            // SSE lines end with LF, CRLF or a lone CR; CRLF's extra empty line is harmless.
+            if b == b'\n' || b == b'\r' {
                 let line = std::mem::take(&mut self.buf);
                 if !self.overflow {
                     self.sse_line(&line);
@@ -159,6 +161,25 @@ mod tests {
     }
 
     #[test]
+    fn sse_lines_may_end_with_cr_alone() {
+        let mut t = tap("text/event-stream");
+        t.feed(b"data: {\"choices\":[]}\r\rdata: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\r\r");
+        assert_eq!(t.finish(), Some(Usage { input: 2, output: 3 }));
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_held_only_up_to_the_limit() {
+        let mut t = tap("text/event-stream");
+        let junk = vec![b'x'; 64 * 1024];
+        for _ in 0..48 {
+            t.feed(&junk);
+            assert!(t.buf.len() <= LINE_LIMIT);
+        }
+        t.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
+        assert_eq!(t.finish(), Some(Usage { input: 1, output: 1 }), "the stream recovers after the long line");
+    }
+
+    #[test]
     fn no_usage_or_garbage_is_none() {
         let mut t = tap("application/json");
         t.feed(b"{not json");
@@ -166,5 +187,102 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::CONTENT_TYPE, "audio/mpeg".parse().unwrap());
         assert!(UsageTap::for_response(&h).is_none());
+    }
+
+    /// One SSE event, as a provider might send it (or garble it).
+    #[derive(Debug, Clone)]
+    enum Event {
+        Content(String),
+        Usage(u64, u64),
+        Comment(String),
+        Garbage(Vec<u8>),
+        Done,
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>().prop_map(Event::Content),
+            (any::<u64>(), any::<u64>()).prop_map(|(i, o)| Event::Usage(i, o)),
+            "[ -~]{0,40}".prop_map(Event::Comment),
+            proptest::collection::vec(any::<u8>().prop_filter("no line end", |b| *b != b'\n' && *b != b'\r'), 0..200)
+                .prop_map(Event::Garbage),
+            Just(Event::Done),
+        ]
+    }
+
+    fn frame(event: &Event, eol: &str) -> Vec<u8> {
+        let text = match event {
+            Event::Content(c) => {
+                let chunk = serde_json::json!({"choices": [{"delta": {"content": c}}]});
+                format!("data: {chunk}{eol}{eol}")
+            }
+            Event::Usage(i, o) => {
+                let chunk = serde_json::json!({"choices": [], "usage": {"prompt_tokens": i, "completion_tokens": o}});
+                format!("event: chunk{eol}data: {chunk}{eol}{eol}")
+            }
+            Event::Comment(c) => format!(": {c}{eol}"),
+            Event::Garbage(bytes) => {
+                let mut line = b"x".to_vec();
+                line.extend_from_slice(bytes);
+                line.extend_from_slice(eol.as_bytes());
+                return line;
+            }
+            Event::Done => format!("data: [DONE]{eol}{eol}"),
+        };
+        text.into_bytes()
+    }
+
+    /// Cuts `bytes` at the given points (taken modulo its length).
+    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for cut in at.into_iter().chain([bytes.len()]) {
+            chunks.push(bytes[start..cut].to_vec());
+            start = cut;
+        }
+        chunks
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_chunks_never_panic_and_hold_bounded_memory(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), 0..32),
+            sse in proptest::prelude::any::<bool>(),
+        ) {
+            let mut t = tap(if sse { "text/event-stream" } else { "application/json" });
+            for chunk in &chunks {
+                t.feed(chunk);
+                let limit = if sse { LINE_LIMIT } else { JSON_LIMIT };
+                proptest::prop_assert!(t.buf.len() <= limit, "{} bytes held", t.buf.len());
+            }
+            let _ = t.finish_with_model();
+        }
+
+        #[test]
+        fn usage_survives_any_split_of_valid_and_garbled_frames(
+            events in proptest::collection::vec(event(), 0..24),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..40),
+            eol in proptest::sample::select(&["\n", "\r\n", "\r"][..]),
+        ) {
+            let stream: Vec<u8> = events.iter().flat_map(|e| frame(e, eol)).collect();
+            let mut t = tap("text/event-stream");
+            for chunk in split(&stream, &cuts) {
+                t.feed(&chunk);
+            }
+            let usages = events.iter().filter_map(|e| match e {
+                Event::Usage(i, o) => Some((*i, *o)),
+                _ => None,
+            });
+            let expected = usages.fold(None, |acc: Option<Usage>, (i, o)| {
+                let u = acc.unwrap_or_default();
+                Some(Usage { input: u.input.max(i), output: u.output.max(o) })
+            });
+            proptest::prop_assert_eq!(t.finish(), expected);
+        }
     }
 }
