@@ -299,7 +299,7 @@ impl Ewma {
     }
 
     fn get(&self) -> Option<Duration> {
-        self.0.map(Duration::from_secs_f64)
+        self.0.and_then(|v| Duration::try_from_secs_f64(v).ok())
     }
 }
 
