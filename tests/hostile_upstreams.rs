@@ -218,7 +218,8 @@ async fn consecutive_429s_from_one_key_back_off() {
         let ka = key_status(&proxy, "KA").await;
         rests.push(ka["cooldown_seconds"].as_f64().unwrap_or(0.0));
     }
-    // Floor 0.2 s doubling with up to +50% jitter: about 0.2, 0.4, 0.8, 1.6 s.
-    assert!(rests[3] > 1.0 && rests[3] <= 2.5, "rests {rests:?}");
-    assert!(rests[3] > rests[0] * 3.0, "rests {rests:?} do not grow");
+    // Floor 0.2 s doubling with up to +50% jitter: 0.2-0.3, 0.4-0.6, 0.8-1.2, 1.6-2.4 s
+    // (each read a little after it began: the margins absorb a slow machine).
+    assert!(rests[3] > 0.8 && rests[3] <= 2.4, "rests {rests:?}");
+    assert!(rests[3] > rests[0] * 2.5, "rests {rests:?} do not grow");
 }
