@@ -309,7 +309,13 @@ async fn container_mode_from_the_flag_adds_a_plain_sidecar_over_http2() {
 #[tokio::test]
 async fn pods_without_the_annotation_are_allowed_untouched() {
     let webhook = start(&[]);
-    for pod in [app_pod(json!(null)), app_pod(json!({"keyrelay.dev/inject": "false", "keyrelay.dev/config": "c"}))] {
+    // The last one is no valid Pod: it did not ask, so it is not even decoded.
+    let mut broken = app_pod(json!({"other": "x"}));
+    broken["metadata"]["labels"] = json!(["not", "a", "map"]);
+    broken["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+    for pod in
+        [app_pod(json!(null)), app_pod(json!({"keyrelay.dev/inject": "false", "keyrelay.dev/config": "c"})), broken]
+    {
         let review = webhook.review(&pod).await;
         assert_eq!(review["response"]["uid"], UID);
         assert_eq!(review["response"]["allowed"], true, "{review}");
@@ -348,6 +354,14 @@ async fn conflicting_pods_are_refused_naming_the_conflict_but_no_value() {
     named["spec"]["containers"][1]["image"] = json!("sk-secret-looking:1");
     let message = refusal(&webhook.review(&named).await);
     assert!(message.contains("container named keyrelay"), "{message}");
+
+    let mut bad = app_pod(injected_annotations());
+    bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("sk-secret-looking");
+    let review = webhook.review(&bad).await;
+    assert_eq!(review["response"]["status"]["code"], 400, "{review}");
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.containers[0].ports[0].containerPort"), "{message}");
+    assert!(!message.contains("sk-secret-looking"), "error replies never quote field values: {message}");
 }
 
 #[tokio::test]
