@@ -5,9 +5,13 @@
 //! ships. helm and kubernetes-validate come from `./scripts/test`; without them these
 //! tests fail (they never skip), saying so.
 
-use std::path::{Path, PathBuf};
+#[path = "support/k8s_tools.rs"]
+mod k8s_tools;
+
+use std::path::PathBuf;
 use std::process::Command;
 
+use k8s_tools::{parse_all, repo, run_validate, tool, validate_strict};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -43,6 +47,7 @@ const PLAIN_SIDECAR: Case<'static> = Case {
         "sidecar.defaultSecret=shared-llm-keys",
         "sidecar.image.repository=registry.example/keyrelay",
         "sidecar.image.tag=9.9.9",
+        "sidecar.apiWatch=true",
     ],
 };
 
@@ -131,13 +136,20 @@ fn injected_pods_validate_strictly_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     for mode in [keyrelay::k8s::SidecarMode::Native, keyrelay::k8s::SidecarMode::Container] {
-        let pod = injected_pod(mode);
-        assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 3);
-        let path = dir.path().join(format!("{mode:?}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&pod).unwrap()).unwrap();
-        files.push(path);
+        for api_watch in [false, true] {
+            let pod = injected_pod(mode, api_watch);
+            let names: Vec<&str> =
+                pod["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+            // In API-watch mode the automatic token volume is swapped for the sidecar's own.
+            let token = if api_watch { "keyrelay-api-token" } else { "kube-api-access-q8x2z" };
+            assert_eq!(names.len(), 4, "{names:?}");
+            assert!(names.contains(&token) && names.contains(&"keyrelay-secrets"), "{names:?}");
+            let path = dir.path().join(format!("{mode:?}-{api_watch}.json"));
+            std::fs::write(&path, serde_json::to_vec_pretty(&pod).unwrap()).unwrap();
+            files.push(path);
+        }
     }
-    validate_strict(&files, 2);
+    validate_strict(&files, 4);
 }
 
 #[test]
@@ -145,7 +157,7 @@ fn strict_validation_really_rejects_unknown_fields() {
     // Guards the guard: a typo in a template must fail, not pass as an extra field.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.yaml");
-    let mut pod = injected_pod(keyrelay::k8s::SidecarMode::Native);
+    let mut pod = injected_pod(keyrelay::k8s::SidecarMode::Native, false);
     pod["spec"]["initContainers"][0]["readinesProbe"] = json!({});
     std::fs::write(&path, serde_json::to_vec(&pod).unwrap()).unwrap();
     let (ok, output) = run_validate(&[path]);
@@ -187,6 +199,7 @@ fn default_values_generate_a_ca_and_trust_it_in_the_webhook_configuration() {
     assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_MODE"), Some("native"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_API_WATCH"), Some("false"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_IMAGE"), Some("ghcr.io/keyrelay/keyrelay:0.1.0"));
     let resources: k8s_openapi::api::core::v1::ResourceRequirements =
         serde_json::from_str(webhook_env(&objects, "KEYRELAY_SIDECAR_RESOURCES").unwrap()).unwrap();
@@ -250,6 +263,7 @@ fn plain_sidecar_values_flow_into_the_webhook() {
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_IMAGE"), Some("registry.example/keyrelay:9.9.9"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_DEFAULT_CONFIG"), Some("shared-llm-config"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_DEFAULT_SECRET"), Some("shared-llm-keys"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_API_WATCH"), Some("true"));
     let hook = &one(&objects, "MutatingWebhookConfiguration")["webhooks"][0];
     assert_eq!(hook["failurePolicy"], "Ignore");
     assert_eq!(hook["timeoutSeconds"], 10);
@@ -266,6 +280,7 @@ fn the_schema_rejects_unknown_and_invalid_values() {
         "webhook.failurePolicy=Maybe",
         "sidecar.imagee.tag=x",
         "webhook.timeoutSeconds=60",
+        "sidecar.apiWatch=maybe",
     ] {
         let out = helm(&Case { name: "bad", set: &[set] }, "template");
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -313,18 +328,21 @@ fn the_hand_written_sidecar_matches_what_the_injector_adds() {
         env: serde_json::from_value(written["env"].clone()).unwrap(),
         ..Default::default()
     };
-    assert_eq!(*written, serde_json::to_value(settings.container()).unwrap());
+    // configmap.yaml has a `kubernetes:` section: API-watch mode.
+    assert_eq!(*written, serde_json::to_value(settings.container(true)).unwrap());
     let app = &pod["containers"][0];
     for wanted in settings.app_env() {
         let found = app["env"].as_array().unwrap().iter().find(|e| e["name"] == wanted.name.as_str()).unwrap();
         assert_eq!(found["value"].as_str(), wanted.value.as_deref());
     }
-    let volumes = serde_json::to_value(keyrelay::k8s::sidecar::volumes("chat-llm-config", "chat-llm-keys")).unwrap();
-    assert_eq!(pod["volumes"], volumes);
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let mut volumes = keyrelay::k8s::sidecar::volumes("chat-llm-config", "chat-llm-keys").to_vec();
+    volumes.push(keyrelay::k8s::sidecar::api_token_volume());
+    assert_eq!(pod["volumes"], serde_json::to_value(volumes).unwrap());
+    // The ServiceAccount can read the key Secret: only keyrelay gets its token.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    for container in pod["containers"].as_array().unwrap() {
+        assert!(container.get("volumeMounts").is_none(), "{container}");
+    }
 }
 
 fn chart_dir() -> PathBuf {
@@ -335,86 +353,28 @@ fn is_cert_manager(object: &Value) -> bool {
     object["apiVersion"].as_str().is_some_and(|v| v.starts_with("cert-manager.io/"))
 }
 
-fn parse_all(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn decode_base64(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }
 
-/// A tool installed by ./scripts/test (target/tools/bin first, then PATH).
-fn tool(name: &str) -> PathBuf {
-    let local = repo().join("target/tools/bin").join(name);
-    if local.is_file() {
-        return local;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()))
-        .unwrap_or_else(|| {
-            panic!("{name} is not installed: run ./scripts/test, which installs it into target/tools/bin")
-        })
-}
-
-/// The newest Kubernetes version the installed kubernetes-validate has schemas for.
-fn newest_kubernetes() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import kubernetes_validate.utils as u; print(u.latest_version())"])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "kubernetes-validate is not installed: run ./scripts/test, which installs it\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let version = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
-    assert!(minor >= 33, "kubernetes-validate {version} is too old: need schemas for a current Kubernetes");
-    version
-}
-
-fn run_validate(files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.29.0", "-k", &newest_kubernetes()])
-        .args(files)
-        .output()
-        .expect("run python3 -m kubernetes_validate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-/// Every object passes against both versions; only cert-manager's CRDs, which have no
-/// upstream schema, may be skipped (checked field by field in the tests above).
-fn validate_strict(files: &[PathBuf], objects: usize) {
-    let (ok, output) = run_validate(files);
-    assert!(ok, "kubernetes-validate --strict failed:\n{output}");
-    for line in output.lines() {
-        let expected = (line.starts_with("INFO") && line.contains(" passed "))
-            || (line.starts_with("WARN") && line.contains("cert-manager.io/v1"));
-        assert!(expected, "unexpected kubernetes-validate output: {line}");
-    }
-    let newest = newest_kubernetes();
-    let newest_minor = newest.rsplit_once('.').map_or(newest.as_str(), |(major_minor, _)| major_minor);
-    for version in ["1.29", newest_minor] {
-        let passed = output.lines().filter(|l| l.ends_with(&format!("against version {version}"))).count();
-        assert_eq!(passed, objects, "objects validated against {version}:\n{output}");
-    }
-}
-
-/// A ReplicaSet-style pod after the injector's patch.
-fn injected_pod(mode: keyrelay::k8s::SidecarMode) -> Value {
+/// A ReplicaSet-style pod, as the ServiceAccount admission plugin hands it on, after
+/// the injector's patch.
+fn injected_pod(mode: keyrelay::k8s::SidecarMode, api_watch: bool) -> Value {
+    let token_mount = json!([{"name": "kube-api-access-q8x2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "chat-5d9c7", "generateName": "chat-", "annotations": {
-            "keyrelay.dev/inject": "true", "keyrelay.dev/config": "chat-llm-config", "keyrelay.dev/secret": "chat-llm-keys"}},
+            "keyrelay.dev/inject": "true", "keyrelay.dev/config": "chat-llm-config", "keyrelay.dev/secret": "chat-llm-keys",
+            "keyrelay.dev/api-watch": api_watch.to_string()}},
         "spec": {
-            "initContainers": [{"name": "migrate", "image": "chat:1"}],
-            "containers": [{"name": "chat", "image": "chat:1", "env": [{"name": "A", "value": "b"}]}],
-            "volumes": [{"name": "scratch", "emptyDir": {}}]
+            "initContainers": [{"name": "migrate", "image": "chat:1", "volumeMounts": token_mount}],
+            "containers": [{"name": "chat", "image": "chat:1", "env": [{"name": "A", "value": "b"}], "volumeMounts": token_mount}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "kube-api-access-q8x2z", "projected": {"sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]}}]
         }
     });
     let settings = keyrelay::k8s::InjectSettings { mode, ..Default::default() };

@@ -176,20 +176,22 @@ fn admission_review(pod: &Value) -> Value {
     })
 }
 
-/// A pod as a ReplicaSet creates it: generateName, an init container, two app
-/// containers (one with its own OPENAI_BASE_URL), the token volume.
+/// A pod as the ServiceAccount admission plugin hands it to webhooks: generateName, an
+/// init container, two app containers (one with its own OPENAI_BASE_URL), and the
+/// automatic token volume mounted into each container.
 fn app_pod(annotations: Value) -> Value {
+    let token = json!([{"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
     json!({
         "kind": "Pod",
         "apiVersion": "v1",
         "metadata": {"generateName": "chat-7d9f8b6c5d-", "namespace": "team-a", "labels": {"app": "chat"}, "annotations": annotations},
         "spec": {
-            "initContainers": [{"name": "migrate", "image": "chat:1.4", "args": ["migrate"]}],
+            "initContainers": [{"name": "migrate", "image": "chat:1.4", "args": ["migrate"], "volumeMounts": token}],
             "containers": [
                 {"name": "chat", "image": "chat:1.4", "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                 "env": [{"name": "LOG_LEVEL", "value": "info"}]},
+                 "env": [{"name": "LOG_LEVEL", "value": "info"}], "volumeMounts": token},
                 {"name": "worker", "image": "chat:1.4", "args": ["worker"],
-                 "env": [{"name": "OPENAI_BASE_URL", "value": "http://gateway.internal/v1"}]}
+                 "env": [{"name": "OPENAI_BASE_URL", "value": "http://gateway.internal/v1"}], "volumeMounts": token}
             ],
             "volumes": [{"name": "kube-api-access-x1", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
             "restartPolicy": "Always",
@@ -246,7 +248,8 @@ async fn injects_a_native_sidecar_and_a_second_pass_changes_nothing() {
     {
         assert!(args.contains(&json!(expected)), "{expected} not in {args:?}");
     }
-    for (probe, path) in [("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+    // Started = serving (a bad config is waited out with 503s), ready = configured.
+    for (probe, path) in [("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         assert_eq!(sidecar[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(sidecar[probe]["httpGet"]["port"], 9901, "{probe}");
     }
@@ -267,6 +270,7 @@ async fn injects_a_native_sidecar_and_a_second_pass_changes_nothing() {
     assert_eq!(find(&spec["volumes"], "keyrelay-config")["configMap"]["name"], "chat-llm-config");
     assert_eq!(find(&spec["volumes"], "keyrelay-secrets")["secret"]["secretName"], "chat-llm-keys");
     assert!(find(&spec["volumes"], "kube-api-access-x1").is_object(), "existing volumes are kept");
+    assert!(spec.get("automountServiceAccountToken").is_none(), "no API-watch mode unless asked");
 
     let chat = find(&spec["containers"], "chat");
     assert_eq!(env(chat, "OPENAI_BASE_URL"), Some("http://127.0.0.1:4000/v1"));
@@ -305,12 +309,93 @@ async fn container_mode_from_the_flag_adds_a_plain_sidecar_over_http2() {
 #[tokio::test]
 async fn pods_without_the_annotation_are_allowed_untouched() {
     let webhook = start(&[]);
-    for annotations in [json!(null), json!({"keyrelay.dev/inject": "false", "keyrelay.dev/config": "c"})] {
-        let review = webhook.review(&app_pod(annotations)).await;
+    // The last one is no valid Pod: it did not ask, so it is not even decoded.
+    let mut broken = app_pod(json!({"other": "x"}));
+    broken["metadata"]["labels"] = json!(["not", "a", "map"]);
+    broken["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+    for pod in
+        [app_pod(json!(null)), app_pod(json!({"keyrelay.dev/inject": "false", "keyrelay.dev/config": "c"})), broken]
+    {
+        let review = webhook.review(&pod).await;
         assert_eq!(review["response"]["uid"], UID);
-        assert_eq!(review["response"]["allowed"], true);
+        assert_eq!(review["response"]["allowed"], true, "{review}");
         assert!(review["response"].get("patch").is_none(), "{review}");
     }
+}
+
+#[tokio::test]
+async fn conflicting_pods_are_refused_naming_the_conflict_but_no_value() {
+    let webhook = start(&[]);
+    let refusal = |review: &Value| {
+        assert_eq!(review["response"]["uid"], UID);
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        assert_eq!(review["response"]["status"]["code"], 403);
+        let message = review["response"]["status"]["message"].as_str().unwrap().to_owned();
+        assert!(!message.contains("sk-secret-looking"), "error replies never quote field values: {message}");
+        message
+    };
+    let mut host = app_pod(injected_annotations());
+    host["spec"]["hostNetwork"] = json!(true);
+    let message = refusal(&webhook.review(&host).await);
+    assert!(message.contains("hostNetwork") && message.contains("keyrelay.dev/allow-host-network"), "{message}");
+    host["metadata"]["annotations"]["keyrelay.dev/allow-host-network"] = json!("true");
+    let opted_in = webhook.review(&host).await;
+    assert!(apply(&host, &opted_in)["spec"]["initContainers"][0]["name"] == "keyrelay");
+    assert!(opted_in["response"]["warnings"][0].as_str().unwrap().contains("node"), "{opted_in}");
+
+    let mut port = app_pod(injected_annotations());
+    port["spec"]["containers"][1]["name"] = json!("sk-secret-looking");
+    port["spec"]["containers"][1]["ports"] = json!([{"containerPort": 9901}]);
+    let message = refusal(&webhook.review(&port).await);
+    assert!(message.contains("spec.containers[1]") && message.contains("9901"), "{message}");
+
+    let mut named = app_pod(injected_annotations());
+    named["spec"]["containers"][1]["name"] = json!("keyrelay");
+    named["spec"]["containers"][1]["image"] = json!("sk-secret-looking:1");
+    let message = refusal(&webhook.review(&named).await);
+    assert!(message.contains("container named keyrelay"), "{message}");
+
+    let mut bad = app_pod(injected_annotations());
+    bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("sk-secret-looking");
+    let review = webhook.review(&bad).await;
+    assert_eq!(review["response"]["status"]["code"], 400, "{review}");
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.containers[0].ports[0].containerPort"), "{message}");
+    assert!(!message.contains("sk-secret-looking"), "error replies never quote field values: {message}");
+}
+
+#[tokio::test]
+async fn api_watch_mode_gives_the_token_to_the_sidecar_only() {
+    let webhook = start(&["--sidecar-api-watch", "true"]);
+    const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let mounts_token =
+        |c: &Value| c["volumeMounts"].as_array().into_iter().flatten().any(|m| m["mountPath"] == TOKEN_DIR);
+    let pod = app_pod(injected_annotations());
+    let patched = apply(&pod, &webhook.review(&pod).await);
+    let spec = &patched["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let volumes: Vec<&str> = spec["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(volumes, ["keyrelay-config", "keyrelay-secrets", "keyrelay-api-token"]);
+    let sidecar = find(&spec["initContainers"], "keyrelay");
+    let token = sidecar["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == TOKEN_DIR).unwrap();
+    assert_eq!(token["name"], "keyrelay-api-token");
+    for (list, name) in [("containers", "chat"), ("containers", "worker"), ("initContainers", "migrate")] {
+        assert!(!mounts_token(find(&spec[list], name)), "{name} still mounts a token: {patched}");
+    }
+    let sources = &find(&spec["volumes"], "keyrelay-api-token")["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[2]["downwardAPI"]["items"][0]["path"], "namespace");
+    let again = webhook.review(&patched).await;
+    assert!(again["response"].get("patch").is_none(), "second pass patched: {again}");
+
+    // The pod's annotation overrides the injector's default.
+    let mut annotations = injected_annotations();
+    annotations["keyrelay.dev/api-watch"] = json!("false");
+    let pod = app_pod(annotations);
+    let patched = apply(&pod, &webhook.review(&pod).await);
+    assert!(patched["spec"].get("automountServiceAccountToken").is_none());
+    assert!(mounts_token(find(&patched["spec"]["containers"], "chat")));
 }
 
 #[tokio::test]

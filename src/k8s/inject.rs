@@ -6,12 +6,15 @@
 //! crate's Pod type does not know (newer Kubernetes) are never rewritten.
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::sidecar::{self, InjectSettings, SidecarMode, CONFIG_VOLUME, CONTAINER_NAME, SECRETS_VOLUME};
+use super::sidecar::{
+    self, InjectSettings, SidecarMode, API_TOKEN_VOLUME, CONFIG_VOLUME, CONTAINER_NAME, SECRETS_VOLUME,
+};
+use super::{api_watch, conflicts};
 
 /// `"true"` asks for the sidecar.
 pub const INJECT_ANNOTATION: &str = "keyrelay.dev/inject";
@@ -19,8 +22,12 @@ pub const INJECT_ANNOTATION: &str = "keyrelay.dev/inject";
 pub const CONFIG_ANNOTATION: &str = "keyrelay.dev/config";
 /// Name of the Secret holding the keys, one entry per key name.
 pub const SECRET_ANNOTATION: &str = "keyrelay.dev/secret";
-/// Set by the injector on the pods it changed, for humans and `kubectl get -o yaml`.
+/// Set by the injector on the pods it changed; with the `keyrelay` container it marks
+/// a pod as already injected (a `keyrelay` container without it is a name clash).
 pub const STATUS_ANNOTATION: &str = "keyrelay.dev/status";
+/// `"true"` lets a hostNetwork pod be injected, with its ports on the node's network.
+pub const ALLOW_HOST_NETWORK_ANNOTATION: &str = "keyrelay.dev/allow-host-network";
+pub use super::api_watch::API_WATCH_ANNOTATION;
 /// Lets `kubectl logs/exec` pick the app, not the sidecar, in plain-container mode.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
@@ -31,7 +38,7 @@ pub enum Decision {
     NotRequested,
     /// The sidecar was added.
     Injected,
-    /// The sidecar was already there (second pass, reinvocation, or hand-written);
+    /// The sidecar was already injected (second pass, reinvocation);
     /// only app containers that lack the env may have been completed.
     AlreadyInjected,
 }
@@ -47,23 +54,41 @@ pub struct Mutation {
 
 /// Why an annotated pod is refused. Refusing is better than admitting a pod whose
 /// sidecar cannot start: the message reaches the user in the ReplicaSet's events.
+/// Messages name annotations, fields and the sidecar's settings, never a value taken
+/// from the pod (API server logs and events are widely readable).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InjectError {
     #[error("keyrelay: the pod asks for injection ({INJECT_ANNOTATION}: \"true\") but has no {0} annotation naming the {1} to use")]
     MissingName(&'static str, &'static str),
-    #[error("keyrelay: annotation {annotation}: {value:?} is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)")]
-    InvalidName { annotation: &'static str, value: String },
     #[error(
-        "keyrelay: the pod already has a volume named {0:?}, which the keyrelay sidecar needs; rename that volume"
+        "keyrelay: annotation {0} is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
     )]
-    VolumeTaken(String),
+    InvalidName(&'static str),
+    #[error("keyrelay: annotation {0} must be \"true\" or \"false\"")]
+    NotABool(&'static str),
+    #[error("keyrelay: the pod already has a volume named {0}, which the keyrelay sidecar needs; rename that volume")]
+    VolumeTaken(&'static str),
+    #[error("keyrelay: the pod already has a container named {CONTAINER_NAME} that the injector did not add; rename it (or, for a hand-written keyrelay sidecar, remove {INJECT_ANNOTATION})")]
+    ContainerNameTaken,
+    #[error("keyrelay: spec.{list}[{index}] already uses port {port}, the sidecar's {role}; change that port or the injector's sidecar ports")]
+    PortTaken { list: &'static str, index: usize, port: u16, role: &'static str },
+    #[error("keyrelay: the pod uses hostNetwork, which would put the sidecar's keyless proxy (port {port}) and admin port ({admin_port}) on the node's network; set {ALLOW_HOST_NETWORK_ANNOTATION}: \"true\" to inject it anyway")]
+    HostNetwork { port: u16, admin_port: u16 },
+    #[error("keyrelay: in API-watch mode only the sidecar gets the service-account token (the account can read the key Secret), but the pod sets automountServiceAccountToken: true; remove that field or set {API_WATCH_ANNOTATION}: \"false\"")]
+    AutomountRequested,
     #[error("keyrelay: the pod has no spec")]
     NoSpec,
 }
 
 /// True when the pod asks for the sidecar.
 pub fn wants_injection(pod: &Pod) -> bool {
-    annotation(pod, INJECT_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    flag(pod, INJECT_ANNOTATION) == Some(Some(true))
+}
+
+/// How the webhook reads `keyrelay.dev/inject` before decoding the Pod: the same rule
+/// as [`wants_injection`], on the raw annotation value.
+pub fn asks_for_injection(value: Option<&str>) -> bool {
+    value.and_then(parse_bool) == Some(true)
 }
 
 /// Computes the patch that injects keyrelay into `pod`. Applying the patch and calling
@@ -77,15 +102,31 @@ pub fn mutate(pod: &Pod, settings: &InjectSettings) -> Result<Mutation, InjectEr
     let existing_native = init.iter().position(|c| c.name == CONTAINER_NAME);
     let existing_plain = spec.containers.iter().any(|c| c.name == CONTAINER_NAME);
     let already = existing_native.is_some() || existing_plain;
-
-    // Names are checked before anything is emitted, so a refusal leaves no half patch.
-    let names = if already { None } else { Some(object_names(pod, settings)?) };
-    if !already {
-        if let Some(taken) = spec.volumes.iter().flatten().find(|v| v.name == CONFIG_VOLUME || v.name == SECRETS_VOLUME)
-        {
-            return Err(InjectError::VolumeTaken(taken.name.clone()));
-        }
+    if already && annotation(pod, STATUS_ANNOTATION) != Some("injected") {
+        return Err(InjectError::ContainerNameTaken);
     }
+
+    // Everything is checked before anything is emitted, so a refusal leaves no half patch.
+    let (names, watches_api) = if already {
+        (None, api_watch::injected_with(spec))
+    } else {
+        let names = object_names(pod, settings)?;
+        let watches_api = api_watch::wanted(pod, settings)?;
+        let ours = [CONFIG_VOLUME, SECRETS_VOLUME, API_TOKEN_VOLUME];
+        if let Some(taken) = ours.into_iter().find(|name| spec.volumes.iter().flatten().any(|v| v.name == *name)) {
+            return Err(InjectError::VolumeTaken(taken));
+        }
+        let allow_host_network = match flag(pod, ALLOW_HOST_NETWORK_ANNOTATION) {
+            Some(Some(allow)) => allow,
+            Some(None) => return Err(InjectError::NotABool(ALLOW_HOST_NETWORK_ANNOTATION)),
+            None => false,
+        };
+        conflicts::check(spec, settings, allow_host_network)?;
+        if watches_api {
+            api_watch::check(spec)?;
+        }
+        (Some(names), watches_api)
+    };
 
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
@@ -105,13 +146,16 @@ pub fn mutate(pod: &Pod, settings: &InjectSettings) -> Result<Mutation, InjectEr
             env_ops(&mut ops, &mut warnings, "initContainers", i, container, &wanted);
         }
     }
+    if watches_api {
+        api_watch::withhold_token_ops(&mut ops, spec);
+    }
 
     if let Some((config_map, secret)) = names {
-        inject_ops(&mut ops, pod, spec, settings, &config_map, &secret);
+        inject_ops(&mut ops, pod, spec, settings, &config_map, &secret, watches_api);
         if spec.host_network == Some(true) {
             warnings.push(format!(
-                "keyrelay: hostNetwork pods share the node's loopback: port {} must be free on the node",
-                settings.port
+                "keyrelay: hostNetwork: ports {} and {} are on the node's network; they must be free on the node, and the node can reach the keyless proxy",
+                settings.port, settings.admin_port
             ));
         }
     }
@@ -127,13 +171,17 @@ fn inject_ops(
     settings: &InjectSettings,
     config_map: &str,
     secret: &str,
+    api_watch: bool,
 ) {
-    let volumes = sidecar::volumes(config_map, secret);
+    let mut volumes = sidecar::volumes(config_map, secret).to_vec();
+    if api_watch {
+        volumes.push(sidecar::api_token_volume());
+    }
     match spec.volumes {
         Some(_) => volumes.iter().for_each(|v| add(ops, &["spec", "volumes", "-"], v)),
         None => add(ops, &["spec", "volumes"], &volumes),
     }
-    let container = settings.container();
+    let container = settings.container(api_watch);
     match (settings.mode, spec.init_containers.is_some()) {
         // First, so the app's own init containers can already call the proxy.
         (SidecarMode::Native, true) => add(ops, &["spec", "initContainers", "0"], &container),
@@ -177,8 +225,7 @@ fn env_ops(
     }
     if container.env_from.as_ref().is_some_and(|f| !f.is_empty()) {
         warnings.push(format!(
-            "keyrelay: container {:?} uses envFrom; keyrelay sets {} explicitly, which takes precedence",
-            container.name,
+            "keyrelay: spec.{list}[{index}] uses envFrom; keyrelay sets {} explicitly, which takes precedence",
             missing.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
@@ -201,7 +248,7 @@ fn object_names(pod: &Pod, settings: &InjectSettings) -> Result<(String, String)
         if is_dns_subdomain(&value) {
             Ok(value)
         } else {
-            Err(InjectError::InvalidName { annotation: annotation_key, value })
+            Err(InjectError::InvalidName(annotation_key))
         }
     };
     Ok((
@@ -226,7 +273,27 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: &impl Serialize) {
+/// A `"true"`/`"false"` annotation: `None` when absent, `Some(None)` when it is neither.
+pub(super) fn flag(pod: &Pod, key: &str) -> Option<Option<bool>> {
+    annotation(pod, key).map(parse_bool)
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+pub(super) fn remove(ops: &mut Vec<PatchOperation>, path: &[&str]) {
+    ops.push(PatchOperation::Remove(RemoveOperation { path: PointerBuf::from_tokens(path.iter().copied()) }));
+}
+
+pub(super) fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: &impl Serialize) {
     // Serialising k8s-openapi types and strings into a Value cannot fail (no maps
     // with non-string keys); Null would only ever show up in a test.
     let value = serde_json::to_value(value).unwrap_or(Value::Null);
@@ -235,4 +302,4 @@ fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: &impl Serialize) {
 
 #[cfg(test)]
 #[path = "inject_tests.rs"]
-mod tests;
+pub(super) mod tests;

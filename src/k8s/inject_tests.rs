@@ -6,34 +6,34 @@ use serde_json::{json, Value};
 use super::*;
 use crate::k8s::sidecar::{InjectSettings, SidecarMode};
 
-fn pod(annotations: Value, spec: Value) -> Value {
+pub(crate) fn pod(annotations: Value, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "annotations": annotations}, "spec": spec})
 }
 
-fn annotated(spec: Value) -> Value {
+pub(crate) fn annotated(spec: Value) -> Value {
     pod(
         json!({"keyrelay.dev/inject": "true", "keyrelay.dev/config": "llm-config", "keyrelay.dev/secret": "llm-keys"}),
         spec,
     )
 }
 
-fn typed(value: &Value) -> Pod {
+pub(crate) fn typed(value: &Value) -> Pod {
     serde_json::from_value(value.clone()).unwrap()
 }
 
 /// Runs the injector and applies its patch, as the API server would.
-fn inject(value: &Value, settings: &InjectSettings) -> (Mutation, Value) {
+pub(crate) fn inject(value: &Value, settings: &InjectSettings) -> (Mutation, Value) {
     let mutation = mutate(&typed(value), settings).unwrap();
     let mut patched = value.clone();
     json_patch::patch(&mut patched, &mutation.patch).unwrap();
     (mutation, patched)
 }
 
-fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
+pub(crate) fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
     pod["spec"][list].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
 }
 
-fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
     container["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"].as_str()
 }
 
@@ -82,7 +82,9 @@ fn native_mode_adds_a_restartable_init_container_first_with_directory_mounts() {
         assert!(mount.get("subPath").is_none(), "{mount}");
         assert_eq!(mount["readOnly"], true);
     }
-    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+    // A sidecar with a bad config keeps running (503s) until a good one: started
+    // means serving, ready means configured.
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], 9901);
@@ -226,34 +228,88 @@ fn missing_or_bad_names_are_refused_unless_a_default_exists() {
         json!({"keyrelay.dev/inject": "true", "keyrelay.dev/config": "Bad_Name", "keyrelay.dev/secret": "k"}),
         spec.clone(),
     );
-    assert!(matches!(mutate(&typed(&bad), &defaults), Err(InjectError::InvalidName { .. })));
+    let err = mutate(&typed(&bad), &defaults).unwrap_err();
+    assert_eq!(err, InjectError::InvalidName(CONFIG_ANNOTATION));
+    assert!(!err.to_string().contains("Bad_Name"), "refusals never quote field values: {err}");
 }
 
 #[test]
 fn a_clashing_volume_name_is_refused() {
     let spec = json!({"containers": [{"name": "app", "image": "a"}], "volumes": [{"name": "keyrelay-config", "emptyDir": {}}]});
     let err = mutate(&typed(&annotated(spec)), &InjectSettings::default()).unwrap_err();
-    assert_eq!(err, InjectError::VolumeTaken("keyrelay-config".into()));
+    assert_eq!(err, InjectError::VolumeTaken("keyrelay-config"));
 }
 
 #[test]
-fn a_hand_written_sidecar_is_left_alone() {
-    let mut hand = InjectSettings::default().container();
+fn a_container_named_keyrelay_that_was_not_injected_is_refused() {
+    let mut hand = InjectSettings::default().container(false);
     hand.image = Some("custom:1".into());
-    let spec = json!({"initContainers": [hand], "containers": [{"name": "app", "image": "a",
-        "env": [{"name": "OPENAI_BASE_URL", "value": "x"}, {"name": "ANTHROPIC_BASE_URL", "value": "y"}]}]});
-    let mutation = mutate(&typed(&annotated(spec)), &InjectSettings::default()).unwrap();
-    assert_eq!(mutation.decision, Decision::AlreadyInjected);
-    assert!(mutation.patch.is_empty());
+    let app = json!({"name": "app", "image": "a"});
+    for spec in [
+        json!({"initContainers": [hand], "containers": [app]}),
+        json!({"containers": [app, {"name": "keyrelay", "image": "someone-else:1"}]}),
+    ] {
+        let err = mutate(&typed(&annotated(spec.clone())), &InjectSettings::default()).unwrap_err();
+        assert_eq!(err, InjectError::ContainerNameTaken);
+        assert!(err.to_string().contains("named keyrelay"), "{err}");
+        // Without the inject annotation the same pod is nobody's business.
+        let plain = pod(json!({}), spec);
+        assert_eq!(mutate(&typed(&plain), &InjectSettings::default()).unwrap().decision, Decision::NotRequested);
+    }
 }
 
 #[test]
-fn env_from_and_host_network_produce_warnings() {
+fn a_taken_sidecar_port_is_refused_naming_the_container_by_position() {
+    let settings = InjectSettings::default();
+    let refused = |spec: Value, settings: &InjectSettings| mutate(&typed(&annotated(spec)), settings).unwrap_err();
+    let err = refused(
+        json!({"containers": [{"name": "web", "image": "w"},
+            {"name": "sk-private-name", "image": "a", "ports": [{"containerPort": 8080}, {"containerPort": 4000}]}]}),
+        &settings,
+    );
+    assert_eq!(err, InjectError::PortTaken { list: "containers", index: 1, port: 4000, role: "app port" });
+    let message = err.to_string();
+    assert!(message.contains("spec.containers[1]") && message.contains("port 4000"), "{message}");
+    assert!(!message.contains("sk-private-name"), "refusals never quote field values: {message}");
+
+    // A regular init container runs next to a native sidecar, not before a plain one.
+    let init = json!({"initContainers": [{"name": "i", "image": "i", "ports": [{"containerPort": 9901, "protocol": "TCP"}]}],
+        "containers": [{"name": "app", "image": "a"}]});
+    let err = refused(init.clone(), &settings);
+    assert_eq!(err, InjectError::PortTaken { list: "initContainers", index: 0, port: 9901, role: "admin port" });
+    let plain = InjectSettings { mode: SidecarMode::Container, ..InjectSettings::default() };
+    assert_eq!(mutate(&typed(&annotated(init)), &plain).unwrap().decision, Decision::Injected);
+
+    // UDP does not collide with the sidecar's TCP listeners; the configured ports count.
+    let udp =
+        json!({"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": 4000, "protocol": "UDP"}]}]});
+    assert_eq!(mutate(&typed(&annotated(udp)), &settings).unwrap().decision, Decision::Injected);
+    let moved = InjectSettings { port: 4100, admin_port: 9911, ..InjectSettings::default() };
+    let default_ports = json!({"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": 4000}, {"containerPort": 9901}]}]});
+    assert_eq!(mutate(&typed(&annotated(default_ports)), &moved).unwrap().decision, Decision::Injected);
+    let err =
+        refused(json!({"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": 9911}]}]}), &moved);
+    assert_eq!(err, InjectError::PortTaken { list: "containers", index: 0, port: 9911, role: "admin port" });
+}
+
+#[test]
+fn host_network_pods_are_refused_unless_they_opt_in() {
     let spec = json!({"hostNetwork": true, "containers": [{"name": "app", "image": "a", "envFrom": [{"configMapRef": {"name": "c"}}]}]});
-    let mutation = mutate(&typed(&annotated(spec)), &InjectSettings::default()).unwrap();
+    let err = mutate(&typed(&annotated(spec.clone())), &InjectSettings::default()).unwrap_err();
+    assert_eq!(err, InjectError::HostNetwork { port: 4000, admin_port: 9901 });
+    assert!(err.to_string().contains("keyrelay.dev/allow-host-network"), "{err}");
+
+    let mut opted_in = annotated(spec);
+    opted_in["metadata"]["annotations"]["keyrelay.dev/allow-host-network"] = json!("true");
+    let (mutation, _) = inject(&opted_in, &InjectSettings::default());
     assert_eq!(mutation.warnings.len(), 2, "{:?}", mutation.warnings);
-    assert!(mutation.warnings[0].contains("envFrom"));
+    assert!(mutation.warnings[0].contains("spec.containers[0] uses envFrom"), "{:?}", mutation.warnings);
     assert!(mutation.warnings[1].contains("hostNetwork"));
+
+    opted_in["metadata"]["annotations"]["keyrelay.dev/allow-host-network"] = json!("yes please");
+    let err = mutate(&typed(&opted_in), &InjectSettings::default()).unwrap_err();
+    assert_eq!(err, InjectError::NotABool(ALLOW_HOST_NETWORK_ANNOTATION));
+    assert!(!err.to_string().contains("please"), "{err}");
 }
 
 #[test]

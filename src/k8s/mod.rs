@@ -4,10 +4,14 @@
 //! - [`review`]: AdmissionReview bytes in, bytes out; errors mapped to statuses once.
 //! - [`server`]: TLS + HTTP shell; [`tls`]: the certificate, reloaded when renewed.
 //! - [`sidecar`]: the container, volumes and env the injector adds.
+//! - `conflicts`: pods the sidecar cannot join; `api_watch`: the token only the
+//!   sidecar gets when it watches the API.
 //!
 //! The chart passes its values as flags (or `KEYRELAY_WEBHOOK_*`/`KEYRELAY_SIDECAR_*`
 //! environment variables), so a `helm upgrade` changes what new pods get.
 
+mod api_watch;
+mod conflicts;
 pub mod inject;
 pub mod review;
 pub mod server;
@@ -65,6 +69,11 @@ pub struct WebhookArgs {
     /// Secret for pods without a `keyrelay.dev/secret` annotation (else they are refused).
     #[arg(long, env = "KEYRELAY_SIDECAR_DEFAULT_SECRET")]
     pub default_secret: Option<String>,
+    /// API-watch mode for pods without a `keyrelay.dev/api-watch` annotation: the
+    /// service-account token is mounted into the sidecar only.
+    #[arg(long, env = "KEYRELAY_SIDECAR_API_WATCH", default_value_t = false, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub sidecar_api_watch: bool,
 }
 
 impl WebhookArgs {
@@ -84,6 +93,7 @@ impl WebhookArgs {
                 env: self.sidecar_env.unwrap_or_default(),
                 default_config: non_empty(self.default_config),
                 default_secret: non_empty(self.default_secret),
+                api_watch: self.sidecar_api_watch,
             },
         }
     }

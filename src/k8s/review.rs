@@ -8,7 +8,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, Status};
 use serde_json::Value;
 
-use super::inject::{mutate, Decision};
+use super::inject::{asks_for_injection, mutate, Decision, INJECT_ANNOTATION};
 use super::sidecar::InjectSettings;
 
 /// An HTTP answer: status and a JSON body.
@@ -21,6 +21,7 @@ pub struct Reply {
 /// Everything that can go wrong at the webhook's HTTP boundary. [`WebhookError::into_reply`]
 /// is the one place these become statuses; every body is an AdmissionReview whose
 /// response is `allowed: false` with the reason, so the API server logs something useful.
+/// No message quotes the request: a position or a field path says where it went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("not found: the webhook serves POST /mutate and GET /healthz")]
@@ -31,9 +32,11 @@ pub enum WebhookError {
     TooLarge(usize),
     #[error("cannot read the request body")]
     BodyRead,
-    /// The body is not an `admission.k8s.io/v1` AdmissionReview.
-    #[error("malformed AdmissionReview: {0}")]
-    Malformed(#[source] serde_json::Error),
+    #[error("malformed AdmissionReview: not JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    /// Not an `admission.k8s.io/v1` AdmissionReview; holds the path of the bad field.
+    #[error("malformed AdmissionReview: unexpected value at {0}")]
+    Malformed(String),
     #[error("malformed AdmissionReview: it has no request")]
     NoRequest,
 }
@@ -44,7 +47,10 @@ impl WebhookError {
             WebhookError::NotFound => StatusCode::NOT_FOUND,
             WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            WebhookError::BodyRead | WebhookError::Malformed(_) | WebhookError::NoRequest => StatusCode::BAD_REQUEST,
+            WebhookError::BodyRead
+            | WebhookError::NotJson { .. }
+            | WebhookError::Malformed(_)
+            | WebhookError::NoRequest => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -58,31 +64,55 @@ impl WebhookError {
 
 /// Answers one AdmissionReview body.
 pub fn review(body: &[u8], settings: &InjectSettings) -> Result<Reply, WebhookError> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-        // Position only: the message may quote pod fields, which can hold env values.
+    let mut envelope: Value = serde_json::from_slice(body).map_err(|e| {
         tracing::warn!(line = e.line(), column = e.column(), "rejected a malformed AdmissionReview");
-        WebhookError::Malformed(e)
+        WebhookError::NotJson { line: e.line(), column: e.column() }
+    })?;
+    // The objects come out before the envelope is decoded: the Pod is only read if it
+    // asks for injection, so a pod that did not ask is allowed however it looks, and
+    // oldObject is never needed.
+    let object = envelope.get_mut("request").and_then(Value::as_object_mut).and_then(|request| {
+        request.remove("oldObject");
+        request.remove("object")
+    });
+    let review: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(envelope).map_err(|e| {
+        let path = e.path().to_string();
+        tracing::warn!(path, "rejected a malformed AdmissionReview");
+        WebhookError::Malformed(path)
     })?;
     let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| WebhookError::NoRequest)?;
-    Ok(Reply { status: StatusCode::OK, body: encode(decide(&request, settings)) })
+    Ok(Reply { status: StatusCode::OK, body: encode(decide(&request, object, settings)) })
 }
 
-/// The admission decision for a decoded request. Anything that is not a Pod CREATE is
-/// allowed as is (the webhook configuration only sends those; this is defence in depth).
-fn decide(request: &AdmissionRequest<DynamicObject>, settings: &InjectSettings) -> AdmissionResponse {
+/// The admission decision for a decoded request and its raw object. Anything that is
+/// not a Pod CREATE is allowed as is (the webhook configuration only sends those; this
+/// is defence in depth).
+fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    object: Option<Value>,
+    settings: &InjectSettings,
+) -> AdmissionResponse {
     let allow = AdmissionResponse::from(request);
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     if !is_pod || request.operation != Operation::Create || request.sub_resource.is_some() {
         return allow;
     }
-    let Some(object) = &request.object else { return allow };
+    let Some(object) = object else { return allow };
+    let metadata = object.get("metadata");
+    let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let asked = metadata.and_then(|m| m.get("annotations")).and_then(|a| a.get(INJECT_ANNOTATION));
+    if !asks_for_injection(asked.and_then(Value::as_str)) {
+        return allow;
+    }
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let name = object.metadata.name.as_deref().or(object.metadata.generate_name.as_deref()).unwrap_or_default();
-    let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+    let name = text("name").or(text("generateName")).unwrap_or_default().to_owned();
+    let pod: Pod = match serde_path_to_error::deserialize(object) {
         Ok(pod) => pod,
         Err(e) => {
-            tracing::warn!(uid = %request.uid, namespace, pod = name, "cannot decode the Pod in an AdmissionReview");
-            return refuse(allow, StatusCode::BAD_REQUEST, &format!("keyrelay: cannot read the Pod: {e}"));
+            let path = e.path().to_string();
+            tracing::warn!(uid = %request.uid, namespace, pod = name, path, "cannot decode the Pod in an AdmissionReview");
+            let message = format!("keyrelay: the pod asks for injection but is not a valid v1 Pod (at {path})");
+            return refuse(allow, StatusCode::BAD_REQUEST, &message);
         }
     };
     match mutate(&pod, settings) {
@@ -100,7 +130,7 @@ fn decide(request: &AdmissionRequest<DynamicObject>, settings: &InjectSettings) 
             }
             match response.clone().with_patch(mutation.patch) {
                 Ok(patched) => patched,
-                Err(e) => refuse(response, StatusCode::INTERNAL_SERVER_ERROR, &format!("keyrelay: {e}")),
+                Err(_) => refuse(response, StatusCode::INTERNAL_SERVER_ERROR, "keyrelay: cannot encode the patch"),
             }
         }
         Err(e) => {
@@ -128,6 +158,10 @@ fn encode(mut response: AdmissionResponse) -> Vec<u8> {
     }
     serde_json::to_vec(&value).unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "review_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -212,10 +246,59 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_that_does_not_decode_is_refused_not_panicked_on() {
-        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": 7}});
-        let json = decode(&review(&body(pod, "CREATE"), &InjectSettings::default()).unwrap());
+    fn a_pod_is_decoded_only_if_it_asks_for_injection() {
+        // Wrong types everywhere kube's Pod and ObjectMeta care about.
+        let broken = |annotations: Value| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "x", "labels": ["sk-marker-label"], "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "ports": [{"containerPort": "sk-marker-port"}]}]}})
+        };
+        for annotations in [Value::Null, serde_json::json!({"other": 5}), serde_json::json!({"keyrelay.dev/inject": 1})]
+        {
+            let json = decode(&review(&body(broken(annotations), "CREATE"), &InjectSettings::default()).unwrap());
+            assert_eq!(json["response"]["allowed"], true, "{json}");
+            assert!(json["response"].get("patch").is_none());
+        }
+        for object in [serde_json::json!(null), serde_json::json!("a string"), serde_json::json!([1, 2])] {
+            let json = decode(&review(&body(object, "CREATE"), &InjectSettings::default()).unwrap());
+            assert_eq!(json["response"]["allowed"], true, "{json}");
+        }
+
+        let asked = broken(serde_json::json!({"keyrelay.dev/inject": "true", "note": "sk-marker-annotation"}));
+        let json = decode(&review(&body(asked, "CREATE"), &InjectSettings::default()).unwrap());
         assert_eq!(json["response"]["allowed"], false);
         assert_eq!(json["response"]["status"]["code"], 400);
+        let message = json["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("metadata.labels"), "{message}");
+        assert!(!message.contains("sk-marker"), "error replies never quote field values: {message}");
+    }
+
+    #[test]
+    fn envelope_errors_name_a_position_or_a_path_never_a_value() {
+        let mut bad_operation: Value = serde_json::from_slice(&body(annotated_pod(), "CREATE")).unwrap();
+        bad_operation["request"]["operation"] = Value::from("sk-marker-operation");
+        let mut bad_uid = bad_operation.clone();
+        bad_uid["request"]["operation"] = Value::from("CREATE");
+        bad_uid["request"]["uid"] = serde_json::json!({"sk-marker": "sk-marker-uid"});
+        let inputs = [
+            (serde_json::to_vec(&bad_operation).unwrap(), "request.operation"),
+            (serde_json::to_vec(&bad_uid).unwrap(), "request.uid"),
+            (b"{\"request\": {\"uid\": \"sk-marker-truncated".to_vec(), "line 1"),
+        ];
+        for (input, place) in inputs {
+            let reply = review(&input, &InjectSettings::default()).unwrap_err().into_reply();
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+            let message = decode(&reply)["response"]["status"]["message"].as_str().unwrap().to_owned();
+            assert!(message.contains(place), "{message}");
+            assert!(!message.contains("sk-marker"), "error replies never quote field values: {message}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_old_object_does_not_matter() {
+        let mut json: Value = serde_json::from_slice(&body(annotated_pod(), "CREATE")).unwrap();
+        json["request"]["oldObject"] = serde_json::json!({"metadata": 7});
+        let reply = review(&serde_json::to_vec(&json).unwrap(), &InjectSettings::default()).unwrap();
+        assert_eq!(decode(&reply)["response"]["patchType"], "JSONPatch");
     }
 }

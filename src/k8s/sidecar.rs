@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EnvVar, HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,6 +23,12 @@ pub const SECRETS_VOLUME: &str = "keyrelay-secrets";
 pub const CONFIG_DIR: &str = "/etc/keyrelay/config";
 /// Where the Secret is mounted: one file per key name.
 pub const SECRETS_DIR: &str = "/etc/keyrelay/secrets";
+/// Volume holding the sidecar's own service-account token, in API-watch mode.
+pub const API_TOKEN_VOLUME: &str = "keyrelay-api-token";
+/// Where kube-rs's in-cluster config reads the token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Lifetime of the projected token; kubelet renews it at 80%, kube-rs re-reads the file.
+const API_TOKEN_SECONDS: i64 = 3600;
 /// The fixed non-root uid/gid of the image (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
 
@@ -51,6 +59,9 @@ pub struct InjectSettings {
     pub default_config: Option<String>,
     /// Secret used when a pod has no `keyrelay.dev/secret` annotation.
     pub default_secret: Option<String>,
+    /// API-watch mode for pods without a `keyrelay.dev/api-watch` annotation: the
+    /// service-account token goes to the sidecar only.
+    pub api_watch: bool,
 }
 
 impl Default for InjectSettings {
@@ -65,6 +76,7 @@ impl Default for InjectSettings {
             env: Vec::new(),
             default_config: None,
             default_secret: None,
+            api_watch: false,
         }
     }
 }
@@ -97,8 +109,9 @@ impl InjectSettings {
     }
 
     /// The keyrelay container. `--listen`/`--admin` are always passed, so a LiteLLM
-    /// config (which has no listen address) and the probes agree on the ports.
-    pub fn container(&self) -> Container {
+    /// config (which has no listen address) and the probes agree on the ports. In
+    /// API-watch mode it alone mounts the service-account token.
+    pub fn container(&self, api_watch: bool) -> Container {
         let probe = |path: &str, period: i32, failures: i32| Probe {
             http_get: Some(HTTPGetAction {
                 path: Some(path.to_owned()),
@@ -123,6 +136,16 @@ impl InjectSettings {
             &format!("0.0.0.0:{}", self.admin_port),
         ]
         .map(str::to_owned);
+        let mount = |name: &str, path: &str| VolumeMount {
+            name: name.to_owned(),
+            mount_path: path.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        };
+        let mut mounts = vec![mount(CONFIG_VOLUME, CONFIG_DIR), mount(SECRETS_VOLUME, SECRETS_DIR)];
+        if api_watch {
+            mounts.push(mount(API_TOKEN_VOLUME, SERVICE_ACCOUNT_DIR));
+        }
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
@@ -136,27 +159,16 @@ impl InjectSettings {
                 protocol: Some("TCP".to_owned()),
                 ..ContainerPort::default()
             }]),
-            // /readyz is 503 until the first good config: a native sidecar holds the
-            // app back until then; afterwards it flips only while draining.
-            startup_probe: Some(probe("/readyz", 1, 120)),
+            // Started means serving: with a bad config keyrelay still runs (503 to
+            // every request) and waits for a fixed one, so the startup probe must not
+            // restart it; /readyz (503 until a good config, and while draining) keeps
+            // the pod out of its Service meanwhile.
+            startup_probe: Some(probe("/healthz", 1, 120)),
             readiness_probe: Some(probe("/readyz", 5, 3)),
             liveness_probe: Some(probe("/healthz", 10, 3)),
             resources: Some(self.resources.clone()),
             security_context: Some(restricted_security_context()),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: CONFIG_VOLUME.to_owned(),
-                    mount_path: CONFIG_DIR.to_owned(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: SECRETS_VOLUME.to_owned(),
-                    mount_path: SECRETS_DIR.to_owned(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-            ]),
+            volume_mounts: Some(mounts),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             ..Container::default()
         }
@@ -187,6 +199,51 @@ pub fn volumes(config_map: &str, secret: &str) -> [Volume; 2] {
             ..Volume::default()
         },
     ]
+}
+
+/// The sidecar's service-account token, CA and namespace: what the ServiceAccount
+/// admission plugin gives every container, given to the sidecar alone (the pod's
+/// account can read the key Secret in API-watch mode).
+pub fn api_token_volume() -> Volume {
+    let file = |path: &str| KeyToPath { key: path.to_owned(), path: path.to_owned(), ..KeyToPath::default() };
+    Volume {
+        name: API_TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_owned(),
+                        expiration_seconds: Some(API_TOKEN_SECONDS),
+                        ..ServiceAccountTokenProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_owned(),
+                        items: Some(vec![file("ca.crt")]),
+                        ..ConfigMapProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_owned(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".to_owned()),
+                                field_path: "metadata.namespace".to_owned(),
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// Passes the "restricted" Pod Security Standard.
