@@ -161,10 +161,10 @@ async fn route(
             Pass::NoCapacity => {}
         }
         // Every endpoint is cooling down or out of quota: wait for the earliest reset.
-        let next = chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
+        let next = || chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
         let waiting = Instant::now();
         if place.is_none() {
-            place = primary.queue.join(request.deadline).await;
+            place = primary.queue.join(request.deadline);
         }
         let go_on = match &place {
             Some(p) => p.wait_for(next).await,
