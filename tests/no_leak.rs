@@ -1,6 +1,6 @@
 //! No key value leaks: the real binary runs with known fake key values, debug JSON logs
 //! and OTLP export to a loopback receiver, and serves plain, retried, failed (5xx,
-//! 401, connect error, all keys cooling down, bad requests) and streamed requests.
+//! refused key, connect error, all keys cooling down, bad requests) and streamed requests.
 //! Neither any key value nor any 8-character piece of one may appear in its logs, the
 //! exported spans, `/metrics`, `/status`, `/readyz` or any response (body or headers).
 
@@ -128,7 +128,7 @@ async fn no_key_value_in_logs_spans_metrics_status_or_responses() {
         (r#"{"model":"plain","stream":true,"messages":[]}"#.to_owned(), 200),
         (chat("retry"), 200),
         (chat("fail5"), 500),
-        (chat("unauth"), 401),
+        (chat("unauth"), 503),
         (chat("down"), 502),
         (chat("cool"), 429),
         (chat("cool"), 429),

@@ -1,8 +1,8 @@
 //! `/metrics`: Prometheus text (OpenMetrics), all names prefixed `keyrelay_`.
 //!
 //! Per-key series are read at scrape time from the serving snapshot's endpoint state,
-//! which the request path keeps anyway (attempts, 429s, tokens, cooldown, breaker, in
-//! flight), so nothing is counted twice on the hot path. A counter restarts from 0 when
+//! which the request path keeps anyway (attempts, 429s, refusals, tokens, cooldown,
+//! breaker, in flight), so nothing is counted twice on the hot path. A counter restarts from 0 when
 //! its endpoint gets fresh state (its key's value changed): Prometheus' `rate()` treats
 //! that as a reset. Labels are the alias (`model`), `deployment` and the key's *name*.
 
@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use super::Health;
 use crate::pool::breaker::BreakerState;
 use crate::pool::{Availability, Counters, Endpoint, Snapshot, StateView};
+use crate::provider::refusal::KeyRefusal;
 use crate::telemetry::metrics::ProxyMetrics;
 
 /// The registry `/metrics` encodes: the request path's instruments plus the
@@ -56,6 +57,7 @@ struct Row<'a> {
     view: StateView,
     available: bool,
     cooldown_left: f64,
+    now: Instant,
 }
 
 impl Row<'_> {
@@ -72,13 +74,18 @@ impl Row<'_> {
 type CounterOf = fn(&Counters) -> &std::sync::atomic::AtomicU64;
 
 /// Per-key counters: name, help, which field.
-const COUNTERS: [(&str, &str, CounterOf); 10] = [
+const COUNTERS: [(&str, &str, CounterOf); 11] = [
     ("upstream_attempts", "Attempts sent upstream with this key", |c| &c.attempts),
     ("upstream_successes", "2xx answers with this key", |c| &c.successes),
     ("upstream_rate_limited", "429 answers with this key", |c| &c.rate_limited),
     ("upstream_failures", "5xx answers, connect errors and timeouts with this key", |c| &c.failures),
-    ("upstream_unauthorized", "401/403 answers with this key (the key is then skipped until it changes)", |c| {
-        &c.unauthorized
+    (
+        "upstream_unauthorized",
+        "Answers saying this key is invalid or revoked (it is then out until a probe works)",
+        |c| &c.unauthorized,
+    ),
+    ("upstream_out_of_credits", "Answers saying this key's account is out of credits or over its spend limit", |c| {
+        &c.out_of_credits
     }),
     ("cooldowns", "Cooldowns started or extended for this key", |c| &c.cooldowns),
     ("breaker_opens", "Times this key's circuit breaker opened", |c| &c.breaker_opens),
@@ -92,12 +99,17 @@ const COUNTERS: [(&str, &str, CounterOf); 10] = [
 type GaugeOf = fn(&Row<'_>) -> Option<f64>;
 
 /// Per-key gauges: name, help, value (`None`: no sample for this key).
-const GAUGES: [(&str, &str, GaugeOf); 10] = [
+const GAUGES: [(&str, &str, GaugeOf); 11] = [
     ("in_flight", "Requests in flight with this key", |r| Some(f64::from(r.view.in_flight))),
     ("available", "1 if this key can take a request now", |r| Some(f64::from(u8::from(r.available)))),
     ("cooling_down", "1 while this key cools down after a 429", |r| Some(f64::from(u8::from(r.cooldown_left > 0.0)))),
     ("cooldown_remaining_seconds", "Seconds left of this key's cooldown", |r| Some(r.cooldown_left)),
-    ("key_disabled", "1 if the provider refused this key (401/403)", |r| Some(f64::from(u8::from(r.view.disabled)))),
+    ("key_disabled", "1 while the provider refuses this key (why: key_refusal)", |r| {
+        Some(f64::from(u8::from(r.view.refused.is_some())))
+    }),
+    ("key_next_probe_seconds", "Seconds until a refused key is tried again", |r| {
+        r.view.refused.map(|x| x.probe_at.saturating_duration_since(r.now).as_secs_f64())
+    }),
     ("requests_last_minute", "Requests sent with this key in the last minute", |r| {
         Some(r.view.requests_last_minute as f64)
     }),
@@ -124,7 +136,7 @@ impl Collector for SnapshotCollector {
                 let view = endpoint.state.view(now);
                 let cooldown_left = view.cooldown_until.map_or(0.0, |u| u.saturating_duration_since(now).as_secs_f64());
                 let available = matches!(endpoint.availability(now), Availability::Ready { .. });
-                Row { endpoint, view, available, cooldown_left }
+                Row { endpoint, view, available, cooldown_left, now }
             })
             .collect();
 
@@ -162,6 +174,16 @@ impl Collector for SnapshotCollector {
                 if let Some(v) = value(row) {
                     ConstGauge::new(v).encode(metric.encode_family(&row.labels())?)?;
                 }
+            }
+        }
+        let help = "1 for why the provider refuses this key (key_invalid, out_of_credits), 0 for the other";
+        let mut metric = encoder.encode_descriptor("key_refusal", help, None, MetricType::Gauge)?;
+        for row in &rows {
+            let current = row.view.refused.map(|r| r.reason);
+            for reason in KeyRefusal::ALL {
+                let [m, d, k] = row.labels();
+                let labels = [m, d, k, ("reason", reason.as_str())];
+                ConstGauge::new(i64::from(current == Some(reason))).encode(metric.encode_family(&labels)?)?;
             }
         }
         let help = "1 for this key's circuit breaker state (closed, open, half_open), 0 for the others";

@@ -1,6 +1,7 @@
 //! `/status`: the serving snapshot as JSON, for operators and the `/ui` page: per
-//! alias and endpoint, whether it takes traffic and if not why, cooldown, breaker, in
-//! flight, recent rpm/tpm, the provider's last reported quota, tokens and latency.
+//! alias and endpoint, whether it takes traffic and if not why, cooldown, breaker, the
+//! provider's refusal of the key, in flight, recent rpm/tpm, the provider's last
+//! reported quota, tokens and latency.
 //!
 //! Times are relative (seconds from now), so the output needs no clock of its own.
 //! Keys appear by name only.
@@ -12,7 +13,9 @@ use serde_json::{json, Value};
 use super::metrics::breaker_word;
 use super::AdminState;
 use crate::pool::breaker::BreakerState;
+use crate::pool::refused::Refused;
 use crate::pool::{Availability, Endpoint, Route, StateView};
+use crate::provider::refusal::KeyRefusal;
 
 pub(super) fn status(state: &AdminState) -> Value {
     let snapshot = state.store.load();
@@ -71,6 +74,7 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
         "cooldown_clamped": view.cooldown_clamped,
         "breaker": breaker_word(&view.breaker),
         "breaker_open_seconds": breaker_open_seconds,
+        "refusal": view.refused.map(|r| refusal(&r, now)),
         "in_flight": view.in_flight,
         "requests_last_minute": view.requests_last_minute,
         "tokens_last_minute": view.tokens_last_minute,
@@ -87,16 +91,31 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
             "rate_limited": load(&counters.rate_limited),
             "failures": load(&counters.failures),
             "unauthorized": load(&counters.unauthorized),
+            "out_of_credits": load(&counters.out_of_credits),
             "cooldowns": load(&counters.cooldowns),
             "breaker_opens": load(&counters.breaker_opens),
         },
     })
 }
 
+/// Why and since when the provider refuses the key, and when it is tried again.
+fn refusal(r: &Refused, now: Instant) -> Value {
+    json!({
+        "reason": r.reason.as_str(),
+        "since_seconds": secs(now.saturating_duration_since(r.since)),
+        "next_probe_seconds": secs(r.probe_at.saturating_duration_since(now)),
+        "probing": r.probing,
+        "refusals": r.refusals,
+    })
+}
+
 /// One word for whether an endpoint takes traffic, and if not, the first reason.
 fn health_word(view: &StateView, availability: &Availability) -> &'static str {
-    if view.disabled {
-        "disabled"
+    if let Some(refused) = &view.refused {
+        match refused.reason {
+            KeyRefusal::Invalid => "refused",
+            KeyRefusal::OutOfCredits => "out_of_credits",
+        }
     } else if view.cooldown_until.is_some() {
         "cooling_down"
     } else if matches!(view.breaker, BreakerState::Open { .. }) {

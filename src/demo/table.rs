@@ -36,7 +36,7 @@ pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase
             let view = endpoint.state.view(now);
             let state = match endpoint.availability(now) {
                 Availability::Ready { .. } => "ready".to_owned(),
-                Availability::Blocked { .. } if view.disabled => "refused by provider".to_owned(),
+                Availability::Blocked { .. } if view.refused.is_some() => "refused by provider".to_owned(),
                 Availability::Blocked { .. } if matches!(view.breaker, BreakerState::Open { .. }) => {
                     "breaker open".to_owned()
                 }

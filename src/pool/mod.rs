@@ -8,6 +8,7 @@ mod endpoint;
 mod proptests;
 pub mod queue;
 pub mod quota;
+pub mod refused;
 pub mod select;
 pub mod session;
 mod snapshot;

@@ -80,7 +80,7 @@ proptest! {
                 Condition::QuotaSpent => s.on_response(
                     &RateLimitReport { remaining_requests: Some(0), limit_requests: Some(10), reset_requests: Some(Duration::from_secs(30)), ..Default::default() },
                     Duration::from_millis(5), now),
-                Condition::Refused => s.record_unauthorized(),
+                Condition::Refused => s.record_refused(crate::provider::refusal::KeyRefusal::Invalid, now),
                 Condition::BreakerOpen => s.record_failure(1, Duration::from_secs(30), Default::default(), now),
                 Condition::AtCap => guards.push(s.begin(now)),
                 Condition::PartlyUsed(left) => s.on_response(

@@ -1,4 +1,4 @@
-//! Mutable state of one endpoint: in flight, health (cooldown, breaker, disabled),
+//! Mutable state of one endpoint: in flight, health (cooldown, breaker, refusal),
 //! the provider's reported quota, minute windows of requests and tokens, latency.
 //!
 //! Shared (`Arc`) by every snapshot that contains the same endpoint, so a reload loses
@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use super::backoff::{self, later};
 use super::breaker::{Breaker, BreakerState};
 use super::quota::ReportedQuota;
+use super::refused::Refused;
 use super::window::MinuteWindow;
 use crate::config::CooldownBounds;
 use crate::provider::ratelimit::{RateLimitReport, Wait};
+use crate::provider::refusal::KeyRefusal;
 
 /// Configured limits of an endpoint (per key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,9 +49,9 @@ struct Inner {
     /// 429s in a row from this key: each one doubles the floor of its rest.
     rate_limited_streak: u32,
     breaker: Breaker,
-    /// Set by a 401/403: the key is refused until its value changes (a changed value
-    /// is a new endpoint state).
-    disabled: bool,
+    /// Set when the provider refuses the key itself (invalid, out of credits): out
+    /// until a probe succeeds or its value changes (a changed value is a new state).
+    refused: Option<Refused>,
     quota: ReportedQuota,
     requests: MinuteWindow,
     tokens: MinuteWindow,
@@ -66,7 +68,10 @@ pub struct Counters {
     pub failures: AtomicU64,
     pub cooldowns: AtomicU64,
     pub breaker_opens: AtomicU64,
+    /// Answers saying the key is invalid or revoked.
     pub unauthorized: AtomicU64,
+    /// Answers saying the key's account is out of credits or over its spend limit.
+    pub out_of_credits: AtomicU64,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     pub malformed_headers: AtomicU64,
@@ -80,7 +85,7 @@ pub struct StateView {
     /// The cooldown is cut short of what the provider asked for (`max_cooldown`).
     pub cooldown_clamped: bool,
     pub breaker: BreakerState,
-    pub disabled: bool,
+    pub refused: Option<Refused>,
     pub requests_last_minute: u64,
     pub tokens_last_minute: u64,
     pub latency: Option<Duration>,
@@ -99,7 +104,8 @@ impl EndpointState {
     pub fn availability(&self, limits: &Limits, now: Instant) -> Availability {
         let blocked = |until| Availability::Blocked { until };
         let mut s = self.lock();
-        if s.disabled {
+        // No `until`: nothing says the refusal ends then, so nobody should wait for it.
+        if s.refused.is_some_and(|r| !r.allows(now)) {
             return blocked(None);
         }
         if let Some(until) = s.cooldown_until.filter(|&u| u > now) {
@@ -141,6 +147,9 @@ impl EndpointState {
         s.requests.add(now, 1);
         s.quota.on_send();
         s.breaker.on_start(now);
+        if let Some(refused) = &mut s.refused {
+            refused.on_start(now);
+        }
         drop(s);
         InFlightGuard(Arc::clone(self))
     }
@@ -153,7 +162,8 @@ impl EndpointState {
         s.latency.observe(latency);
     }
 
-    /// The endpoint answered with something that is not its own failure.
+    /// The endpoint answered with something that is not its own failure. A 2xx
+    /// brings a refused key back; anything else tells nothing about it.
     pub fn record_success(&self, ok: bool) {
         if ok {
             self.counters.successes.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +171,11 @@ impl EndpointState {
         let mut s = self.lock();
         s.breaker.on_success();
         s.rate_limited_streak = 0;
+        if ok {
+            s.refused = None;
+        } else if let Some(refused) = &mut s.refused {
+            refused.end_probe();
+        }
     }
 
     /// Rests the endpoint until `until`. A later deadline extends the cooldown; an
@@ -222,12 +237,26 @@ impl EndpointState {
         }
     }
 
-    /// 401/403: the provider refuses this key; stop using it until it changes.
-    pub fn record_unauthorized(&self) {
-        self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+    /// The provider refuses this key itself: out of rotation until a probe, after a
+    /// wait that grows with every refusal (see [`Refused`]).
+    pub fn record_refused(&self, reason: KeyRefusal, now: Instant) {
+        let counter = match reason {
+            KeyRefusal::Invalid => &self.counters.unauthorized,
+            KeyRefusal::OutOfCredits => &self.counters.out_of_credits,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
-        s.disabled = true;
+        // It answered: not a failure of the endpoint.
         s.breaker.on_success();
+        match &mut s.refused {
+            Some(refused) => refused.again(reason, now),
+            None => s.refused = Some(Refused::new(reason, now)),
+        }
+    }
+
+    /// Why the provider refuses this key, if it does.
+    pub fn refusal(&self) -> Option<KeyRefusal> {
+        self.lock().refused.map(|r| r.reason)
     }
 
     /// Tokens a response used (from its `usage`), for tpm accounting.
@@ -257,7 +286,7 @@ impl EndpointState {
             cooldown_until: s.cooldown_until.filter(|&u| u > now),
             cooldown_clamped: s.cooldown_clamped && s.cooldown_until.is_some_and(|u| u > now),
             breaker: s.breaker.state(now),
-            disabled: s.disabled,
+            refused: s.refused,
             requests_last_minute: s.requests.sum(now),
             tokens_last_minute: s.tokens.sum(now),
             latency: s.latency.get(),
@@ -282,7 +311,11 @@ pub struct InFlightGuard(Arc<EndpointState>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.lock().breaker.on_abandoned_probe();
+        let mut s = self.0.lock();
+        s.breaker.on_abandoned_probe();
+        if let Some(refused) = &mut s.refused {
+            refused.end_probe();
+        }
     }
 }
 
@@ -400,8 +433,41 @@ mod tests {
             Availability::Blocked { until: Some(now + Duration::from_secs(5)) }
         );
         let t = EndpointState::default();
-        t.record_unauthorized();
+        t.record_refused(KeyRefusal::Invalid, now);
         assert_eq!(t.availability(&Limits::default(), now), Availability::Blocked { until: None });
+    }
+
+    #[test]
+    fn a_refused_key_is_probed_by_one_request_and_back_on_success() {
+        let s = Arc::new(EndpointState::default());
+        let t0 = Instant::now();
+        s.record_refused(KeyRefusal::OutOfCredits, t0);
+        let limits = Limits::default();
+        assert!(!ready(s.availability(&limits, t0 + Duration::from_secs(299))));
+        let due = t0 + Duration::from_secs(300);
+        assert!(ready(s.availability(&limits, due)), "the probe is due");
+        let probe = s.begin(due);
+        assert!(!ready(s.availability(&limits, due)), "one probe at a time");
+        s.record_refused(KeyRefusal::OutOfCredits, due);
+        drop(probe);
+        assert!(!ready(s.availability(&limits, due + Duration::from_secs(599))), "the wait doubled");
+        let due = due + Duration::from_secs(600);
+        let probe = s.begin(due);
+        s.record_success(false);
+        assert!(ready(s.availability(&limits, due)), "a 4xx proves nothing: the next request probes");
+        assert_eq!(s.refusal(), Some(KeyRefusal::OutOfCredits));
+        s.record_success(true);
+        drop(probe);
+        assert_eq!(s.refusal(), None);
+        assert!(ready(s.availability(&limits, due)));
+        assert_eq!(s.counters.out_of_credits.load(Ordering::Relaxed), 2);
+
+        let abandoned = EndpointState::default();
+        let abandoned = Arc::new(abandoned);
+        abandoned.record_refused(KeyRefusal::Invalid, t0);
+        let due = t0 + Duration::from_secs(60);
+        drop(abandoned.begin(due));
+        assert!(ready(abandoned.availability(&limits, due)), "a probe whose client left frees the slot");
     }
 
     #[test]

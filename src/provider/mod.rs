@@ -1,10 +1,12 @@
-//! What differs between LLM providers: where they live, how they want the key, and
-//! how they report rate limits. Everything else about a request is the same for all.
+//! What differs between LLM providers: where they live, how they want the key, how
+//! they report rate limits, and how they say a key is refused. Everything else about a
+//! request is the same for all.
 
 mod auth;
 pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_fuzz;
+pub mod refusal;
 
 pub use auth::{Auth, InvalidKey, CLIENT_CREDENTIAL_HEADERS};
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, ProxyBody};
+use crate::provider::refusal::KeyRefusal;
 
 /// Why keyrelay itself answered instead of an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,10 @@ pub enum ProxyError {
     UnsupportedPath { method: String, path: String },
     #[error("all keys for model `{alias}` are rate limited; retry later")]
     AllCoolingDown { alias: String, retry_after: Duration },
+    /// Every key that could serve the request is refused by its provider. No
+    /// `retry-after`: nothing says when that ends; someone must rotate keys or pay.
+    #[error("{}", refused_message(.alias, .refused))]
+    KeysRefused { alias: String, refused: Vec<(String, KeyRefusal)> },
     #[error("the upstream provider could not be reached")]
     UpstreamConnect,
     #[error("the upstream provider did not answer in time")]
@@ -57,6 +62,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead => StatusCode::BAD_REQUEST,
             ProxyError::AllCoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::KeysRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +88,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ProxyError::BodyTimeout => ("invalid_request_error", "request_timeout"),
             ProxyError::AllCoolingDown { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            ProxyError::KeysRefused { .. } => ("api_error", "keys_refused"),
             ProxyError::UpstreamConnect => ("api_error", "upstream_unavailable"),
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             ProxyError::ShuttingDown => ("api_error", "shutting_down"),
@@ -106,6 +113,25 @@ impl ProxyError {
     }
 }
 
+/// "every key for model `m` is refused by its provider: KA, KB invalid or revoked; KC
+/// out of credits". Keys by name, a few per reason.
+fn refused_message(alias: &str, refused: &[(String, KeyRefusal)]) -> String {
+    const NAMED: usize = 4;
+    let mut parts = Vec::new();
+    for reason in KeyRefusal::ALL {
+        let names: Vec<&str> = refused.iter().filter(|(_, r)| *r == reason).map(|(n, _)| n.as_str()).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let mut listed = names.iter().take(NAMED).copied().collect::<Vec<_>>().join(", ");
+        if names.len() > NAMED {
+            listed.push_str(&format!(" and {} more", names.len() - NAMED));
+        }
+        parts.push(format!("{listed} {}", reason.describe()));
+    }
+    format!("every key for model `{alias}` is refused by its provider: {}", parts.join("; "))
+}
+
 /// A response in OpenAI's error shape: `{"error":{"message","type","param","code"}}`.
 pub fn error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
@@ -113,4 +139,25 @@ pub fn error_response(status: StatusCode, message: &str, kind: &str, code: &str)
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_keys_are_a_503_that_names_them_and_why_without_retry_after() {
+        let refused = ["K1", "K2", "K3", "K4", "K5", "K6"].map(|k| (k.to_owned(), KeyRefusal::Invalid));
+        let mut refused = refused.to_vec();
+        refused.push(("KC".to_owned(), KeyRefusal::OutOfCredits));
+        let e = ProxyError::KeysRefused { alias: "m".to_owned(), refused };
+        assert_eq!(
+            e.to_string(),
+            "every key for model `m` is refused by its provider: K1, K2, K3, K4 and 2 more invalid or revoked; KC out of credits"
+        );
+        assert_eq!(e.code(), "keys_refused");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
 }

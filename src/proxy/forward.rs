@@ -3,8 +3,9 @@
 //! endpoint has capacity, wait in the alias's queue for the earliest reset.
 //!
 //! A retry is only possible while no byte of the response has reached the client, so
-//! the decision is made on the status line alone; the body of a successful or
-//! non-retryable response is then relayed as it streams.
+//! the decision is made on the status line, and for statuses that may refuse the key
+//! itself (401, 402, 403, ...) on the first bytes of the error body; the body of a
+//! successful or non-retryable response is then relayed as it streams.
 //!
 //! The request's [`Exchange`] goes along: each attempt is a client span under its
 //! server span, and it tallies attempts, retries and the time spent upstream and in
@@ -15,13 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{full, Completion, ProxyBody, Relay};
 use super::error::ProxyError;
 use super::exchange::Exchange;
+use super::head::UpstreamBody;
 use super::inbound::{Api, Inbound};
 use super::server::ProxyState;
 use super::trace::AttemptSpan;
@@ -29,16 +29,23 @@ use super::upstream;
 use super::usage::UsageTap;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
+use crate::provider::refusal::{self, KeyRefusal};
 use crate::provider::ProviderKind;
 use crate::telemetry::metrics::{ProxyMetrics, RetryLabels};
 
-/// Error bodies of retryable responses are read to find retry hints, up to this size.
+/// Error bodies of retryable responses are read to find retry hints, and those that
+/// may refuse the key to tell, up to this size.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// How one attempt ended, when it did not produce a response to relay.
 enum Failure {
     /// A retryable status; kept whole so it can be returned if it is the last.
     Status(Box<FailedResponse>),
+    /// The provider refuses the key itself: it is out, another key may serve.
+    Refused {
+        status: StatusCode,
+        reason: KeyRefusal,
+    },
     Connect,
     Timeout,
 }
@@ -55,7 +62,7 @@ struct FailedResponse {
 struct Answer {
     endpoint: Arc<Endpoint>,
     parts: http::response::Parts,
-    body: Incoming,
+    body: UpstreamBody,
     completion: Completion,
 }
 
@@ -155,19 +162,23 @@ async fn route(
         match one_pass(&request, &chain, &mut budget, exchange).await {
             Pass::Answered(answer) => return Ok(Routed::Relay(answer)),
             Pass::Failed(failure) => {
-                let rate_limited = failure.is_rate_limit();
+                // A rate-limited or refused key is out for now; another may serve.
+                let look_again = failure.is_rate_limit() || matches!(failure, Failure::Refused { .. });
                 last = Some(failure);
-                if !rate_limited || budget.iter().all(|&left| left == 0) {
+                if !look_again || budget.iter().all(|&left| left == 0) {
                     break;
                 }
             }
             Pass::NoCapacity => {}
         }
+        if refused_everywhere(&chain, usable).is_some() {
+            break;
+        }
         // Every endpoint is cooling down or out of quota: wait for the earliest reset.
-        let next = chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
+        let next = || chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
         let waiting = Instant::now();
         if place.is_none() {
-            place = primary.queue.join(request.deadline).await;
+            place = primary.queue.join(request.deadline);
         }
         let go_on = match &place {
             Some(p) => p.wait_for(next).await,
@@ -186,6 +197,9 @@ async fn route(
         Some(Failure::Connect) => Err(ProxyError::UpstreamConnect),
         Some(Failure::Timeout) => Err(ProxyError::UpstreamTimeout),
         _ => {
+            if let Some(refused) = refused_everywhere(&chain, usable) {
+                return Err(ProxyError::KeysRefused { alias: inbound.alias.clone(), refused });
+            }
             let now = std::time::Instant::now();
             let next = chain.iter().filter_map(|r| r.next_capacity(usable, now)).min();
             let retry_after = next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
@@ -280,7 +294,8 @@ async fn attempt(
     }
 }
 
-/// Sends the attempt and reads its head (and, for a retryable status, its small body).
+/// Sends the attempt and reads its head (and, for a retryable status or one that may
+/// refuse the key, the first bytes of its body).
 async fn call(
     request: &Request<'_>,
     endpoint: &Arc<Endpoint>,
@@ -288,7 +303,7 @@ async fn call(
     span: &mut AttemptSpan,
     started: Instant,
     metrics: &ProxyMetrics,
-) -> Result<(http::response::Parts, Incoming, Completion), Failure> {
+) -> Result<(http::response::Parts, UpstreamBody, Completion), Failure> {
     let guard = endpoint.state.begin(started.into_std());
     let mut upstream_request = upstream::request_for(request.inbound, endpoint).map_err(|e| {
         tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
@@ -309,23 +324,25 @@ async fn call(
     let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, std::time::Instant::now());
     let status = response.status();
-    if is_retryable(status) {
-        let (parts, body) = response.into_parts();
-        let left = budget.saturating_sub(started.elapsed());
-        let body = match tokio::time::timeout(left, Limited::new(body, ERROR_BODY_LIMIT).collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            _ => Bytes::new(),
-        };
-        let endpoint = Arc::clone(endpoint);
-        return Err(Failure::Status(Box::new(FailedResponse { parts, body, report, endpoint })));
-    }
-    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), "provider refused the key; not using it until its secret changes");
-        endpoint.state.record_unauthorized();
-    } else {
-        endpoint.state.record_success(status.is_success());
-    }
     let (mut parts, body) = response.into_parts();
+    let body = if is_retryable(status) || refusal::may_refuse_key(status) {
+        let left = budget.saturating_sub(started.elapsed());
+        let (head, body) = UpstreamBody::read_head(body, ERROR_BODY_LIMIT, left).await;
+        if let Some(reason) = refusal::classify(status, &head) {
+            tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), reason = reason.as_str(), "provider refused the key; trying another, and this one again later");
+            endpoint.state.record_refused(reason, std::time::Instant::now());
+            return Err(Failure::Refused { status, reason });
+        }
+        if is_retryable(status) {
+            let endpoint = Arc::clone(endpoint);
+            return Err(Failure::Status(Box::new(FailedResponse { parts, body: head, report, endpoint })));
+        }
+        // About this request only (a missing scope, a bad parameter): the client's.
+        body
+    } else {
+        UpstreamBody::unread(body)
+    };
+    endpoint.state.record_success(status.is_success());
     upstream::strip_hop_by_hop(&mut parts.headers);
     let completion =
         Completion::new(Arc::clone(&endpoint.state), UsageTap::for_response(&parts.headers), started, guard);
@@ -347,6 +364,8 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
             let hint = f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body, bounds.ceiling));
             endpoint.state.record_rate_limited(hint, settings.cooldown, bounds, now);
         }
+        // Recorded when the answer was read: a refusal is neither a rate limit nor a failure.
+        Failure::Refused { .. } => {}
         _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, bounds, now),
     }
 }
@@ -360,6 +379,7 @@ impl Failure {
     fn status(&self) -> Option<u16> {
         match self {
             Failure::Status(f) => Some(f.parts.status.as_u16()),
+            Failure::Refused { status, .. } => Some(status.as_u16()),
             Failure::Connect | Failure::Timeout => None,
         }
     }
@@ -368,6 +388,7 @@ impl Failure {
     fn error_type(&self) -> String {
         match self {
             Failure::Status(f) => f.parts.status.as_u16().to_string(),
+            Failure::Refused { status, .. } => status.as_u16().to_string(),
             Failure::Connect => "connect_error".to_owned(),
             Failure::Timeout => "timeout".to_owned(),
         }
@@ -377,10 +398,21 @@ impl Failure {
         match self {
             Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             Failure::Status(_) => "upstream_5xx",
+            Failure::Refused { reason, .. } => reason.as_str(),
             Failure::Connect => "connect_error",
             Failure::Timeout => "timeout",
         }
     }
+}
+
+/// When every endpoint of the chain that could serve this request is refused by its
+/// provider: each refused key's name (once) and why.
+fn refused_everywhere(chain: &[&Route], usable: impl Fn(&Endpoint) -> bool) -> Option<Vec<(String, KeyRefusal)>> {
+    let mut refused = std::collections::BTreeMap::new();
+    for endpoint in chain.iter().flat_map(|r| &r.endpoints).filter(|e| usable(e)) {
+        refused.entry(endpoint.key_name()).or_insert(endpoint.state.refusal()?);
+    }
+    (!refused.is_empty()).then(|| refused.into_iter().map(|(name, reason)| (name.to_owned(), reason)).collect())
 }
 
 /// `x-keyrelay-key`, `x-keyrelay-deployment`, `x-keyrelay-attempts`: which key and

@@ -4,6 +4,7 @@ pub mod body;
 pub mod error;
 mod exchange;
 mod forward;
+mod head;
 pub mod inbound;
 mod server;
 mod trace;
