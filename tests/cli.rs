@@ -256,7 +256,7 @@ fn check_refuses_numbers_past_their_bounds_with_field_and_line() {
 /// Made-up keys the old name check let through, each once echoed as "not found".
 const PASTED: [&str; 3] = [
     "3f9a1c7e5b2d8f4a6c0e9b7d5f3a1c8e",
-    "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "pplx-4f8e2a9c1b7d3e6f0a5c8b2d9e1f4a7c3b6d0e8f2a5c",
     "123e4567-e89b-12d3-a456-426614174000",
 ];
 

@@ -100,13 +100,13 @@ async fn secrets_behind_symlinks_are_checked_by_type_and_size() {
     tokio::time::timeout(LONG, proxy.running.shutdown()).await.expect("shutdown completes");
 }
 
-/// Made-up keys the old name check let through (lowercase hex, a UUID, prefixes it
+/// Made-up keys the old name check let through (lowercase hex, a UUID, a prefix it
 /// did not know); each was echoed as "secret ... not found".
 const PASTED: [&str; 4] = [
     "3f9a1c7e5b2d8f4a6c0e9b7d5f3a1c8e",
     "123e4567-e89b-12d3-a456-426614174000",
-    "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
-    "csk-x7k2m9p4v8t3w6r1y5n0q8s2d7f4g9h3j6k1l5z8",
+    "9e107d9d372bb6826bd81d3542a419d6f2a1c3b5d7e9f1a3c5b7d9e1f3a5c7b9",
+    "pplx-4f8e2a9c1b7d3e6f0a5c8b2d9e1f4a7c3b6d0e8f2a5c",
 ];
 
 fn assert_no_piece(what: &str, haystack: &str) {
