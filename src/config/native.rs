@@ -150,13 +150,14 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
     let defaults = Defaults {
         strategy: strategy(diags, raw_defaults.strategy.as_deref(), "defaults.strategy")
             .unwrap_or(validate::DEFAULT_STRATEGY),
-        num_retries: num_retries(diags, raw_defaults.num_retries, "defaults").unwrap_or(validate::DEFAULT_NUM_RETRIES),
+        num_retries: limit(diags, "defaults", "num_retries", raw_defaults.num_retries, 0, bounds::NUM_RETRIES)
+            .unwrap_or(validate::DEFAULT_NUM_RETRIES),
         cooldown: raw_defaults
             .cooldown
             .as_ref()
             .and_then(|c| bounds::duration_at(diags, "defaults.cooldown", c, bounds::COOLDOWN, Zero::Allowed))
             .unwrap_or(validate::DEFAULT_COOLDOWN),
-        allowed_fails: allowed_fails(diags, raw_defaults.allowed_fails, "defaults")
+        allowed_fails: limit(diags, "defaults", "allowed_fails", raw_defaults.allowed_fails, 0, bounds::ALLOWED_FAILS)
             .unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: queue(diags, raw_defaults.queue.as_ref(), QueueSettings::default(), "defaults.queue"),
     };
@@ -274,9 +275,11 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
     Some(RouteDraft {
         alias: alias.to_owned(),
         strategy,
-        num_retries: num_retries(diags, raw.num_retries, path).unwrap_or(defaults.num_retries),
+        num_retries: limit(diags, path, "num_retries", raw.num_retries, 0, bounds::NUM_RETRIES)
+            .unwrap_or(defaults.num_retries),
         cooldown,
-        allowed_fails: allowed_fails(diags, raw.allowed_fails, path).unwrap_or(defaults.allowed_fails),
+        allowed_fails: limit(diags, path, "allowed_fails", raw.allowed_fails, 0, bounds::ALLOWED_FAILS)
+            .unwrap_or(defaults.allowed_fails),
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
         deployments,
@@ -296,14 +299,6 @@ fn queue(diags: &mut Diags<'_>, raw: Option<&RawQueue>, base: QueueSettings, pat
         q.max_wait = bounds::duration_at(diags, &at, wait, bounds::MAX_WAIT, Zero::Allowed).unwrap_or(q.max_wait);
     }
     q
-}
-
-fn num_retries(diags: &mut Diags<'_>, value: Option<u64>, parent: &str) -> Option<u32> {
-    bounds::count_at(diags, &join_key(parent, "num_retries"), value?, 0, bounds::NUM_RETRIES)
-}
-
-fn allowed_fails(diags: &mut Diags<'_>, value: Option<u64>, parent: &str) -> Option<u32> {
-    bounds::count_at(diags, &join_key(parent, "allowed_fails"), value?, 0, bounds::ALLOWED_FAILS)
 }
 
 fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<DeploymentDraft> {
@@ -386,7 +381,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     })
 }
 
-/// A deployment's count field, checked against `min..=max`.
+/// The count `field` of the section at `path`, checked against `min..=max`.
 fn limit<T: TryFrom<u64>>(
     diags: &mut Diags<'_>,
     path: &str,
