@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Demo(args)) => {
             keyrelay::telemetry::init_logging("warn");
@@ -79,7 +79,11 @@ fn main() -> ExitCode {
         Some(Command::Webhook(args)) => runtime.block_on(webhook(args)),
         Some(Command::Run(args)) => run_blocking(&runtime, args),
         None => run_blocking(&runtime, cli.run),
-    }
+    };
+    // Dropping the runtime would wait forever for a blocking read stuck in the kernel
+    // (a hung filesystem under a reload); everything that matters has finished here.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// `keyrelay run`: logging and trace export (from the `OTEL_*` variables), the proxy

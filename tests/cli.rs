@@ -195,3 +195,188 @@ fn demo_runs_without_keys_or_network_and_absorbs_429s() {
     assert!(!app.contains(" 0 ok"), "{app}");
     assert!(!stdout.contains("demo-key-"), "a key value was printed");
 }
+
+/// Runs `check` like [`check`], but kills it and fails if it has not exited within
+/// 20 s: the old reads blocked forever on a FIFO.
+fn check_without_hanging(config: &std::path::Path, secrets: &std::path::Path) -> (i32, String, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyrelay check");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll check").is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("keyrelay check hung on {}", config.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("check output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mkfifo(path: &std::path::Path) {
+    assert!(Command::new("mkfifo").arg(path).status().expect("mkfifo runs").success());
+}
+
+/// These used to pass `check` and then fail every request (an `Instant` overflow) or
+/// panic `check` itself (a semaphore of u64::MAX permits).
+#[test]
+fn check_refuses_numbers_past_their_bounds_with_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "K", "test-key");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "server:\n  timeouts:\n    request: 1e19\ndefaults:\n  cooldown: 1e19\n  queue:\n    max_waiting: 18446744073709551615\n    max_wait: 1e19\nmodels:\n  m:\n    deployments:\n      - provider: openai\n        model: x\n        keys: [K]\n",
+    );
+    let (code, stdout, stderr) = check(&config, Some(dir.path()));
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    for expected in [
+        "c.yaml:3: server.timeouts.request: must be at most 6h",
+        "c.yaml:5: defaults.cooldown: must be at most 1h",
+        "c.yaml:7: defaults.queue.max_waiting: must be at most 100000",
+        "c.yaml:8: defaults.queue.max_wait: must be at most 1h",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+}
+
+/// Made-up keys the old name check let through, each once echoed as "not found".
+const PASTED: [&str; 3] = [
+    "3f9a1c7e5b2d8f4a6c0e9b7d5f3a1c8e",
+    "pplx-4f8e2a9c1b7d3e6f0a5c8b2d9e1f4a7c3b6d0e8f2a5c",
+    "123e4567-e89b-12d3-a456-426614174000",
+];
+
+#[test]
+fn check_refuses_keys_pasted_as_secret_names_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = write(
+        dir.path(),
+        "native.yaml",
+        &format!(
+            "models:\n  m:\n    deployments:\n      - provider: openai\n        model: x\n        keys: [{}, {}]\n        keys_from: {}\n",
+            PASTED[0], PASTED[1], PASTED[2]
+        ),
+    );
+    let litellm = write(
+        dir.path(),
+        "litellm.yaml",
+        &format!("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_key: os.environ/{}\n", PASTED[0]),
+    );
+    for (config, paths) in [
+        (
+            &native,
+            &[
+                "native.yaml:6: models.m.deployments[0].keys[0]",
+                "native.yaml:6: models.m.deployments[0].keys[1]",
+                "native.yaml:7: models.m.deployments[0].keys_from",
+            ][..],
+        ),
+        (&litellm, &["litellm.yaml:5: model_list[0].litellm_params.api_key"][..]),
+    ] {
+        let (code, stdout, stderr) = check(config, Some(dir.path()));
+        assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+        for path in paths {
+            assert!(stderr.contains(&format!("{path}: this looks like an API key")), "missing {path} in:\n{stderr}");
+        }
+        for key in PASTED {
+            for piece in (0..=key.len() - 8).map(|i| &key[i..i + 8]) {
+                assert!(!stdout.contains(piece) && !stderr.contains(piece), "{piece:?} shown:\n{stdout}\n{stderr}");
+            }
+        }
+    }
+}
+
+/// LiteLLM sends `OPENAI_API_KEY` for `openai/...` entries without `api_key`, to
+/// whatever `api_base` says: `check` shows where each key goes, and refuses plain
+/// http to a host that is not loopback.
+#[test]
+fn check_says_which_key_goes_to_which_host() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "OPENAI_API_KEY", "test-key");
+    write(dir.path(), "VLLM_TOKEN", "test-key");
+    let entry =
+        |base: &str| format!("  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: {base}\n");
+    let good = write(
+        dir.path(),
+        "good.yaml",
+        &format!(
+            "model_list:\n{}  - model_name: vllm\n    litellm_params:\n      model: hosted_vllm/llama\n      api_base: http://vllm.default.svc:8000/v1\n      api_key: os.environ/VLLM_TOKEN\n",
+            entry("https://gateway.example.com/v1")
+        ),
+    );
+    let (code, stdout, stderr) = check(&good, Some(dir.path()));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("keys: OPENAI_API_KEY (implied: no api_key written) -> sent to https://gateway.example.com\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("keys: VLLM_TOKEN -> sent to http://vllm.default.svc:8000 (plain http)\n"), "{stdout}");
+    assert!(stderr.contains("the secret OPENAI_API_KEY is used and sent to https://gateway.example.com"), "{stderr}");
+    assert!(
+        stderr.contains("secret \"VLLM_TOKEN\" is sent over plain http to http://vllm.default.svc:8000"),
+        "{stderr}"
+    );
+
+    let bad = write(dir.path(), "bad.yaml", &format!("model_list:\n{}", entry("http://10.1.2.3:8000/v1")));
+    let (code, stdout, stderr) = check(&bad, Some(dir.path()));
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("bad.yaml:3: model_list[0].litellm_params: no api_key is written, so OPENAI_API_KEY"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("http://10.1.2.3:8000"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_fifos_and_oversized_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    mkfifo(&secrets.join("FIFO_KEY"));
+    std::fs::File::create(secrets.join("HUGE_KEY")).unwrap().set_len(100 << 20).unwrap();
+    std::fs::create_dir(secrets.join("DIR_KEY")).unwrap();
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "models:\n  m:\n    deployments:\n      - provider: openai\n        model: x\n        keys: [FIFO_KEY, HUGE_KEY, DIR_KEY]\n",
+    );
+    let (code, stdout, stderr) = check_without_hanging(&config, &secrets);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    let path = |name: &str| secrets.join(name).display().to_string();
+    for expected in [
+        format!(
+            "secret \"FIFO_KEY\" could not be read: {} is a FIFO (named pipe), not a regular file",
+            path("FIFO_KEY")
+        ),
+        format!("secret \"HUGE_KEY\" could not be read: {} is larger than the limit of 64 KiB", path("HUGE_KEY")),
+        format!("secret \"DIR_KEY\" could not be read: {} is a directory, not a regular file", path("DIR_KEY")),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    let fifo_config = dir.path().join("fifo.yaml");
+    mkfifo(&fifo_config);
+    let (code, _, stderr) = check_without_hanging(&fifo_config, &secrets);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot read config file") && stderr.contains("FIFO"), "{stderr}");
+
+    let huge_config = dir.path().join("huge.yaml");
+    std::fs::File::create(&huge_config).unwrap().set_len(2 << 20).unwrap();
+    let (code, _, stderr) = check_without_hanging(&huge_config, &secrets);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("larger than the limit of 1 MiB"), "{stderr}");
+}

@@ -11,18 +11,21 @@ use serde_yaml::Value;
 
 use crate::provider::ProviderKind;
 
+use super::bounds;
 use super::lines::{join_index, join_key};
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
-use super::model::{Config, Deployment, KeyRef, KeyRefKind, ServerSettings};
-use super::validate::{self, report, DeploymentDraft, Diags, Named, RouteDraft};
+use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ServerSettings};
+use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values;
-use super::walk::{entries, ignore_all, names, number, string, IGNORED};
+use super::walk::{count, entries, ignore_all, names, string, IGNORED};
 
 /// One `model_list` entry after reading.
 struct Entry {
     provider: ProviderKind,
     model: String,
     base_url: http::Uri,
+    /// Where the base URL was written (`api_base`, else `model`).
+    base_path: String,
     key: KeyRef,
     weight: u32,
     rpm: Option<u32>,
@@ -134,6 +137,8 @@ fn route(
         .into_iter()
         .map(|(e, keys)| DeploymentDraft {
             explicit_name: None,
+            base_path: e.base_path.clone(),
+            keys_over_http: KeysOverHttp::WrittenKeysOnly,
             deployment: Deployment {
                 name: String::new(),
                 provider: e.provider,
@@ -208,10 +213,10 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
             "model" => model = string(diags, v, &at).map(|m| (m, at)),
             "api_key" => api_key = Some((v, at)),
             "api_base" => api_base = string(diags, v, &at).map(|b| (b, at)),
-            "rpm" => rpm = number::<u32>(diags, v, &at),
-            "tpm" => tpm = number::<u64>(diags, v, &at),
-            "weight" => weight = number::<u32>(diags, v, &at),
-            "order" => order = number::<u32>(diags, v, &at),
+            "rpm" => rpm = count::<u32>(diags, v, &at, 0, bounds::RPM),
+            "tpm" => tpm = count::<u64>(diags, v, &at, 0, bounds::TPM),
+            "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
+            "order" => order = count::<u32>(diags, v, &at, 0, bounds::ORDER),
             "region_name" => region = string(diags, v, &at),
             "timeout" | "stream_timeout" => {
                 diags.warn(&at, format!("{IGNORED} per deployment; server.timeouts.request applies"));
@@ -224,6 +229,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         return None;
     };
     let (provider, upstream) = report(diags, &model_path, split_model(&model))?;
+    let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
     let base_url = match &api_base {
         Some((base, at)) if base.starts_with("os.environ/") => {
             diags.error(at, "api_base from os.environ/ is not supported: write the URL itself");
@@ -236,8 +242,11 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         Some((v, at)) => key_ref(diags, v, &at),
         None => match default_key_name(provider) {
             Some(name) => {
-                diags.warn(path, format!("no api_key: using the secret {name}, as LiteLLM does for {provider}"));
-                Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin: diags.origin(path) })
+                let to = base_url.as_ref().map(|b| format!(" and sent to {}", destination(b))).unwrap_or_default();
+                let message = format!("no api_key: the secret {name} is used{to}, as LiteLLM does for {provider}");
+                diags.warn(path, message);
+                let origin = diags.origin(path);
+                Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: true })
             }
             None => {
                 diags.error(path, "missing field `api_key` (write api_key: os.environ/NAME)");
@@ -245,9 +254,6 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
             }
         },
     };
-    if weight == Some(0) {
-        diags.error(&join_key(path, "weight"), "weight must be at least 1");
-    }
     if diags.errors.len() != errors_before {
         return None;
     }
@@ -255,6 +261,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         provider,
         model: upstream,
         base_url: base_url?,
+        base_path,
         key: key?,
         weight: weight.unwrap_or(1),
         rpm,
@@ -274,7 +281,8 @@ fn key_ref(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<KeyRef> {
     match text.trim().strip_prefix("os.environ/") {
         Some(name) => {
             report(diags, path, values::check_secret_name(name))?;
-            Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin: diags.origin(path) })
+            let origin = diags.origin(path);
+            Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: false })
         }
         None => {
             diags.error(

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use super::bounds::{self, Zero};
+use super::keylike::looks_like_key;
 use super::lines::{join_index, join_key};
 use super::model::Strategy;
 use super::secret::Secret;
 use super::validate::{self, Diags, Named};
-use super::walk::{entries, names, number, seconds, string, IGNORED};
+use super::walk::{count, entries, names, seconds, string, IGNORED};
 
 /// Router-wide settings from `litellm_settings` and `router_settings` (the latter
 /// wins when both set the same thing).
@@ -40,8 +42,8 @@ pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
     for (key, v) in entries(diags, value, "litellm_settings") {
         let at = join_key("litellm_settings", &key);
         match key.as_str() {
-            "num_retries" => s.num_retries = number(diags, v, &at).or(s.num_retries),
-            "request_timeout" => s.request_timeout = seconds(diags, v, &at, true).or(s.request_timeout),
+            "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
+            "request_timeout" => s.request_timeout = timeout(diags, v, &at).or(s.request_timeout),
             "fallbacks" => global_fallbacks(diags, v, &at, s),
             // keyrelay never rejects unknown request params: it passes them through.
             "drop_params" => {}
@@ -68,14 +70,19 @@ pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Sett
                     }
                 }
             }
-            "allowed_fails" => s.allowed_fails = number(diags, v, &at).or(s.allowed_fails),
-            "cooldown_time" => s.cooldown = seconds(diags, v, &at, false).or(s.cooldown),
-            "num_retries" => s.num_retries = number(diags, v, &at).or(s.num_retries),
-            "timeout" => s.request_timeout = seconds(diags, v, &at, true).or(s.request_timeout),
+            "allowed_fails" => s.allowed_fails = count(diags, v, &at, 0, bounds::ALLOWED_FAILS).or(s.allowed_fails),
+            "cooldown_time" => s.cooldown = seconds(diags, v, &at, bounds::COOLDOWN, Zero::Allowed).or(s.cooldown),
+            "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
+            "timeout" => s.request_timeout = timeout(diags, v, &at).or(s.request_timeout),
             "fallbacks" => global_fallbacks(diags, v, &at, s),
             _ => diags.warn(&at, IGNORED),
         }
     }
+}
+
+/// `request_timeout` / `timeout`: keyrelay's `server.timeouts.request`.
+fn timeout(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Duration> {
+    seconds(diags, value, path, bounds::REQUEST_TIMEOUT, Zero::Refused)
 }
 
 /// `fallbacks: [{gpt-4o: [gpt-4o-mini, claude]}]`; `*` applies to every alias.
@@ -102,6 +109,10 @@ pub(crate) fn environment(diags: &mut Diags<'_>, value: &Value) -> BTreeMap<Stri
     let mut out = BTreeMap::new();
     for (name, v) in entries(diags, value, "environment_variables") {
         let at = join_key("environment_variables", &name);
+        if looks_like_key(&name) {
+            diags.error(&at, "this looks like an API key, not a variable name: write `NAME: value` (not shown)");
+            continue;
+        }
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),

@@ -4,12 +4,15 @@
 //! The file is parsed twice: serde_yaml gives values (and syntax errors with their
 //! position), and [`LineIndex`] maps the field paths of later errors back to lines.
 
+mod bounds;
+mod keylike;
 mod kubernetes;
 mod lines;
 mod litellm;
 mod litellm_settings;
 mod model;
 mod native;
+mod read;
 mod render;
 mod secret;
 mod validate;
@@ -19,7 +22,11 @@ mod walk;
 #[cfg(test)]
 mod cooldown_tests;
 #[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
 mod litellm_tests;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +34,7 @@ use std::path::Path;
 
 pub use lines::LineIndex;
 pub use model::*;
+pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};
 pub use render::render_table;
 pub use secret::{NamedKey, Secret, SecretError, SecretSource};
 
@@ -35,18 +43,32 @@ use validate::Diags;
 /// Reads and loads a config file. A file that cannot be read is reported like any
 /// other config error, so `check` and reloads have one error path.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_str(&text, path),
-            Err(_) => Err(single(path, "config file is not valid UTF-8".into())),
-        },
-        Err(e) => Err(single(path, format!("cannot read config file: {e}"))),
-    }
+    let text = read_config_text(path).map_err(|message| single(path, message))?;
+    load_str(&text, path)
+}
+
+/// The config file's text: a regular file (after symlinks) of at most
+/// [`MAX_CONFIG_BYTES`], opened without blocking (see `read`).
+pub fn read_config_text(path: &Path) -> Result<String, String> {
+    let bytes = match read::read_regular(path, MAX_CONFIG_BYTES) {
+        Ok(bytes) => bytes,
+        Err(read::ReadError::NotFound) => {
+            return Err(format!("cannot read config file: {} does not exist", path.display()))
+        }
+        Err(read::ReadError::Refused(reason)) => return Err(format!("cannot read config file: {reason}")),
+    };
+    String::from_utf8(bytes).map_err(|_| "config file is not valid UTF-8".to_owned())
 }
 
 /// Loads config text; `source` is only used in messages. A top-level `model_list`
-/// means a LiteLLM `proxy-config.yaml`, anything else is the native format.
+/// means a LiteLLM `proxy-config.yaml`, anything else is the native format. Text
+/// over [`MAX_CONFIG_BYTES`] is refused before parsing, wherever it came from (the
+/// file or the ConfigMap through the API).
 pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        let limit = read::size(MAX_CONFIG_BYTES);
+        return Err(single(source, format!("config is larger than the limit of {limit}")));
+    }
     let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err(ConfigErrors(vec![syntax_error(source, &e)])),

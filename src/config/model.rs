@@ -204,6 +204,20 @@ pub struct Deployment {
     pub priority: u32,
 }
 
+impl Deployment {
+    /// Where this deployment's keys are sent: scheme and authority of the base URL
+    /// (`https://api.groq.com`, `http://vllm.inference.svc:8000`).
+    pub fn key_destination(&self) -> String {
+        destination(&self.base_url)
+    }
+}
+
+/// Scheme and authority of a base URL.
+pub(crate) fn destination(base: &http::Uri) -> String {
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+    format!("{}://{authority}", base.scheme_str().unwrap_or("https"))
+}
+
 /// Where a deployment's keys come from. Only names live in config; values are read
 /// when a snapshot is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +228,9 @@ pub struct KeyRef {
     pub kind: KeyRefKind,
     /// Where in the config file this reference was written.
     pub origin: Origin,
+    /// Not written in the file: LiteLLM's default secret for the provider of an entry
+    /// without `api_key` (`OPENAI_API_KEY` for `openai/...`). `check` says so.
+    pub implicit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use serde_yaml::{Mapping, Value};
 
 use crate::provider::ProviderKind;
 
+use super::bounds::{self, Zero};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
 use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
-use super::validate::{self, report, DeploymentDraft, Diags, Named, RouteDraft};
+use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +35,7 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename = "queue")]
 struct RawQueue {
-    max_waiting: Option<usize>,
+    max_waiting: Option<u64>,
     max_wait: Option<NumOrText>,
 }
 
@@ -53,11 +54,11 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields, rename = "defaults")]
 struct RawDefaults {
     strategy: Option<String>,
-    num_retries: Option<u32>,
+    num_retries: Option<u64>,
     cooldown: Option<NumOrText>,
     cooldown_floor: Option<NumOrText>,
     max_cooldown: Option<NumOrText>,
-    allowed_fails: Option<u32>,
+    allowed_fails: Option<u64>,
     queue: Option<RawQueue>,
 }
 
@@ -65,11 +66,11 @@ struct RawDefaults {
 #[serde(deny_unknown_fields, rename = "model")]
 struct RawModel {
     strategy: Option<String>,
-    num_retries: Option<u32>,
+    num_retries: Option<u64>,
     cooldown: Option<NumOrText>,
     cooldown_floor: Option<NumOrText>,
     max_cooldown: Option<NumOrText>,
-    allowed_fails: Option<u32>,
+    allowed_fails: Option<u64>,
     queue: Option<RawQueue>,
     fallbacks: Option<Vec<String>>,
     /// Kept raw: each deployment is deserialized on its own (see module doc).
@@ -85,12 +86,15 @@ struct RawDeployment {
     api_base: Option<String>,
     keys: Option<Vec<String>>,
     keys_from: Option<String>,
-    weight: Option<u32>,
-    rpm: Option<u32>,
+    weight: Option<u64>,
+    rpm: Option<u64>,
     tpm: Option<u64>,
     region: Option<String>,
-    max_inflight: Option<u32>,
-    order: Option<u32>,
+    max_inflight: Option<u64>,
+    order: Option<u64>,
+    /// Opt-in to sending this deployment's keys over plain `http://` to a host that
+    /// is not loopback (a cluster-internal vLLM without TLS, say).
+    send_keys_over_http: Option<bool>,
 }
 
 const LITELLM_TOP_LEVEL: [&str; 5] =
@@ -121,9 +125,12 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
                 } else {
                     ""
                 };
+                let shown = super::keylike::shown(k);
                 diags.error(
                     k,
-                    format!("unknown field `{k}`, expected one of `server`, `defaults`, `models`, `kubernetes`{hint}"),
+                    format!(
+                        "unknown field `{shown}`, expected one of `server`, `defaults`, `models`, `kubernetes`{hint}"
+                    ),
                 );
                 continue;
             }
@@ -148,14 +155,16 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
     let mut defaults = Defaults {
         strategy: strategy(diags, raw_defaults.strategy.as_deref(), "defaults.strategy")
             .unwrap_or(validate::DEFAULT_STRATEGY),
-        num_retries: raw_defaults.num_retries.unwrap_or(validate::DEFAULT_NUM_RETRIES),
+        num_retries: limit(diags, "defaults", "num_retries", raw_defaults.num_retries, 0, bounds::NUM_RETRIES)
+            .unwrap_or(validate::DEFAULT_NUM_RETRIES),
         cooldown: raw_defaults
             .cooldown
             .as_ref()
-            .and_then(|c| report(diags, "defaults.cooldown", values::parse_duration(c)))
+            .and_then(|c| bounds::duration_at(diags, "defaults.cooldown", c, bounds::COOLDOWN, Zero::Allowed))
             .unwrap_or(validate::DEFAULT_COOLDOWN),
         cooldown_bounds: CooldownBounds::default(),
-        allowed_fails: raw_defaults.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
+        allowed_fails: limit(diags, "defaults", "allowed_fails", raw_defaults.allowed_fails, 0, bounds::ALLOWED_FAILS)
+            .unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: queue(diags, raw_defaults.queue.as_ref(), QueueSettings::default(), "defaults.queue"),
     };
     defaults.cooldown_bounds = cooldown_bounds(
@@ -215,25 +224,27 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         }
     }
     if let Some(limit) = raw.body_limit {
-        s.body_limit = report(diags, "server.body_limit", values::parse_size(&limit)).unwrap_or(s.body_limit);
+        let parsed = values::parse_size(&limit).and_then(|n| bounds::count(n as u64, 1, bounds::BODY_LIMIT));
+        s.body_limit = report(diags, "server.body_limit", parsed).unwrap_or(s.body_limit);
     }
     if let Some(t) = raw.timeouts {
         let fields = [
-            ("connect", t.connect, &mut s.connect_timeout),
-            ("request", t.request, &mut s.request_timeout),
-            ("client_body", t.client_body, &mut s.client_body_timeout),
-            ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace),
+            ("connect", t.connect, &mut s.connect_timeout, bounds::CONNECT_TIMEOUT),
+            ("request", t.request, &mut s.request_timeout, bounds::REQUEST_TIMEOUT),
+            ("client_body", t.client_body, &mut s.client_body_timeout, bounds::CLIENT_BODY_TIMEOUT),
+            ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace, bounds::SHUTDOWN_GRACE),
         ];
-        for (name, value, slot) in fields {
+        for (name, value, slot, max) in fields {
             if let Some(value) = value {
                 let path = format!("server.timeouts.{name}");
-                if let Some(d) = report(diags, &path, values::parse_positive_duration(&value)) {
+                if let Some(d) = bounds::duration_at(diags, &path, &value, max, Zero::Refused) {
                     *slot = d;
                 }
             }
         }
         if let Some(value) = t.attempt {
-            s.attempt_timeout = report(diags, "server.timeouts.attempt", values::parse_positive_duration(&value));
+            let (at, max) = ("server.timeouts.attempt", bounds::REQUEST_TIMEOUT);
+            s.attempt_timeout = bounds::duration_at(diags, at, &value, max, Zero::Refused);
             if s.attempt_timeout.is_some_and(|a| a > s.request_timeout) {
                 diags.warn("server.timeouts.attempt", "longer than timeouts.request, so it never applies");
             }
@@ -250,7 +261,8 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
     let raw: RawModel = de(diags, value, path)?;
     let strategy = strategy(diags, raw.strategy.as_deref(), &join_key(path, "strategy")).unwrap_or(defaults.strategy);
     let cooldown = match &raw.cooldown {
-        Some(c) => report(diags, &join_key(path, "cooldown"), values::parse_duration(c)).unwrap_or(defaults.cooldown),
+        Some(c) => bounds::duration_at(diags, &join_key(path, "cooldown"), c, bounds::COOLDOWN, Zero::Allowed)
+            .unwrap_or(defaults.cooldown),
         None => defaults.cooldown,
     };
     let cooldown_bounds = cooldown_bounds(
@@ -281,10 +293,12 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
     Some(RouteDraft {
         alias: alias.to_owned(),
         strategy,
-        num_retries: raw.num_retries.unwrap_or(defaults.num_retries),
+        num_retries: limit(diags, path, "num_retries", raw.num_retries, 0, bounds::NUM_RETRIES)
+            .unwrap_or(defaults.num_retries),
         cooldown,
         cooldown_bounds,
-        allowed_fails: raw.allowed_fails.unwrap_or(defaults.allowed_fails),
+        allowed_fails: limit(diags, path, "allowed_fails", raw.allowed_fails, 0, bounds::ALLOWED_FAILS)
+            .unwrap_or(defaults.allowed_fails),
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
         deployments,
@@ -324,11 +338,12 @@ fn queue(diags: &mut Diags<'_>, raw: Option<&RawQueue>, base: QueueSettings, pat
     let Some(raw) = raw else { return base };
     let mut q = base;
     if let Some(n) = raw.max_waiting {
-        q.max_waiting = n;
+        let at = join_key(path, "max_waiting");
+        q.max_waiting = bounds::count_at(diags, &at, n, 0, bounds::MAX_WAITING).unwrap_or(q.max_waiting);
     }
     if let Some(wait) = &raw.max_wait {
         let at = join_key(path, "max_wait");
-        q.max_wait = report(diags, &at, values::parse_duration(wait)).unwrap_or(q.max_wait);
+        q.max_wait = bounds::duration_at(diags, &at, wait, bounds::MAX_WAIT, Zero::Allowed).unwrap_or(q.max_wait);
     }
     q
 }
@@ -352,37 +367,32 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     if raw.model.trim().is_empty() {
         diags.error(&join_key(path, "model"), "upstream model must not be empty");
     }
-    let base_url = provider.and_then(|p| {
-        let at = if raw.api_base.is_some() { join_key(path, "api_base") } else { provider_path.clone() };
-        report(diags, &at, validate::resolve_base(p, raw.api_base.as_deref()))
-    });
+    let base_path = if raw.api_base.is_some() { join_key(path, "api_base") } else { provider_path.clone() };
+    let base_url = provider.and_then(|p| report(diags, &base_path, validate::resolve_base(p, raw.api_base.as_deref())));
 
     let mut keys = Vec::new();
     let keys_path = join_key(path, "keys");
     for (i, name) in raw.keys.unwrap_or_default().into_iter().enumerate() {
         let at = join_index(&keys_path, i);
         if report(diags, &at, values::check_secret_name(&name)).is_some() {
-            keys.push(KeyRef { name, kind: KeyRefKind::Single, origin: diags.origin(&at) });
+            keys.push(KeyRef { name, kind: KeyRefKind::Single, origin: diags.origin(&at), implicit: false });
         }
     }
     if let Some(name) = raw.keys_from {
         let at = join_key(path, "keys_from");
         if report(diags, &at, values::check_secret_name(&name)).is_some() {
-            keys.push(KeyRef { name, kind: KeyRefKind::Lines, origin: diags.origin(&at) });
+            keys.push(KeyRef { name, kind: KeyRefKind::Lines, origin: diags.origin(&at), implicit: false });
         }
     }
     if keys.is_empty() && diags.errors.len() == errors_before {
         diags.error(path, "a deployment needs at least one key: set `keys` (secret names) and/or `keys_from`");
     }
 
-    for (field, value) in [("weight", raw.weight), ("rpm", raw.rpm), ("max_inflight", raw.max_inflight)] {
-        if value == Some(0) {
-            diags.error(&join_key(path, field), format!("{field} must be at least 1"));
-        }
-    }
-    if raw.tpm == Some(0) {
-        diags.error(&join_key(path, "tpm"), "tpm must be at least 1");
-    }
+    let weight: Option<u32> = limit(diags, path, "weight", raw.weight, 1, bounds::WEIGHT);
+    let rpm: Option<u32> = limit(diags, path, "rpm", raw.rpm, 1, bounds::RPM);
+    let tpm: Option<u64> = limit(diags, path, "tpm", raw.tpm, 1, bounds::TPM);
+    let max_inflight: Option<u32> = limit(diags, path, "max_inflight", raw.max_inflight, 1, bounds::MAX_INFLIGHT);
+    let order: Option<u32> = limit(diags, path, "order", raw.order, 0, bounds::ORDER);
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -396,22 +406,38 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
         return None;
     }
     let (provider, base_url) = (provider?, base_url?);
+    let keys_over_http =
+        if raw.send_keys_over_http == Some(true) { KeysOverHttp::OptedIn } else { KeysOverHttp::Refused };
     Some(DeploymentDraft {
         explicit_name,
+        base_path,
+        keys_over_http,
         deployment: Deployment {
             name: String::new(),
             provider,
             upstream_model: raw.model.trim().to_owned(),
             base_url,
             keys,
-            weight: raw.weight.unwrap_or(1),
-            rpm: raw.rpm,
-            tpm: raw.tpm,
+            weight: weight.unwrap_or(1),
+            rpm,
+            tpm,
             region: raw.region.filter(|r| !r.trim().is_empty()),
-            max_inflight: raw.max_inflight,
-            priority: raw.order.unwrap_or(0),
+            max_inflight,
+            priority: order.unwrap_or(0),
         },
     })
+}
+
+/// The count `field` of the section at `path`, checked against `min..=max`.
+fn limit<T: TryFrom<u64>>(
+    diags: &mut Diags<'_>,
+    path: &str,
+    field: &str,
+    value: Option<u64>,
+    min: u64,
+    max: u64,
+) -> Option<T> {
+    bounds::count_at(diags, &join_key(path, field), value?, min, max)
 }
 
 /// Parses a native strategy name, reporting unknown ones.

@@ -4,12 +4,13 @@
 use std::fmt::Write as _;
 
 use super::model::{Config, Deployment, KeyRefKind};
+use super::validate::is_plain_http_to_remote;
 
 const HEADERS: [&str; 5] = ["DEPLOYMENT", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "LIMITS"];
 
 /// Renders aliases, their routing settings, deployments and key *names* (values are
-/// never part of a [`Config`], so they cannot leak here). Columns are aligned across
-/// the whole table.
+/// never part of a [`Config`], so they cannot leak here) with the host each key is
+/// sent to. Columns are aligned across the whole table.
 pub fn render_table(config: &Config) -> String {
     let s = &config.server;
     let mut out = String::new();
@@ -53,12 +54,14 @@ pub fn render_table(config: &Config) -> String {
             let keys: Vec<String> = d
                 .keys
                 .iter()
-                .map(|k| match k.kind {
-                    KeyRefKind::Single => k.name.clone(),
-                    KeyRefKind::Lines => format!("{} (one key per line)", k.name),
+                .map(|k| match (k.kind, k.implicit) {
+                    (KeyRefKind::Lines, _) => format!("{} (one key per line)", k.name),
+                    (KeyRefKind::Single, true) => format!("{} (implied: no api_key written)", k.name),
+                    (KeyRefKind::Single, false) => k.name.clone(),
                 })
                 .collect();
-            let _ = writeln!(out, "      keys: {}", keys.join(", "));
+            let plain = if is_plain_http_to_remote(&d.base_url) { " (plain http)" } else { "" };
+            let _ = writeln!(out, "      keys: {} -> sent to {}{plain}", keys.join(", "), d.key_destination());
         }
     }
 

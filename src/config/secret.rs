@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::model::{KeyRef, KeyRefKind};
+use super::read::{self, read_regular, ReadError, MAX_SECRET_BYTES};
 
 /// An API key value. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,7 +68,8 @@ pub enum SecretError {
     Empty { name: String },
     #[error("secret {name:?} could not be read: {reason}")]
     Unreadable { name: String, reason: String },
-    #[error("secret {name:?} is not a valid secret name (letters, digits, '-', '_', '.')")]
+    /// The name is not shown: a name that fails the checks is often a pasted key.
+    #[error("a secret name is not valid (letters, digits, '-', '_', '.'; the name is not shown)")]
     BadName { name: String },
 }
 
@@ -123,25 +125,23 @@ impl SecretSource {
         if !is_valid_name(name) {
             return Err(SecretError::BadName { name: name.to_owned() });
         }
+        let unreadable = |reason: String| SecretError::Unreadable { name: name.to_owned(), reason };
         if let Some(v) = self.api.as_ref().and_then(|api| api.get(name)) {
-            return Ok(v.expose().to_owned());
+            return bounded(v.expose(), "the Kubernetes Secret's value").map_err(unreadable);
         }
         if let Some(dir) = &self.dir {
-            let path = dir.join(name);
-            match read_file(&path) {
+            match read_file(&dir.join(name)) {
                 Ok(Some(v)) => return Ok(v),
                 Ok(None) => {}
-                Err(reason) => return Err(SecretError::Unreadable { name: name.to_owned(), reason }),
+                Err(reason) => return Err(unreadable(reason)),
             }
         }
         if let Some(v) = std::env::var_os(name) {
-            return v.into_string().map_err(|_| SecretError::Unreadable {
-                name: name.to_owned(),
-                reason: "environment variable is not UTF-8".into(),
-            });
+            let v = v.into_string().map_err(|_| unreadable("environment variable is not UTF-8".into()))?;
+            return bounded(&v, "the environment variable").map_err(unreadable);
         }
         if let Some(v) = self.inline.get(name) {
-            return Ok(v.expose().to_owned());
+            return bounded(v.expose(), "the environment_variables value").map_err(unreadable);
         }
         Err(match &self.dir {
             Some(dir) => SecretError::NotFound { name: name.to_owned(), file: dir.join(name) },
@@ -150,13 +150,23 @@ impl SecretSource {
     }
 }
 
-/// Reads a secret file, following symlinks. `Ok(None)` when it does not exist.
+/// Reads a secret file, following symlinks, without blocking and within
+/// [`MAX_SECRET_BYTES`]. `Ok(None)` when it does not exist.
 fn read_file(path: &Path) -> Result<Option<String>, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| "file is not UTF-8".to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.kind().to_string()),
+    match read_regular(path, MAX_SECRET_BYTES) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| format!("{} is not UTF-8", path.display())),
+        Err(ReadError::NotFound) => Ok(None),
+        Err(ReadError::Refused(reason)) => Err(reason),
     }
+}
+
+/// Holds values from the API, the environment and the config to the same bound as
+/// files, so where a key comes from does not change what is accepted.
+fn bounded(value: &str, what: &str) -> Result<String, String> {
+    if value.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!("{what} is larger than the limit of {}", read::size(MAX_SECRET_BYTES)));
+    }
+    Ok(value.to_owned())
 }
 
 /// Secret names must be plain file names: no path separators, no `..`, no hidden
@@ -173,7 +183,7 @@ mod tests {
     use crate::config::model::Origin;
 
     fn key(name: &str, kind: KeyRefKind) -> KeyRef {
-        KeyRef { name: name.into(), kind, origin: Origin::default() }
+        KeyRef { name: name.into(), kind, origin: Origin::default(), implicit: false }
     }
 
     #[test]

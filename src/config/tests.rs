@@ -63,6 +63,7 @@ models:
         model: llama3
         api_base: http://ollama:11434/v1
         keys: [OLLAMA_DUMMY]
+        send_keys_over_http: true
 "#;
 
 #[test]
@@ -270,13 +271,15 @@ fn render_table_shows_names_not_values() {
         "OPENAI_POOL (one key per line)",
         "rpm 500",
         "INLINE",
+        "keys: OPENAI_KEY_3 -> sent to https://proxy.internal.example.com\n",
+        "keys: OLLAMA_DUMMY -> sent to http://ollama:11434 (plain http)\n",
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
     assert!(!table.contains("sk-inline-value"));
     // The header and the rows of all aliases share column positions.
     let col = |l: &str| l.find("https://").or_else(|| l.find("http://")).or_else(|| l.find("BASE URL"));
-    let cols: Vec<_> = table.lines().filter_map(col).collect();
+    let cols: Vec<_> = table.lines().filter(|l| !l.trim_start().starts_with("keys:")).filter_map(col).collect();
     assert!(cols.len() >= 5 && cols.windows(2).all(|w| w[0] == w[1]), "{table}");
 }
 

@@ -42,7 +42,8 @@ impl<'a> Diags<'a> {
     }
 
     fn diagnostic(&self, path: &str, message: String) -> Diagnostic {
-        Diagnostic { file: self.file.to_path_buf(), origin: self.origin(path), message }
+        let origin = Origin { line: self.lines.line(path), path: super::keylike::redact_path(path) };
+        Diagnostic { file: self.file.to_path_buf(), origin, message }
     }
 }
 
@@ -72,6 +73,23 @@ pub(crate) struct RouteDraft {
 pub(crate) struct DeploymentDraft {
     pub explicit_name: Option<Named>,
     pub deployment: Deployment,
+    /// Where the base URL comes from (`api_base`, else `provider`): the place to
+    /// report keys that would travel over plain http.
+    pub base_path: String,
+    pub keys_over_http: KeysOverHttp,
+}
+
+/// Whether a deployment may send its keys over plain `http://` to a host that is not
+/// loopback, where anyone on the network path can read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeysOverHttp {
+    /// Native default: an error that names the opt-in.
+    Refused,
+    /// Native `send_keys_over_http: true`.
+    OptedIn,
+    /// LiteLLM has no such setting: a key the entry names itself (`api_key`) is sent,
+    /// with a warning; LiteLLM's implied default key never is.
+    WrittenKeysOnly,
 }
 
 /// Format-independent defaults (`defaults:` in native, LiteLLM's router defaults).
@@ -166,6 +184,9 @@ pub(crate) fn finish(
     let mut models = BTreeMap::new();
     for route in routes {
         let fallbacks = check_fallbacks(diags, &route.alias, &route.fallbacks, declared);
+        for draft in &route.deployments {
+            check_keys_over_http(diags, draft);
+        }
         let deployments = assign_names(diags, route.deployments);
         for d in &deployments {
             check_duplicate_keys(diags, &d.keys);
@@ -243,6 +264,71 @@ fn assign_names(diags: &mut Diags<'_>, drafts: Vec<DeploymentDraft>) -> Vec<Depl
     out
 }
 
+/// A key over plain http to a host that is not loopback is readable by everyone on
+/// the way; that needs the deployment to say so (see [`KeysOverHttp`]).
+fn check_keys_over_http(diags: &mut Diags<'_>, draft: &DeploymentDraft) {
+    let d = &draft.deployment;
+    let to = d.key_destination();
+    if !is_plain_http_to_remote(&d.base_url) {
+        if draft.keys_over_http == KeysOverHttp::OptedIn {
+            let at = super::lines::join_key(parent_path(&draft.base_path), "send_keys_over_http");
+            diags.warn(&at, format!("has no effect: keys go to {to}, which is https or loopback"));
+        }
+        return;
+    }
+    match draft.keys_over_http {
+        KeysOverHttp::OptedIn => {}
+        KeysOverHttp::Refused => diags.error(
+            &draft.base_path,
+            format!(
+                "keys would be sent over plain http to {to}, which is not a loopback address: use https://, or \
+                 set `send_keys_over_http: true` on this deployment if that network path is trusted \
+                 (a cluster-internal service, say)"
+            ),
+        ),
+        KeysOverHttp::WrittenKeysOnly => {
+            for key in &d.keys {
+                if key.implicit {
+                    let message = format!(
+                        "no api_key is written, so {name} (LiteLLM's default for {provider}) would be sent over \
+                         plain http to {to}: write `api_key: os.environ/{name}` if that host should get it, \
+                         or use https://",
+                        name = key.name,
+                        provider = d.provider,
+                    );
+                    diags.error(&key.origin.path, message);
+                } else {
+                    let message =
+                        format!("secret {:?} is sent over plain http to {to}, which is not loopback", key.name);
+                    diags.warn(&key.origin.path, message);
+                }
+            }
+        }
+    }
+}
+
+/// `http://` to anything but `localhost` or a loopback address.
+pub(crate) fn is_plain_http_to_remote(base: &http::Uri) -> bool {
+    if base.scheme_str() != Some("http") {
+        return false;
+    }
+    let host = base.host().unwrap_or_default();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.trim_end_matches('.').eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => !ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())),
+        Err(_) => true,
+    }
+}
+
+/// `a.b[2].api_base` -> `a.b[2]`.
+fn parent_path(path: &str) -> &str {
+    path.rfind('.').map_or(path, |cut| &path[..cut])
+}
+
 /// The same secret twice in one deployment would double its share silently.
 fn check_duplicate_keys(diags: &mut Diags<'_>, keys: &[KeyRef]) {
     let mut seen = HashSet::new();
@@ -267,6 +353,31 @@ pub(crate) fn report<T>(diags: &mut Diags<'_>, path: &str, result: Result<T, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_to_remote_hosts() {
+        let remote = |url: &str| is_plain_http_to_remote(&url.parse().unwrap());
+        for local in [
+            "http://127.0.0.1:8000/v1",
+            "http://127.9.9.9/v1",
+            "http://localhost:11434/v1",
+            "http://[::1]:8000",
+            "http://[::ffff:127.0.0.1]:80",
+            "https://10.0.0.1/v1",
+            "http://LOCALHOST./v1",
+        ] {
+            assert!(!remote(local), "{local}");
+        }
+        for far in [
+            "http://10.0.0.1:8000/v1",
+            "http://vllm.default.svc:8000/v1",
+            "http://[2001:db8::1]/v1",
+            "http://0.0.0.0:80",
+            "http://localhost.evil.example/v1",
+        ] {
+            assert!(remote(far), "{far}");
+        }
+    }
 
     #[test]
     fn base_urls() {

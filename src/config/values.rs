@@ -9,6 +9,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_path_to_error::Segment;
 
+use super::keylike;
 use super::lines::{join_index, join_key};
 use super::validate::Diags;
 
@@ -63,16 +64,6 @@ pub(crate) fn parse_duration(value: &NumOrText) -> Result<Duration, String> {
     }
 }
 
-/// Like [`parse_duration`], but zero is refused: a zero timeout would fail every
-/// request.
-pub(crate) fn parse_positive_duration(value: &NumOrText) -> Result<Duration, String> {
-    let d = parse_duration(value)?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
 fn seconds_f64(secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs)
         .map_err(|_| format!("invalid duration {secs}: must be a non-negative number of seconds"))
@@ -123,32 +114,22 @@ pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 /// Checks a secret name. The message never repeats the name: a pasted key value is
 /// the most common "bad name".
 pub(crate) fn check_secret_name(name: &str) -> Result<(), String> {
+    // 253: the longest key a Kubernetes Secret may have.
     let valid = !name.is_empty()
+        && name.len() <= 253
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        return Err("not a valid secret name (letters, digits, '.', '_', '-', not starting with '.')".into());
+        return Err("not a valid secret name (at most 253 letters, digits, '.', '_', '-', not starting with '.'; \
+             the name is not shown)"
+            .into());
     }
-    if looks_like_key_value(name) {
-        return Err(
-            "this looks like an API key value, not a secret name: put the key into a Secret and write its name here"
-                .into(),
-        );
+    if keylike::looks_like_key(name) {
+        return Err("this looks like an API key, not a secret name: put the key in the Secret and write the \
+                    name it has there (the value is not shown)"
+            .into());
     }
     Ok(())
-}
-
-/// Well-known key prefixes, or a long random-looking token. Names like
-/// `OPENAI_API_KEY_2` never match.
-fn looks_like_key_value(name: &str) -> bool {
-    const PREFIXES: [&str; 7] = ["sk-", "gsk_", "csk-", "AIza", "xai-", "sk_", "pk-"];
-    if PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return true;
-    }
-    let has_lower = name.chars().any(|c| c.is_ascii_lowercase());
-    let has_upper = name.chars().any(|c| c.is_ascii_uppercase());
-    let has_digit = name.chars().any(|c| c.is_ascii_digit());
-    name.len() >= 32 && has_lower && has_upper && has_digit
 }
 
 /// Deserializes `value` into `T`, reporting a failure at `base` + the path inside the
@@ -173,7 +154,8 @@ pub(crate) fn de<T: DeserializeOwned>(diags: &mut Diags<'_>, value: serde_yaml::
 }
 
 /// serde quotes offending string values (`invalid type: string "sk-...", expected
-/// a sequence`); a string in a config may be a key, so the quote is dropped.
+/// a sequence`); a string in a config may be a key, so the quote is dropped. An
+/// unknown field is named unless its name looks like a key.
 fn redact_serde_message(message: &str) -> String {
     for prefix in ["invalid type: string ", "invalid value: string "] {
         if let Some(rest) = message.strip_prefix(prefix) {
@@ -181,6 +163,11 @@ fn redact_serde_message(message: &str) -> String {
                 let kind = &prefix[..prefix.len() - 1];
                 return format!("{kind}{}", &rest[at..]);
             }
+        }
+    }
+    if let Some((field, rest)) = message.strip_prefix("unknown field `").and_then(|m| m.split_once('`')) {
+        if keylike::looks_like_key(field) {
+            return format!("unknown field {}{rest}", keylike::shown(field));
         }
     }
     message.to_owned()
@@ -205,7 +192,6 @@ mod tests {
         assert_eq!(parse_duration(&NumOrText::Float(1.5)), Ok(Duration::from_millis(1500)));
         assert!(parse_duration(&text("soon")).unwrap_err().contains("5s"));
         assert!(parse_duration(&NumOrText::Float(-1.0)).is_err());
-        assert!(parse_positive_duration(&NumOrText::Int(0)).is_err());
     }
 
     #[test]
@@ -238,9 +224,11 @@ mod tests {
         assert!(check_secret_name("..data").is_err());
         assert!(check_secret_name("a/b").is_err());
         assert!(check_secret_name("").is_err());
+        assert!(check_secret_name(&"K".repeat(254)).is_err());
         let err = check_secret_name("sk-proj-abcdef").unwrap_err();
         assert!(!err.contains("abcdef"));
-        assert!(check_secret_name("aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z").is_err());
+        let err = check_secret_name("aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z").unwrap_err();
+        assert!(err.contains("looks like an API key") && !err.contains("aB3dE5fG"), "{err}");
     }
 
     #[test]
@@ -248,5 +236,9 @@ mod tests {
         let m = redact_serde_message("invalid type: string \"sk-secret\", expected a sequence");
         assert_eq!(m, "invalid type: string, expected a sequence");
         assert_eq!(redact_serde_message("missing field `model`"), "missing field `model`");
+        let m = redact_serde_message("unknown field `gsk_Wq8Xk2Lp9Vz3Nt7Rb5Mc1Yd6Hf4Jg0Ks2Ae8Qw3Ez`, expected `a`");
+        assert!(!m.contains("Wq8Xk2Lp") && m.ends_with(", expected `a`"), "{m}");
+        let m = redact_serde_message("unknown field `wieght`, expected `weight`");
+        assert_eq!(m, "unknown field `wieght`, expected `weight`");
     }
 }

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+use super::bounds::{self, Zero};
 use super::lines::{join_index, join_key};
-use super::validate::{report, Diags, Named};
-use super::values::{self, de, NumOrText};
+use super::validate::{Diags, Named};
+use super::values::{de, NumOrText};
 
 /// The message for every key keyrelay reads past.
 pub(crate) const IGNORED: &str = "ignored: not implemented by keyrelay";
@@ -58,16 +58,22 @@ pub(crate) fn string(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option
     }
 }
 
-pub(crate) fn number<T: DeserializeOwned>(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<T> {
-    de(diags, value.clone(), path)
+/// A whole number checked against `min..=max` (see `bounds`).
+pub(crate) fn count<T: TryFrom<u64>>(
+    diags: &mut Diags<'_>,
+    value: &Value,
+    path: &str,
+    min: u64,
+    max: u64,
+) -> Option<T> {
+    let n: u64 = de(diags, value.clone(), path)?;
+    bounds::count_at(diags, path, n, min, max)
 }
 
 /// LiteLLM durations are numbers of seconds; `30s` style strings are accepted too.
-/// `positive`: zero is refused (timeouts), else allowed (a zero cooldown).
-pub(crate) fn seconds(diags: &mut Diags<'_>, value: &Value, path: &str, positive: bool) -> Option<Duration> {
+pub(crate) fn seconds(diags: &mut Diags<'_>, value: &Value, path: &str, max: Duration, zero: Zero) -> Option<Duration> {
     let raw: NumOrText = de(diags, value.clone(), path)?;
-    let parsed = if positive { values::parse_positive_duration(&raw) } else { values::parse_duration(&raw) };
-    report(diags, path, parsed)
+    bounds::duration_at(diags, path, &raw, max, zero)
 }
 
 /// A list of alias names (a single name is accepted as a list of one).

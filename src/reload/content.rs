@@ -70,7 +70,7 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
     let mut digest = keys.digest();
     let (source, text) = match &api.config {
         Some((label, text)) => (label.clone(), Ok(text.to_string())),
-        None => (sources.config.clone(), read_text(&sources.config)),
+        None => (sources.config.clone(), config::read_config_text(&sources.config)),
     };
     digest.str(&source.to_string_lossy());
     let text = match text {
@@ -118,6 +118,7 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
             name: name.to_owned(),
             kind: if lines { KeyRefKind::Lines } else { KeyRefKind::Single },
             origin: Origin::default(),
+            implicit: false,
         };
         digest.str(name);
         digest.u64(u64::from(lines));
@@ -132,13 +133,6 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
         }
     }
     digest.finish()
-}
-
-fn read_text(path: &std::path::Path) -> Result<String, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| "config file is not valid UTF-8".to_owned()),
-        Err(e) => Err(format!("cannot read config file: {e}")),
-    }
 }
 
 /// The first configuration and what the reloader needs to continue from it.

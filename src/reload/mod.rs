@@ -119,7 +119,7 @@ impl ReloadHandle {
         self.generations.clone()
     }
 
-    /// Stops watching and waits for a reload in progress to finish.
+    /// Stops watching and ends the reload task; a reload in progress is not waited for.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(api) = &self.api_task {
@@ -206,10 +206,16 @@ async fn run(
         // A build that raced a change asks for one more pass (see `Outcome::Recheck`).
         for _ in 0..3 {
             let reloader = Arc::clone(&reloader);
-            let outcome = tokio::task::spawn_blocking(move || {
+            let work = tokio::task::spawn_blocking(move || {
                 reloader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reload()
-            })
-            .await;
+            });
+            // Stopping never waits for a read stuck in the kernel: the blocking thread
+            // is left behind (it only ever swaps in a complete snapshot).
+            let outcome = tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                outcome = work => outcome,
+            };
             match outcome {
                 Ok(Outcome::Recheck) => tokio::time::sleep(settings.debounce).await,
                 Ok(_) => break,
