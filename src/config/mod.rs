@@ -17,6 +17,8 @@ mod values;
 mod walk;
 
 #[cfg(test)]
+mod listener_tests;
+#[cfg(test)]
 mod litellm_tests;
 #[cfg(test)]
 mod tests;

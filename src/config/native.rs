@@ -27,6 +27,8 @@ struct RawServer {
     body_limit: Option<NumOrText>,
     timeouts: Option<RawTimeouts>,
     session_header: Option<String>,
+    max_connections: Option<u64>,
+    admin_max_connections: Option<u64>,
 }
 
 /// `queue:` in `defaults` or a model: the waiting room for requests that find no key
@@ -46,6 +48,8 @@ struct RawTimeouts {
     attempt: Option<NumOrText>,
     client_body: Option<NumOrText>,
     shutdown_grace: Option<NumOrText>,
+    header_read: Option<NumOrText>,
+    idle: Option<NumOrText>,
 }
 
 /// Routing settings an alias inherits unless it sets its own.
@@ -205,7 +209,31 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
     if let Some(limit) = raw.body_limit {
         s.body_limit = report(diags, "server.body_limit", values::parse_size(&limit)).unwrap_or(s.body_limit);
     }
+    let caps = [
+        ("max_connections", raw.max_connections, &mut s.max_connections),
+        ("admin_max_connections", raw.admin_max_connections, &mut s.admin_max_connections),
+    ];
+    for (name, value, slot) in caps {
+        if let Some(n) = value {
+            let path = format!("server.{name}");
+            if let Some(n) = report(diags, &path, connection_cap(n)) {
+                *slot = n;
+            }
+        }
+    }
     if let Some(t) = raw.timeouts {
+        let bounded = [
+            ("header_read", t.header_read, &mut s.header_read_timeout, MAX_HEADER_READ),
+            ("idle", t.idle, &mut s.idle_timeout, MAX_IDLE),
+        ];
+        for (name, value, slot, max) in bounded {
+            if let Some(value) = value {
+                let path = format!("server.timeouts.{name}");
+                if let Some(d) = report(diags, &path, at_most(values::parse_positive_duration(&value), max)) {
+                    *slot = d;
+                }
+            }
+        }
         let fields = [
             ("connect", t.connect, &mut s.connect_timeout),
             ("request", t.request, &mut s.request_timeout),
@@ -228,6 +256,30 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         }
     }
     s
+}
+
+/// Upper bounds of the listener settings: beyond them a value is a typo, not a wish
+/// (a peer could hold a connection that long; no process has that many descriptors).
+const MAX_CONNECTIONS: u64 = 100_000;
+const MAX_HEADER_READ: std::time::Duration = std::time::Duration::from_secs(300);
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn connection_cap(n: u64) -> Result<usize, String> {
+    if !(1..=MAX_CONNECTIONS).contains(&n) {
+        return Err(format!("must be between 1 and {MAX_CONNECTIONS}, got {n}"));
+    }
+    usize::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+fn at_most(
+    parsed: Result<std::time::Duration, String>,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let d = parsed?;
+    if d > max {
+        return Err(format!("must be at most {}", humantime::format_duration(max)));
+    }
+    Ok(d)
 }
 
 fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults: &Defaults) -> Option<RouteDraft> {
