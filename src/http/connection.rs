@@ -19,11 +19,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use super::activity::{Activity, Expiry, Tracked, Watched};
 use super::Settings;
 
-/// Resolves once the listener drains (or is gone).
-async fn stopped(drain: &mut watch::Receiver<bool>) {
-    let _ = drain.wait_for(|stop| *stop).await;
-}
-
 /// How long an idle connection gets to flush its GOAWAY (HTTP/2) before it is cut.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -114,4 +109,9 @@ where
             }
         }
     }
+}
+
+/// Resolves once the listener drains (or is gone).
+async fn stopped(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|stop| *stop).await;
 }

@@ -46,7 +46,7 @@ where
     let shared = Arc::new(Shared { builder: builder(&settings), settings, service });
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     let mut accept_errors = Throttle::default();
     let mut refusals = Throttle::default();
     tokio::pin!(shutdown);
@@ -54,7 +54,7 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    backoff = FIRST_BACKOFF;
+                    backoff = Backoff::default();
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         // Closed at once: a flood must not take descriptors from other listeners.
                         drop(stream);
@@ -74,12 +74,12 @@ where
                     });
                 }
                 Err(e) => {
+                    let pause = backoff.next();
                     if let Some(errors) = accept_errors.hit() {
-                        tracing::warn!(listener = name, error = %e, errors, retry_in_ms = millis(backoff),
+                        tracing::warn!(listener = name, error = %e, errors, retry_in_ms = millis(pause),
                             "accept failed");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(pause).await;
                 }
             },
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
@@ -140,6 +140,24 @@ impl Drop for Open {
     }
 }
 
+/// The pause before the next `accept` after an error: doubling, capped.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(FIRST_BACKOFF)
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = self.0.saturating_mul(2).min(MAX_BACKOFF);
+        pause
+    }
+}
+
 /// Lets one log line through per [`LOG_EVERY`], counting the events in between.
 #[derive(Debug, Default)]
 struct Throttle {
@@ -157,5 +175,29 @@ impl Throttle {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_up_to_its_cap() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<u64> = (0..10).map(|_| millis(backoff.next())).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_log_counts_what_it_held_back() {
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.hit(), Some(1), "the first event is logged");
+        for _ in 0..99 {
+            assert_eq!(throttle.hit(), None);
+        }
+        tokio::time::advance(LOG_EVERY).await;
+        assert_eq!(throttle.hit(), Some(100), "the next line carries the 99 held back and itself");
+        assert_eq!(throttle.hit(), None);
     }
 }
