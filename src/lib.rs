@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod k8s;
 pub mod mock;
 pub mod pool;

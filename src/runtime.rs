@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -14,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, Health};
-use crate::config::ConfigErrors;
+use crate::config::{ConfigErrors, ServerSettings};
+use crate::http;
 use crate::pool::Snapshot;
 use crate::proxy::{self, upstream, ProxyState};
 use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
@@ -42,6 +44,30 @@ pub enum StartError {
     UpstreamCa(#[from] upstream::CaError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// How long the admin port lets a scrape finish after the app port has drained.
+const ADMIN_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// The app port's connection settings (`server:`); it drains for `shutdown_grace`.
+fn app_settings(server: &ServerSettings) -> http::Settings {
+    http::Settings {
+        max_connections: server.max_connections,
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: Some(server.idle_timeout),
+        drain_grace: server.shutdown_grace,
+        ..http::Settings::new("app")
+    }
+}
+
+/// The admin port's: the same timeouts, its own (smaller) cap.
+fn admin_settings(server: &ServerSettings) -> http::Settings {
+    http::Settings {
+        name: "admin",
+        max_connections: server.admin_max_connections,
+        drain_grace: ADMIN_DRAIN_GRACE,
+        ..app_settings(server)
+    }
 }
 
 /// A started proxy.
@@ -103,9 +129,14 @@ impl Running {
             metrics: Arc::clone(&metrics),
         });
         let proxy_task =
-            tokio::spawn(proxy::serve(proxy_listener, state, until_stopped(proxy_stopped), server.shutdown_grace));
+            tokio::spawn(proxy::serve(proxy_listener, state, app_settings(&server), until_stopped(proxy_stopped)));
         let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store), metrics });
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, until_stopped(admin_stopped)));
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state,
+            admin_settings(&server),
+            until_stopped(admin_stopped),
+        ));
 
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
 

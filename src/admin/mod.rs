@@ -9,19 +9,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::http::BoxBody;
 use crate::pool::Snapshot;
-use crate::proxy::body::{full, ProxyBody};
 use crate::telemetry::metrics::ProxyMetrics;
 
 /// Process health as probes see it.
@@ -97,32 +93,20 @@ struct Admin {
     registry: prometheus_client::registry::Registry,
 }
 
-/// Serves the admin port until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+/// Serves the admin port until `shutdown` resolves (connections: [`crate::http`]).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    settings: crate::http::Settings,
+    shutdown: impl Future<Output = ()>,
+) {
     let registry = metrics::registry(Arc::clone(&state.store), Arc::clone(&state.health), &state.metrics);
     let state = Arc::new(Admin { state, registry });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let state = Arc::clone(&state);
-                let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+    crate::http::serve(listener, settings, service, shutdown).await;
 }
 
-async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
     let state = &admin.state;
     let response = match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
@@ -140,7 +124,7 @@ async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Respons
 
 /// 200 while a good snapshot serves (even if the last reload failed: a bad edit must
 /// not take every pod out of service); 503 before the first one and while draining.
-fn readyz(state: &AdminState) -> Response<ProxyBody> {
+fn readyz(state: &AdminState) -> Response<BoxBody> {
     let health = &state.health;
     if !health.is_ready() {
         let why = if health.draining.load(Ordering::SeqCst) { "draining" } else { "no configuration loaded yet" };
@@ -161,14 +145,13 @@ fn readyz(state: &AdminState) -> Response<ProxyBody> {
     text(StatusCode::OK, body)
 }
 
-fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+fn text(status: StatusCode, body: String) -> Response<BoxBody> {
     typed(status, "text/plain; charset=utf-8", body)
 }
 
-fn typed(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+/// Status pages change with every request: never cached.
+fn typed(status: StatusCode, content_type: &'static str, body: String) -> Response<BoxBody> {
+    let mut response = crate::http::typed(status, content_type, body);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

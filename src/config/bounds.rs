@@ -36,6 +36,12 @@ pub(crate) const RPM: u64 = 10_000_000;
 pub(crate) const TPM: u64 = 10_000_000_000;
 pub(crate) const MAX_INFLIGHT: u64 = 100_000;
 pub(crate) const ORDER: u64 = 1_000;
+/// Open connections per listener: no process has more descriptors than this.
+pub(crate) const MAX_CONNECTIONS: u64 = 100_000;
+/// Longer than this, a peer that never finishes its headers holds a connection for
+/// nothing.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = minutes(5);
+pub(crate) const IDLE_TIMEOUT: Duration = minutes(60);
 
 /// Whether zero is a meaningful value of a duration field.
 #[derive(Clone, Copy, PartialEq, Eq)]

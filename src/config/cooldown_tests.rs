@@ -54,10 +54,10 @@ fn out_of_range_and_inconsistent_bounds_are_errors_at_their_field() {
 
 #[test]
 fn a_cooldown_longer_than_the_ceiling_is_a_warning() {
-    let text = format!("models:\n  m:\n    cooldown: 2h\n{DEPLOYMENT}");
+    let text = format!("models:\n  m:\n    cooldown: 45m\n    max_cooldown: 30m\n{DEPLOYMENT}");
     let loaded = load(&text).unwrap();
     let warning = loaded.warnings.iter().find(|d| d.origin.path == "models.m.cooldown").expect("a warning");
-    assert!(warning.message.contains("longer than max_cooldown 1h"), "{}", warning.message);
+    assert!(warning.message.contains("longer than max_cooldown 30m"), "{}", warning.message);
 }
 
 #[test]

@@ -24,6 +24,8 @@ mod cooldown_tests;
 #[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
+mod listener_tests;
+#[cfg(test)]
 mod litellm_tests;
 #[cfg(test)]
 mod proptests;

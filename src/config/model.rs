@@ -59,6 +59,16 @@ pub struct ServerSettings {
     pub body_limit: usize,
     /// How long SIGTERM waits for in-flight requests (streams too) before exiting.
     pub shutdown_grace: Duration,
+    /// Open connections on the app port; past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// The same for the admin port (reachable from every pod, so kept small): a
+    /// flood there cannot take the descriptors the app port needs.
+    pub admin_max_connections: usize,
+    /// Both ports: a connection's request head (for a new connection, its first byte
+    /// included) must arrive within this, else it is closed.
+    pub header_read_timeout: Duration,
+    /// Both ports: a connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     /// The sidecar's region: deployments in the same region are preferred.
     pub region: Option<String>,
     /// Requests carrying this header stick to one endpoint per header value.
@@ -76,6 +86,10 @@ impl Default for ServerSettings {
             client_body_timeout: Duration::from_secs(30),
             body_limit: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 1024,
+            admin_max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
             region: None,
             session_header: http::HeaderName::from_static("x-session-id"),
         }

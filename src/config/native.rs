@@ -28,6 +28,8 @@ struct RawServer {
     body_limit: Option<NumOrText>,
     timeouts: Option<RawTimeouts>,
     session_header: Option<String>,
+    max_connections: Option<u64>,
+    admin_max_connections: Option<u64>,
 }
 
 /// `queue:` in `defaults` or a model: the waiting room for requests that find no key
@@ -47,6 +49,8 @@ struct RawTimeouts {
     attempt: Option<NumOrText>,
     client_body: Option<NumOrText>,
     shutdown_grace: Option<NumOrText>,
+    header_read: Option<NumOrText>,
+    idle: Option<NumOrText>,
 }
 
 /// Routing settings an alias inherits unless it sets its own.
@@ -227,12 +231,26 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         let parsed = values::parse_size(&limit).and_then(|n| bounds::count(n as u64, 1, bounds::BODY_LIMIT));
         s.body_limit = report(diags, "server.body_limit", parsed).unwrap_or(s.body_limit);
     }
+    let caps = [
+        ("max_connections", raw.max_connections, &mut s.max_connections),
+        ("admin_max_connections", raw.admin_max_connections, &mut s.admin_max_connections),
+    ];
+    for (name, value, slot) in caps {
+        if let Some(n) = value {
+            let path = format!("server.{name}");
+            if let Some(n) = report(diags, &path, connection_cap(n)) {
+                *slot = n;
+            }
+        }
+    }
     if let Some(t) = raw.timeouts {
         let fields = [
             ("connect", t.connect, &mut s.connect_timeout, bounds::CONNECT_TIMEOUT),
             ("request", t.request, &mut s.request_timeout, bounds::REQUEST_TIMEOUT),
             ("client_body", t.client_body, &mut s.client_body_timeout, bounds::CLIENT_BODY_TIMEOUT),
             ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace, bounds::SHUTDOWN_GRACE),
+            ("header_read", t.header_read, &mut s.header_read_timeout, bounds::HEADER_READ_TIMEOUT),
+            ("idle", t.idle, &mut s.idle_timeout, bounds::IDLE_TIMEOUT),
         ];
         for (name, value, slot, max) in fields {
             if let Some(value) = value {
@@ -251,6 +269,10 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         }
     }
     s
+}
+
+fn connection_cap(n: u64) -> Result<usize, String> {
+    bounds::count(n, 1, bounds::MAX_CONNECTIONS)
 }
 
 fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults: &Defaults) -> Option<RouteDraft> {

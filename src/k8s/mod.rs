@@ -21,6 +21,7 @@ pub mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 
@@ -74,6 +75,18 @@ pub struct WebhookArgs {
     #[arg(long, env = "KEYRELAY_SIDECAR_API_WATCH", default_value_t = false, action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new())]
     pub sidecar_api_watch: bool,
+    /// Open connections at once; past it, new connections are closed at once.
+    #[arg(long, env = "KEYRELAY_WEBHOOK_MAX_CONNECTIONS", default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// A connection's TLS handshake and request head must arrive within this (max 5m).
+    #[arg(long, env = "KEYRELAY_WEBHOOK_HEADER_READ_TIMEOUT", default_value = "10s",
+        value_parser = |text: &str| parse_timeout(text, Duration::from_secs(300)))]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (max 1h).
+    #[arg(long, env = "KEYRELAY_WEBHOOK_IDLE_TIMEOUT", default_value = "90s",
+        value_parser = |text: &str| parse_timeout(text, Duration::from_secs(3600)))]
+    pub idle_timeout: Duration,
 }
 
 impl WebhookArgs {
@@ -81,6 +94,9 @@ impl WebhookArgs {
         let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
         WebhookConfig {
             listen: self.listen,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             settings: InjectSettings {
@@ -102,6 +118,15 @@ impl WebhookArgs {
 /// Runs `keyrelay webhook` until `shutdown` resolves.
 pub async fn run(args: WebhookArgs, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     serve(args.into_config(), shutdown).await
+}
+
+/// A positive humantime duration (`10s`, `500ms`) no longer than `max`.
+fn parse_timeout(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| format!("invalid duration {text:?} ({e})"))?;
+    if d.is_zero() || d > max {
+        return Err(format!("must be greater than zero and at most {}", humantime::format_duration(max)));
+    }
+    Ok(d)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {

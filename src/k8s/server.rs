@@ -7,16 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use crate::http::BoxBody;
 
 use super::review::{review, Reply, WebhookError};
 use super::sidecar::InjectSettings;
@@ -24,8 +22,6 @@ use super::tls::{ReloadingCert, TlsError};
 
 /// The API server sends at most a few MiB (its own request limit is 3 MiB).
 const MAX_BODY: usize = 4 << 20;
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open requests may take to finish after SIGTERM.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -33,6 +29,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub listen: SocketAddr,
+    /// Open connections at once (see [`crate::http::Settings`]).
+    pub max_connections: usize,
+    /// For the TLS handshake and each request head.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
     pub tls_cert: std::path::PathBuf,
     pub tls_key: std::path::PathBuf,
     pub settings: InjectSettings,
@@ -60,55 +62,21 @@ pub async fn serve(config: WebhookConfig, shutdown: impl Future<Output = ()>) ->
     let reload = tokio::spawn(Arc::clone(&cert).watch());
 
     let settings = Arc::new(config.settings);
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let settings = Arc::clone(&settings);
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!("TLS handshake timed out"),
-                    };
-                    let service = service_fn(move |req| handle(Arc::clone(&settings), req));
-                    let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!(error = %e, "webhook connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
+    let service = service_fn(move |req| handle(Arc::clone(&settings), req));
+    let listener_settings = crate::http::Settings {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: Some(config.idle_timeout),
+        drain_grace: DRAIN_GRACE,
+        tls: Some(acceptor),
+        ..crate::http::Settings::new("webhook")
+    };
+    crate::http::serve(listener, listener_settings, service, shutdown).await;
     reload.abort();
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("webhook drained"),
-        () = tokio::time::sleep(DRAIN_GRACE) => tracing::warn!("webhook stopped with requests still open"),
-    }
     Ok(())
 }
 
-async fn handle(
-    settings: Arc<InjectSettings>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(settings: Arc<InjectSettings>, request: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
     let reply = match route(&settings, request).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -137,9 +105,6 @@ async fn route(settings: &InjectSettings, request: Request<Incoming>) -> Result<
     }
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
-    *response.status_mut() = reply.status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+fn respond(reply: Reply) -> Response<BoxBody> {
+    crate::http::typed(reply.status, "application/json", reply.body)
 }

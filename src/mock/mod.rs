@@ -344,7 +344,7 @@ impl MockProvider {
 
     /// TCP connections accepted so far (keep-alive pooling shows as few connections).
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(std::sync::atomic::Ordering::Relaxed)
+        usize::try_from(self.shared.connections.accepted()).unwrap_or(usize::MAX)
     }
 
     /// The bound address.

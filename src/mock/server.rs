@@ -1,5 +1,5 @@
-//! The HTTP side: accept loop, per-connection hyper server (HTTP/1.1 and h2c), and the
-//! request pipeline: read, record, fault, latency, auth, route, limit, answer.
+//! The HTTP side: the shared server loop ([`crate::http`]: HTTP/1.1 and h2c, or TLS) and
+//! the request pipeline: read, record, fault, latency, auth, route, limit, answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +9,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 
 use super::body::{self, ChannelBody, MockBody};
 use super::faults::{self, Next};
@@ -38,54 +35,19 @@ impl std::fmt::Display for ResetByFault {
 
 impl std::error::Error for ResetByFault {}
 
-/// Accepts connections until the task is aborted. Connection tasks live in a
-/// `JoinSet` owned here, so aborting this task closes every connection too.
+/// Serves until the task is aborted: [`crate::http::serve`] owns its connection tasks,
+/// so aborting this task closes every connection too.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    conns.spawn(serve_connection(stream, Arc::clone(&shared), tls.clone()));
-                }
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::debug!(%err, "mock provider: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-}
-
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
-    // Small SSE frames must not wait for Nagle.
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::trace!(%err, "mock provider: set_nodelay failed");
-    }
-    match tls {
-        None => serve_io(TokioIo::new(stream), shared).await,
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls_stream) => serve_io(TokioIo::new(tls_stream), shared).await,
-            Err(err) => tracing::debug!(%err, "mock provider: TLS handshake failed"),
-        },
-    }
-}
-
-async fn serve_io<I>(io: TokioIo<I>, shared: Arc<Shared>)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    let settings = crate::http::Settings {
+        // Never close an idle keep-alive connection: a client's pooled connection must
+        // not vanish under it mid-test (only `Fault::ResetConnection` drops connections).
+        idle_timeout: None,
+        tls,
+        stats: Arc::clone(&shared.connections),
+        ..crate::http::Settings::new("mock")
+    };
     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Never close an idle keep-alive connection: a client's pooled connection must not
-    // vanish under it mid-test (only `Fault::ResetConnection` drops connections).
-    builder.http1().header_read_timeout(None);
-    if let Err(err) = builder.serve_connection(io, service).await {
-        tracing::trace!(%err, "mock provider: connection ended");
-    }
+    crate::http::serve(listener, settings, service, std::future::pending()).await;
 }
 
 /// The whole pipeline for one request. Only [`super::Fault::ResetConnection`] yields

@@ -63,8 +63,8 @@ pub(crate) struct Shared {
     pub(crate) stream_interval: Duration,
     pub(crate) accept_any_key: bool,
     pub(crate) models: Vec<String>,
-    /// TCP connections accepted.
-    pub(crate) connections: std::sync::atomic::AtomicUsize,
+    /// TCP connections accepted (and open) on the mock's listener.
+    pub(crate) connections: std::sync::Arc<crate::http::ConnectionStats>,
     inner: Mutex<Inner>,
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
 use tokio::time::{Instant, Sleep};
 
 use super::exchange::Exchange;
@@ -17,16 +16,10 @@ use super::trace::AttemptSpan;
 use super::usage::UsageTap;
 use crate::pool::{EndpointState, InFlightGuard};
 
-/// Boxed errors of relayed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::http::body::{full, BoxError};
 
-/// The body type of every response keyrelay sends.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-
-/// A complete in-memory body.
-pub fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
+/// The body type of every response keyrelay sends (the shared [`crate::http::BoxBody`]).
+pub type ProxyBody = crate::http::BoxBody;
 
 /// The upstream went silent for longer than the idle timeout mid-body.
 #[derive(Debug, thiserror::Error)]

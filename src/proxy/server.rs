@@ -1,19 +1,15 @@
-//! The app-facing HTTP server: accepts on loopback, serves each connection with
-//! HTTP/1.1 or h2c, and drains gracefully on shutdown.
+//! The app-facing HTTP service: `/v1/models`, and every other request read, routed
+//! and forwarded. Connections (accept, timeouts, drain) are [`crate::http`]'s.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::body::{full, ProxyBody};
@@ -33,44 +29,16 @@ pub struct ProxyState {
     pub metrics: Arc<ProxyMetrics>,
 }
 
-/// Serves the app port until `shutdown` resolves, then stops accepting and waits up
-/// to `grace` for open requests (streams included) to finish.
-pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, shutdown: impl Future<Output = ()>, grace: Duration) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = Arc::clone(&state);
-                let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all client connections drained"),
-        () = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over with requests still open"),
-    }
+/// Serves the app port until `shutdown` resolves, then stops accepting and drains
+/// (see [`crate::http::serve`]; `settings.drain_grace` is `server.shutdown_grace`).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    settings: crate::http::Settings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+    crate::http::serve(listener, settings, service, shutdown).await;
 }
 
 async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {

@@ -148,6 +148,10 @@ struct Fixed {
     admin: SocketAddr,
     connect_timeout: Duration,
     shutdown_grace: Duration,
+    max_connections: usize,
+    admin_max_connections: usize,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
     kubernetes: Option<KubernetesSource>,
 }
 
@@ -158,6 +162,10 @@ impl Fixed {
             admin: config.server.admin,
             connect_timeout: config.server.connect_timeout,
             shutdown_grace: config.server.shutdown_grace,
+            max_connections: config.server.max_connections,
+            admin_max_connections: config.server.admin_max_connections,
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
             kubernetes: config.kubernetes.clone(),
         }
     }
@@ -186,6 +194,26 @@ impl Fixed {
             let (wanted, running) = (format!("{:?}", s.shutdown_grace), format!("{:?}", self.shutdown_grace));
             note("server.timeouts.shutdown_grace", wanted, running);
             s.shutdown_grace = self.shutdown_grace;
+        }
+        let caps = [
+            ("server.max_connections", &mut s.max_connections, self.max_connections),
+            ("server.admin_max_connections", &mut s.admin_max_connections, self.admin_max_connections),
+        ];
+        for (field, slot, running) in caps {
+            if *slot != running {
+                note(field, slot.to_string(), running.to_string());
+                *slot = running;
+            }
+        }
+        let timeouts = [
+            ("server.timeouts.header_read", &mut s.header_read_timeout, self.header_read_timeout),
+            ("server.timeouts.idle", &mut s.idle_timeout, self.idle_timeout),
+        ];
+        for (field, slot, running) in timeouts {
+            if *slot != running {
+                note(field, format!("{slot:?}"), format!("{running:?}"));
+                *slot = running;
+            }
         }
         if config.kubernetes != self.kubernetes {
             note("kubernetes", describe_k8s(&config.kubernetes), describe_k8s(&self.kubernetes));
