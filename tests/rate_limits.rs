@@ -125,6 +125,41 @@ async fn sessions_stick_to_one_key_and_move_only_when_it_must() {
     }
 }
 
+/// Issue 15 item 17: the session's endpoint used to be chosen among all four and then
+/// sorted behind the local ones, so a session whose winner was remote followed
+/// round-robin over the local keys instead of sticking.
+#[tokio::test]
+async fn sessions_stick_to_a_local_key_when_some_keys_are_remote() {
+    let keys = ["sk-1", "sk-2", "sk-3", "sk-4"];
+    let mock = MockProvider::start(keys.iter().fold(MockConfig::new(), |c, k| c.key(*k, KeyLimit::unlimited())))
+        .await
+        .unwrap();
+    let base = mock.base_url();
+    let deployment = |i: usize, region: &str| {
+        format!("      - {{ name: d{i}, provider: openai-compatible, model: up, api_base: {base}, keys: [K{i}], region: {region} }}\n")
+    };
+    let config = format!(
+        "server:\n  region: eu-west\nmodels:\n  m:\n    strategy: round-robin\n    deployments:\n{}{}{}{}",
+        deployment(1, "eu-west"),
+        deployment(2, "us-east"),
+        deployment(3, "eu-west"),
+        deployment(4, "us-east"),
+    );
+    let proxy = Proxy::start(&config, &[("K1", "sk-1"), ("K2", "sk-2"), ("K3", "sk-3"), ("K4", "sk-4")]).await;
+    // Over all four keys, dave's and grace's rendezvous winners are remote (K4, K2).
+    for session in ["dave", "grace", "carol"] {
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            let r = chat_with(&proxy, &[("x-session-id", session)]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            used.insert(r.header("x-keyrelay-key").to_owned());
+        }
+        assert_eq!(used.len(), 1, "session {session} moved between keys: {used:?}");
+        let key = used.first().unwrap();
+        assert!(key == "K1" || key == "K3", "session {session} went to the remote key {key}");
+    }
+}
+
 #[tokio::test]
 async fn breaker_opens_after_failures_then_half_open_probe_decides() {
     let mock =
