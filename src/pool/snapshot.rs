@@ -19,10 +19,15 @@ use crate::provider::Auth;
 /// keep using it even if a newer one is stored meanwhile.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Increases by one with every successful (re)load.
+    /// Increases by one with every successful (re)load; 0 before the first.
     pub generation: u64,
     pub server: ServerSettings,
     routes: BTreeMap<String, Route>,
+    /// Set while no configuration has loaded since start: the errors of the latest
+    /// version read. Such a snapshot (generation 0) has no routes, and every request
+    /// is answered 503 with these errors, so a pod waits for the fix instead of
+    /// crash-looping.
+    pub config_errors: Option<Vec<Diagnostic>>,
 }
 
 /// One alias: its settings, its endpoints and the strategy that orders them.
@@ -106,7 +111,13 @@ impl Snapshot {
             return Err(errors);
         }
         let generation = previous.map_or(1, |p| p.generation + 1);
-        Ok(Snapshot { generation, server: config.server.clone(), routes })
+        Ok(Snapshot { generation, server: config.server.clone(), routes, config_errors: None })
+    }
+
+    /// The snapshot of a process whose configuration has not loaded yet: no routes, the
+    /// process settings `server`, and the `errors` that every request is answered with.
+    pub fn unconfigured(server: ServerSettings, errors: Vec<Diagnostic>) -> Snapshot {
+        Snapshot { generation: 0, server, routes: BTreeMap::new(), config_errors: Some(errors) }
     }
 
     pub fn route(&self, alias: &str) -> Option<&Route> {
