@@ -117,8 +117,9 @@ impl Running {
         let sources_config = sources.config.clone();
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
 
-        let generation = store.load().generation;
-        if store.load().config_errors.is_none() {
+        let serving = store.load();
+        let generation = serving.generation;
+        if serving.config_errors.is_none() {
             health.set_ready();
             tracing::info!(%proxy_addr, %admin_addr, generation, "keyrelay serving");
         } else {
@@ -126,6 +127,7 @@ impl Running {
             tracing::warn!(%proxy_addr, %admin_addr, generation, %source,
                 "keyrelay started without a valid configuration: every request gets 503 until a good version loads");
         }
+        drop(serving);
         Ok(Running { proxy_addr, admin_addr, store, health, reload, stop_proxy, stop_admin, proxy_task, admin_task })
     }
 
