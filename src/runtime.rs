@@ -1,6 +1,10 @@
 //! Starting and stopping the proxy: load config, build the first snapshot, bind the
 //! app and admin ports, start hot reload, and on shutdown drain before returning.
 //!
+//! A config that does not load is no reason to stop: the proxy starts unconfigured
+//! (see [`reload::load_initial`]) and serves from the first good version. Only what a
+//! restart cannot fix either stops it: a port that cannot be bound, a bad `--upstream-ca`.
+//!
 //! `main.rs` and the tests both go through [`Running::start`], so tests exercise the
 //! same wiring the binary uses (on port 0).
 
@@ -15,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, Health};
-use crate::config::{ConfigErrors, ServerSettings};
+use crate::config::ServerSettings;
 use crate::http;
 use crate::pool::Snapshot;
 use crate::proxy::{self, upstream, ProxyState};
@@ -38,8 +42,6 @@ pub struct Options {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Config(#[from] ConfigErrors),
     #[error("{0}")]
     UpstreamCa(#[from] upstream::CaError),
     #[error("cannot listen on {addr}: {source}")]
@@ -98,14 +100,20 @@ impl Running {
             listen: options.listen,
             admin: options.admin,
         };
-        let initial = reload::load_initial(&sources)?;
+        let initial = reload::load_initial(&sources);
         for warning in &initial.warnings {
             tracing::warn!("{warning}");
         }
         let snapshot = initial.snapshot;
+        let health = Arc::new(Health::default());
+        if let Some(errors) = &snapshot.config_errors {
+            for d in errors {
+                tracing::error!("config not loaded: {d}");
+            }
+            health.record_reload_failure(reload::describe(errors));
+        }
         let server = snapshot.server.clone();
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
-        let health = Arc::new(Health::default());
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
@@ -138,10 +146,20 @@ impl Running {
             until_stopped(admin_stopped),
         ));
 
+        let sources_config = sources.config.clone();
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
 
-        health.set_ready();
-        tracing::info!(%proxy_addr, %admin_addr, generation = store.load().generation, "keyrelay serving");
+        let serving = store.load();
+        let generation = serving.generation;
+        if serving.config_errors.is_none() {
+            health.set_ready();
+            tracing::info!(%proxy_addr, %admin_addr, generation, "keyrelay serving");
+        } else {
+            let source = sources_config.display();
+            tracing::warn!(%proxy_addr, %admin_addr, generation, %source,
+                "keyrelay started without a valid configuration: every request gets 503 until a good version loads");
+        }
+        drop(serving);
         Ok(Running { proxy_addr, admin_addr, store, health, reload, stop_proxy, stop_admin, proxy_task, admin_task })
     }
 

@@ -13,7 +13,7 @@ use support::*;
 use tokio::sync::Notify;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
-const LONG: Duration = Duration::from_secs(15);
+const LONG: Duration = Duration::from_secs(60);
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);

@@ -14,7 +14,7 @@ use support::atomic_writer::{wait_generation, AtomicWriter, Mounted};
 use support::harness::http_client;
 use support::*;
 
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = Duration::from_secs(60);
 
 async fn mock(keys: &[&str]) -> MockProvider {
     let config = keys.iter().fold(MockConfig::new(), |c, k| c.key(*k, KeyLimit::unlimited()));

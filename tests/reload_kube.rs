@@ -11,7 +11,7 @@ use support::atomic_writer::{fast_settings, Mounted};
 use support::fake_kube::FakeKube;
 use support::*;
 
-const LONG: Duration = Duration::from_secs(15);
+const LONG: Duration = Duration::from_secs(60);
 const SECTION: &str = "kubernetes:\n  namespace: team-a\n  secret: llm-keys\n  config_map: keyrelay\n";
 
 fn config(base: &str, aliases: &[&str]) -> String {

@@ -16,7 +16,7 @@ use support::harness::http_client;
 use support::*;
 use tokio::sync::Notify;
 
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = Duration::from_secs(60);
 const ROTATIONS: usize = 200;
 const CLIENTS: usize = 4;
 
@@ -42,8 +42,16 @@ async fn client(url: String, load: Arc<Load>) {
     let client = http_client();
     let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     while !load.stop.load(Ordering::SeqCst) {
-        let slot = (load.epoch.load(Ordering::SeqCst) % 2) as usize;
-        load.in_flight[slot].fetch_add(1, Ordering::SeqCst);
+        // Count in, then check the epoch did not turn meanwhile: otherwise the test
+        // could find the old slot empty just before this request counted itself in it.
+        let slot = loop {
+            let slot = (load.epoch.load(Ordering::SeqCst) % 2) as usize;
+            load.in_flight[slot].fetch_add(1, Ordering::SeqCst);
+            if (load.epoch.load(Ordering::SeqCst) % 2) as usize == slot {
+                break slot;
+            }
+            load.in_flight[slot].fetch_sub(1, Ordering::SeqCst);
+        };
         let request = http::Request::post(&url)
             .header("content-type", "application/json")
             .body(Full::new(body.clone()))

@@ -123,14 +123,26 @@ async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Respons
 }
 
 /// 200 while a good snapshot serves (even if the last reload failed: a bad edit must
-/// not take every pod out of service); 503 before the first one and while draining.
+/// not take every pod out of service); 503 before the first one, with the errors that
+/// keep it from loading, and while draining.
 fn readyz(state: &AdminState) -> Response<BoxBody> {
     let health = &state.health;
-    if !health.is_ready() {
-        let why = if health.draining.load(Ordering::SeqCst) { "draining" } else { "no configuration loaded yet" };
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    let snapshot = state.store.load();
+    if health.draining.load(Ordering::SeqCst) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n".to_owned());
     }
-    let generation = state.store.load().generation;
+    if let Some(errors) = &snapshot.config_errors {
+        let body = format!(
+            "not ready: no valid configuration yet, every request gets 503 until one loads (failed loads since start: {}):\n{}\n",
+            health.reload_failures(),
+            crate::config::ConfigErrors(errors.clone()).to_string().trim_end()
+        );
+        return text(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    if !health.is_ready() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration loaded yet\n".to_owned());
+    }
+    let generation = snapshot.generation;
     let mut body = format!("ready: generation {generation}\n");
     if let Some(e) = health.last_error() {
         body.push_str(&format!(

@@ -71,6 +71,33 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
         let limit = read::size(MAX_CONFIG_BYTES);
         return Err(single(source, format!("config is larger than the limit of {limit}")));
     }
+    let (config, mut errors, mut warnings) = convert(text, source)?;
+    if !errors.is_empty() {
+        sort_by_line(&mut errors);
+        return Err(ConfigErrors(errors));
+    }
+    sort_by_line(&mut warnings);
+    Ok(Loaded { config, warnings })
+}
+
+/// The process settings of a config that does not load, for `run` to start with while
+/// it waits for a good version: `server` and `kubernetes` as the text states them when
+/// that section has no error of its own, else the defaults (and no API watch). A
+/// typo in a model must not move the ports, nor slow the fix by dropping the API watch.
+pub fn process_settings_despite_errors(text: &str, source: &Path) -> (ServerSettings, Option<KubernetesSource>) {
+    let Ok((config, errors, _)) = convert(text, source) else {
+        return (ServerSettings::default(), None);
+    };
+    let clean = |section: &str| {
+        !errors.iter().any(|d| d.origin.path == section || d.origin.path.starts_with(&format!("{section}.")))
+    };
+    let server = if clean("server") { config.server } else { ServerSettings::default() };
+    (server, config.kubernetes.filter(|_| clean("kubernetes")))
+}
+
+/// Parses and converts either format, collecting errors and warnings (unsorted); the
+/// config is complete but, where there are errors, partly made of defaults.
+fn convert(text: &str, source: &Path) -> Result<(Config, Vec<Diagnostic>, Vec<Diagnostic>), ConfigErrors> {
     let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err(ConfigErrors(vec![syntax_error(source, &e)])),
@@ -94,14 +121,7 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
             ))
         }
     };
-    let mut errors = diags.errors;
-    let mut warnings = diags.warnings;
-    if !errors.is_empty() {
-        sort_by_line(&mut errors);
-        return Err(ConfigErrors(errors));
-    }
-    sort_by_line(&mut warnings);
-    Ok(Loaded { config, warnings })
+    Ok((config, diags.errors, diags.warnings))
 }
 
 /// Reports in file order, so the output reads top to bottom like the file.

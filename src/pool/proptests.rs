@@ -1,6 +1,7 @@
 //! Property tests of selection: whatever the endpoints' state, a request is never
 //! sent to an endpoint that is cooling down, out of quota, refused or at its cap
-//! while another has capacity; and weights are honoured.
+//! while another has capacity; weights are honoured; and a session sticks to one
+//! endpoint of the group that takes its requests, whatever the priorities and regions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use super::select::{for_strategy, CandidateView};
+use super::session::weighted_score;
 use super::{Availability, Pick, Snapshot};
 use crate::config::{self, Secret, SecretSource, Strategy};
 use crate::provider::ratelimit::RateLimitReport;
@@ -56,8 +58,61 @@ fn snapshot(strategy: Strategy, weights: &[u32]) -> Snapshot {
     Snapshot::build(&loaded.config, &SecretSource::new(None, inline), None).expect("snapshot")
 }
 
+/// One deployment (one key each) for [`grouped_snapshot`]: weight, `order`, and
+/// whether its region is the sidecar's.
+type Placement = (u32, u32, bool);
+
+/// A route over deployments with weights, priorities and regions; the sidecar runs in
+/// `here` when `local` is set.
+fn grouped_snapshot(strategy: Strategy, local: bool, placements: &[Placement]) -> Snapshot {
+    let server = if local { "server:\n  region: here\n" } else { "" };
+    let mut yaml = format!("{server}models:\n  m:\n    strategy: {strategy}\n    deployments:\n");
+    let mut inline = BTreeMap::new();
+    for (i, (weight, order, near)) in placements.iter().enumerate() {
+        let region = if *near { "here" } else { "far" };
+        yaml.push_str(&format!(
+            "      - {{ name: d{i}, provider: openai, model: x, keys: [PROP_KEY_{i}], weight: {weight}, order: {order}, region: {region} }}\n"
+        ));
+        inline.insert(format!("PROP_KEY_{i}"), Secret::new(format!("value-{i}")));
+    }
+    let loaded = config::load_str(&yaml, std::path::Path::new("prop.yaml")).expect("valid config");
+    Snapshot::build(&loaded.config, &SecretSource::new(None, inline), None).expect("snapshot")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_session_sticks_to_the_weighted_winner_of_the_first_group(
+        strategy in 0usize..5,
+        local in any::<bool>(),
+        placements in prop::collection::vec((1u32..6, 0u32..3, any::<bool>()), 1..7),
+        session in "[a-z0-9-]{1,24}",
+        seed in any::<u64>(),
+    ) {
+        let snap = grouped_snapshot(STRATEGIES[strategy], local, &placements);
+        let route = snap.route("m").unwrap();
+        let group = |e: &super::Endpoint| (e.deployment.priority, local && e.deployment.region.as_deref() != Some("here"));
+        let first_group = route.endpoints.iter().map(|e| group(e)).min().unwrap();
+        let winner = route
+            .endpoints
+            .iter()
+            .filter(|e| group(e) == first_group)
+            .max_by(|a, b| {
+                let score = |e: &super::Endpoint| weighted_score(&session, &e.id, e.deployment.weight);
+                score(a).total_cmp(&score(b))
+            })
+            .unwrap();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let pick = Pick { now: Instant::now(), region: local.then_some("here"), session: Some(&session) };
+        for _ in 0..6 {
+            let chosen = route.candidates(|_| true, &pick, &mut rng);
+            prop_assert_eq!(chosen.len(), route.endpoints.len());
+            prop_assert!(Arc::ptr_eq(&chosen[0], winner), "led with {:?}, not {:?}", chosen[0].id, winner.id);
+            let groups: Vec<_> = chosen.iter().map(|e| group(e)).collect();
+            prop_assert!(groups[1..].windows(2).all(|w| w[0] <= w[1]), "the rest stays grouped: {:?}", groups);
+        }
+    }
 
     #[test]
     fn never_picks_an_endpoint_without_capacity(
@@ -140,4 +195,24 @@ proptest! {
         let expected: Vec<u32> = weights.iter().map(|w| w * 3).collect();
         prop_assert_eq!(firsts, expected);
     }
+}
+
+/// Through the route itself: remote endpoints get no session while a local one has
+/// capacity, and the local ones share sessions by weight. Fixed session ids and a
+/// deterministic hash: the counts are the same on every run.
+#[test]
+fn sessions_spread_by_weight_over_the_local_group_only() {
+    let snap =
+        grouped_snapshot(Strategy::RoundRobin, true, &[(5, 0, false), (1, 0, true), (5, 0, false), (3, 0, true)]);
+    let route = snap.route("m").unwrap();
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut counts = [0u32; 4];
+    for i in 0..4000 {
+        let session = format!("user-{i}");
+        let pick = Pick { now: Instant::now(), region: Some("here"), session: Some(&session) };
+        let first = &route.candidates(|_| true, &pick, &mut rng)[0];
+        counts[route.endpoints.iter().position(|e| Arc::ptr_eq(e, first)).unwrap()] += 1;
+    }
+    assert_eq!((counts[0], counts[2]), (0, 0), "a remote endpoint took sessions: {counts:?}");
+    assert!(counts[1].abs_diff(1000) < 100 && counts[3].abs_diff(3000) < 100, "not 1:3 by weight: {counts:?}");
 }

@@ -1,6 +1,7 @@
-//! Sticky sessions by rendezvous (highest random weight) hashing: a session goes to
-//! the available endpoint with the highest hash of (session, endpoint). When that
-//! endpoint is unavailable only its sessions move, and they come back when it does.
+//! Sticky sessions by weighted rendezvous (highest random weight) hashing: a session
+//! goes to the available endpoint with the highest score of (session, endpoint). When
+//! that endpoint is unavailable only its sessions move, and they come back when it
+//! does. Scores are weighted so that sessions spread over endpoints as traffic does.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
@@ -16,6 +17,19 @@ pub fn score(session: &str, endpoint: &EndpointId) -> u64 {
     session.hash(&mut h);
     endpoint.hash(&mut h);
     h.finish()
+}
+
+/// The weighted rendezvous score of `endpoint` for `session`: `weight / -ln(u)`, with
+/// `u` the hash mapped into (0, 1). The highest score wins, and each endpoint then wins
+/// a share of sessions proportional to its weight (Schindelhauer and Schomaker's
+/// weighted rendezvous, the rule of Ceph's straw2 buckets). With equal weights the
+/// order is the hash's, so adding weights moves no session of an unweighted pool.
+pub fn weighted_score(session: &str, endpoint: &EndpointId, weight: u32) -> f64 {
+    // The top 53 bits, centred in their interval: exact in an f64, never 0 or 1, so
+    // `-ln(u)` is finite and positive.
+    const SCALE: f64 = (1u64 << 53) as f64;
+    let unit = ((score(session, endpoint) >> 11) as f64 + 0.5) / SCALE;
+    f64::from(weight) / -unit.ln()
 }
 
 /// FNV-1a: small, stable across Rust versions (unlike `DefaultHasher`).
@@ -70,5 +84,34 @@ mod tests {
         }
         assert!(moved > 300 && moved < 700, "C held {moved} of 2000 sessions");
         assert!(counts.values().all(|&n| n > 350), "uneven spread: {counts:?}");
+    }
+
+    /// The session ids are fixed and the hash is deterministic, so the counts are the
+    /// same on every run: the bounds only say how close to the weights they must be.
+    #[test]
+    fn sessions_spread_in_proportion_to_weight() {
+        let weighted = [("A", 1u32), ("B", 2), ("C", 3), ("D", 4)];
+        let mut counts = [0u32; 4];
+        for i in 0..10_000 {
+            let s = format!("session-{i}");
+            let score = |&(key, weight): &(&str, u32)| weighted_score(&s, &id(key), weight);
+            let best = (0..weighted.len()).max_by(|&a, &b| score(&weighted[a]).total_cmp(&score(&weighted[b])));
+            counts[best.unwrap()] += 1;
+        }
+        for (count, (_, weight)) in counts.iter().zip(weighted) {
+            let expected = 1000 * weight;
+            assert!(count.abs_diff(expected) * 10 < expected, "expected about {expected}, got {counts:?}");
+        }
+    }
+
+    #[test]
+    fn equal_weights_rank_as_the_plain_hash_does() {
+        for i in 0..500 {
+            let s = format!("s{i}");
+            let all: Vec<EndpointId> = ["A", "B", "C"].iter().map(|k| id(k)).collect();
+            let by_hash = all.iter().max_by_key(|e| score(&s, e));
+            let by_weight = all.iter().max_by(|a, b| weighted_score(&s, a, 2).total_cmp(&weighted_score(&s, b, 2)));
+            assert_eq!(by_hash, by_weight);
+        }
     }
 }

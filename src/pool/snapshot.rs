@@ -19,10 +19,15 @@ use crate::provider::Auth;
 /// keep using it even if a newer one is stored meanwhile.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Increases by one with every successful (re)load.
+    /// Increases by one with every successful (re)load; 0 before the first.
     pub generation: u64,
     pub server: ServerSettings,
     routes: BTreeMap<String, Route>,
+    /// Set while no configuration has loaded since start: the errors of the latest
+    /// version read. Such a snapshot (generation 0) has no routes, and every request
+    /// is answered 503 with these errors, so a pod waits for the fix instead of
+    /// crash-looping.
+    pub config_errors: Option<Vec<Diagnostic>>,
 }
 
 /// One alias: its settings, its endpoints and the strategy that orders them.
@@ -107,7 +112,13 @@ impl Snapshot {
             return Err(errors);
         }
         let generation = previous.map_or(1, |p| p.generation + 1);
-        Ok(Snapshot { generation, server: config.server.clone(), routes })
+        Ok(Snapshot { generation, server: config.server.clone(), routes, config_errors: None })
+    }
+
+    /// The snapshot of a process whose configuration has not loaded yet: no routes, the
+    /// process settings `server`, and the `errors` that every request is answered with.
+    pub fn unconfigured(server: ServerSettings, errors: Vec<Diagnostic>) -> Snapshot {
+        Snapshot { generation: 0, server, routes: BTreeMap::new(), config_errors: Some(errors) }
     }
 
     pub fn route(&self, alias: &str) -> Option<&Route> {
@@ -122,8 +133,11 @@ impl Snapshot {
 
 impl Route {
     /// The endpoints to try for one request, best first: those with capacity that
-    /// pass `usable`, ordered by priority, then local region, then the session's
-    /// rendezvous endpoint, then the alias's strategy.
+    /// pass `usable`, grouped by priority (`order`), then local region first, each
+    /// group in the alias's strategy order. A session's endpoint leads: the weighted
+    /// rendezvous winner within the first group, since that group takes the request
+    /// anyway (a winner chosen among all endpoints and then sorted behind the first
+    /// group would never be used, and its sessions would follow the strategy instead).
     pub fn candidates(
         &self,
         usable: impl Fn(&Endpoint) -> bool,
@@ -149,14 +163,18 @@ impl Route {
         }
         let mut ordered: Vec<&Arc<Endpoint>> =
             self.selector.order(&views, rng).into_iter().filter_map(|pos| available.get(pos).copied()).collect();
-        if let Some(session) = pick.session {
-            if let Some(best) = (0..ordered.len()).max_by_key(|&i| session::score(session, &ordered[i].id)) {
-                let sticky = ordered.remove(best);
-                ordered.insert(0, sticky);
+        let remote = |e: &Endpoint| pick.region.is_some() && e.deployment.region.as_deref() != pick.region;
+        let group = |e: &Endpoint| (e.deployment.priority, remote(e));
+        ordered.sort_by_key(|e| group(e));
+        if let (Some(session), Some(first)) = (pick.session, ordered.first()) {
+            let first_group = group(first);
+            let group_len = ordered.iter().take_while(|e| group(e) == first_group).count();
+            let score = |e: &Endpoint| session::weighted_score(session, &e.id, e.deployment.weight);
+            let best = (0..group_len).max_by(|&a, &b| score(ordered[a]).total_cmp(&score(ordered[b])));
+            if let Some(best) = best {
+                ordered[..=best].rotate_right(1);
             }
         }
-        let remote = |e: &Endpoint| pick.region.is_some() && e.deployment.region.as_deref() != pick.region;
-        ordered.sort_by_key(|e| (e.deployment.priority, remote(e)));
         ordered.into_iter().cloned().collect()
     }
 

@@ -47,6 +47,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("keyrelay is shutting down")]
     ShuttingDown,
+    /// The config `run` started with (or its latest version) does not load: nothing is
+    /// routed until one does. Holds a summary of the errors.
+    #[error("keyrelay has no valid configuration, so it sends nothing upstream: {0}")]
+    NotConfigured(String),
 }
 
 impl ProxyError {
@@ -65,7 +69,7 @@ impl ProxyError {
             ProxyError::KeysRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -92,6 +96,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect => ("api_error", "upstream_unavailable"),
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             ProxyError::ShuttingDown => ("api_error", "shutting_down"),
+            ProxyError::NotConfigured(_) => ("api_error", "config_invalid"),
         }
     }
 

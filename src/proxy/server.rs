@@ -13,10 +13,12 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use super::body::{full, ProxyBody};
+use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::forward::forward;
 use super::inbound::Inbound;
 use super::upstream::UpstreamClient;
+use crate::config::Diagnostic;
 use crate::pool::Snapshot;
 use crate::telemetry::metrics::ProxyMetrics;
 
@@ -43,6 +45,13 @@ pub async fn serve(
 
 async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = state.store.load_full();
+    if let Some(errors) = &snapshot.config_errors {
+        let (parts, _) = request.into_parts();
+        let mut exchange = Exchange::start(&state.metrics, &parts);
+        let error = ProxyError::NotConfigured(summary(errors));
+        exchange.answered(error.status().as_u16(), None, Some(error.code().to_owned()));
+        return Ok(error.into_response());
+    }
     if request.method() == Method::GET && request.uri().path() == "/v1/models" {
         return Ok(list_models(&snapshot));
     }
@@ -59,6 +68,14 @@ async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Re
         }
     };
     Ok(response)
+}
+
+/// The config errors for a client: how many, and the first few in file order (the
+/// response truncates the message; `/readyz` on the admin port lists them all). They
+/// name keys by secret name only, and quote no string value from the config.
+fn summary(errors: &[Diagnostic]) -> String {
+    let first: Vec<String> = errors.iter().take(3).map(ToString::to_string).collect();
+    format!("{} error(s), all listed on the admin port's /readyz: {}", errors.len(), first.join("; "))
 }
 
 /// `GET /v1/models`: the aliases, in OpenAI's list shape.

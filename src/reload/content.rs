@@ -11,7 +11,9 @@ use std::hash::{BuildHasher, Hasher};
 
 use super::kube::ApiData;
 use super::Sources;
-use crate::config::{self, Config, ConfigErrors, Diagnostic, KeyRefKind, KubernetesSource, Origin, SecretSource};
+use crate::config::{
+    self, Config, ConfigErrors, Diagnostic, KeyRefKind, KubernetesSource, Origin, SecretSource, ServerSettings,
+};
 use crate::pool::Snapshot;
 
 /// A 128-bit content hash: two independently keyed SipHash passes, so an accidental
@@ -137,6 +139,8 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
 
 /// The first configuration and what the reloader needs to continue from it.
 pub struct Initial {
+    /// The first routing snapshot, or, when the sources do not load,
+    /// [`Snapshot::unconfigured`] with their errors.
     pub snapshot: Snapshot,
     /// Warnings of the first config (ignored LiteLLM keys, ...), for the caller to log.
     pub warnings: Vec<Diagnostic>,
@@ -158,11 +162,47 @@ impl Seed {
     }
 }
 
-pub(crate) fn load_initial(sources: &Sources) -> Result<Initial, ConfigErrors> {
+/// Reads the first configuration. It never fails: sources that do not load give an
+/// unconfigured snapshot whose process settings come from the flags, else from the
+/// parts of the config that are sound (see [`config::process_settings_despite_errors`]),
+/// else the defaults.
+pub(crate) fn load_initial(sources: &Sources) -> Initial {
     let keys = Keys::new();
     let read = read(sources, &ApiData::default(), &keys);
-    let parsed = read.result.map_err(ConfigErrors)?;
-    let snapshot = Snapshot::build(&parsed.config, &parsed.secrets, None).map_err(ConfigErrors)?;
-    let seed = Seed { config: parsed.config, hash: read.hash, keys };
-    Ok(Initial { snapshot, warnings: parsed.warnings, seed })
+    let (config, errors, warnings) = match read.result {
+        Ok(parsed) => match Snapshot::build(&parsed.config, &parsed.secrets, None) {
+            Ok(snapshot) => {
+                let seed = Seed { config: parsed.config, hash: read.hash, keys };
+                return Initial { snapshot, warnings: parsed.warnings, seed };
+            }
+            // Only secrets are missing: the config itself is sound.
+            Err(errors) => (parsed.config, errors, parsed.warnings),
+        },
+        Err(errors) => (unconfigured(sources), errors, Vec::new()),
+    };
+    let snapshot = Snapshot::unconfigured(config.server.clone(), errors);
+    Initial { snapshot, warnings, seed: Seed { config, hash: read.hash, keys } }
+}
+
+/// A config with no models, carrying the process settings to start with.
+fn unconfigured(sources: &Sources) -> Config {
+    // A second read: if the text changed since the first, its hash differs and the
+    // reloader reads it again anyway.
+    let (mut server, kubernetes) = match config::read_config_text(&sources.config) {
+        Ok(text) => config::process_settings_despite_errors(&text, &sources.config),
+        Err(_) => (ServerSettings::default(), None),
+    };
+    if let Some(listen) = sources.listen {
+        server.listen = listen;
+    }
+    if let Some(admin) = sources.admin {
+        server.admin = admin;
+    }
+    Config {
+        source: sources.config.clone(),
+        server,
+        models: Default::default(),
+        inline_secrets: Default::default(),
+        kubernetes,
+    }
 }

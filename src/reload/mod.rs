@@ -9,7 +9,9 @@
 //! names, skips the reload when the content hash is unchanged, builds a whole new
 //! [`Snapshot`] (endpoint state carried over) and swaps it in with one atomic store.
 //! Requests in flight keep the snapshot they loaded. A bad reload keeps the running
-//! snapshot and is reported on `/readyz`; nothing here can stop the process.
+//! snapshot and is reported on `/readyz`; nothing here can stop the process. That holds
+//! from the start: a process whose first version is bad runs unconfigured until a good
+//! one arrives.
 
 mod content;
 pub mod files;
@@ -90,9 +92,11 @@ impl std::fmt::Debug for ReloadSettings {
     }
 }
 
-/// Reads the first configuration. Unlike a reload, a failure here is fatal: there is
-/// nothing to keep serving, and a pod that never becomes ready is the right signal.
-pub fn load_initial(sources: &Sources) -> Result<Initial, ConfigErrors> {
+/// Reads the first configuration. A failure here is not fatal either: the process
+/// starts unconfigured (every request 503 naming the errors, `/readyz` 503) and serves
+/// from the first good version the reload loop sees. Exiting instead would put the pod
+/// in CrashLoopBackOff, whose back-off delays the fix by minutes after it is applied.
+pub fn load_initial(sources: &Sources) -> Initial {
     content::load_initial(sources)
 }
 
@@ -245,6 +249,6 @@ async fn settle(requests: &mut mpsc::Receiver<()>, debounce: Duration) {
 }
 
 /// One line per diagnostic, for logs and `/readyz`.
-fn describe(errors: &[Diagnostic]) -> String {
+pub(crate) fn describe(errors: &[Diagnostic]) -> String {
     ConfigErrors(errors.to_vec()).to_string()
 }

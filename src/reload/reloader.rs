@@ -107,6 +107,8 @@ impl Reloader {
         self.store.store(Arc::new(snapshot));
         drop(current);
         self.health.set_last_error(None);
+        // The first good version of a process that started unconfigured.
+        self.health.set_ready();
         self.set_note(note);
         // Last: whoever waits for the generation then sees the health that goes with it.
         self.generations.send_replace(generation);
@@ -123,8 +125,15 @@ impl Reloader {
         for d in errors {
             tracing::error!("config reload rejected: {d}");
         }
-        let generation = self.store.load().generation;
-        tracing::warn!(generation, errors = errors.len(), "still serving the previous configuration");
+        let current = self.store.load_full();
+        if current.config_errors.is_some() {
+            // Nothing serves yet: requests name the errors of the latest version.
+            self.store.store(Arc::new(Snapshot::unconfigured(current.server.clone(), errors.to_vec())));
+            tracing::warn!(errors = errors.len(), "still no valid configuration: answering every request with 503");
+        } else {
+            let generation = current.generation;
+            tracing::warn!(generation, errors = errors.len(), "still serving the previous configuration");
+        }
         self.health.record_reload_failure(describe(errors));
         Outcome::Rejected
     }

@@ -32,10 +32,10 @@ fn fixture(config: &str) -> Fixture {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config).unwrap();
     let sources = Sources { config: config_path.clone(), secrets_dir: Some(secrets.clone()), ..Default::default() };
-    let initial = load_initial(&sources).unwrap();
+    let initial = load_initial(&sources);
     let store = Arc::new(ArcSwap::from_pointee(initial.snapshot));
     let health = Arc::new(Health::default());
-    let (tx, generations) = watch::channel(1);
+    let (tx, generations) = watch::channel(store.load().generation);
     let api = Arc::new(ApiView::default());
     let reloader = Reloader::new(sources, initial.seed, Arc::clone(&store), Arc::clone(&health), Arc::clone(&api), tx);
     Fixture { _dir: dir, config: config_path, secrets, reloader, store, health, generations, api }
@@ -124,4 +124,83 @@ fn api_data_goes_before_the_files() {
     f.api.clear_for_tests();
     assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 3 });
     assert_eq!(fingerprints(&f.store), [("K".to_owned(), expected("sk-1"))]);
+}
+
+fn config_errors(store: &ArcSwap<crate::pool::Snapshot>) -> String {
+    let snapshot = store.load();
+    let errors = snapshot.config_errors.as_ref().expect("unconfigured");
+    crate::config::ConfigErrors(errors.clone()).to_string()
+}
+
+#[test]
+fn a_bad_first_version_starts_unconfigured_and_the_first_good_one_serves() {
+    let mut f = fixture("models: [");
+    assert_eq!(f.store.load().generation, 0);
+    assert!(f.store.load().routes().next().is_none());
+    assert!(config_errors(&f.store).contains("invalid YAML"), "{}", config_errors(&f.store));
+    assert_eq!(f.reloader.reload(), Outcome::Unchanged, "a re-scan of the same bad file is no new failure");
+
+    // Another bad version: requests and /readyz name its errors now.
+    write(&f.config, &CONFIG.replace("openai", "not-a-provider"));
+    assert_eq!(f.reloader.reload(), Outcome::Rejected);
+    let errors = config_errors(&f.store);
+    assert!(errors.contains("not-a-provider") && !errors.contains("invalid YAML"), "{errors}");
+    assert_eq!((f.store.load().generation, f.health.is_ready()), (0, false));
+
+    write(&f.config, CONFIG);
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 1 });
+    assert!(f.store.load().config_errors.is_none());
+    assert!(f.health.is_ready() && f.health.last_error().is_none());
+    assert_eq!(*f.generations.borrow(), 1);
+    assert_eq!(f.store.load().route("m").map(|r| r.endpoints.len()), Some(1));
+}
+
+#[test]
+fn a_missing_secret_at_start_is_named_and_its_arrival_applies() {
+    let mut f = fixture(&CONFIG.replace("[K]", "[K, LATE]"));
+    let errors = config_errors(&f.store);
+    assert!(errors.contains("\"LATE\" not found") && !errors.contains("sk-1"), "{errors}");
+    write(&f.secrets.join("LATE"), "sk-late");
+    assert_eq!(f.reloader.reload(), Outcome::Applied { generation: 1 });
+}
+
+#[test]
+fn an_unconfigured_start_takes_its_ports_from_flags_else_a_sound_server_section() {
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    let broken_model = "models:\n  m:\n    deployments:\n      - { provider: nope, model: x, keys: [K] }\n";
+    let sound = format!("server:\n  listen: 127.0.0.1:4555\n  admin: 127.0.0.1:4556\n{broken_model}");
+    let f = fixture(&sound);
+    let server = &f.store.load().server;
+    assert_eq!((server.listen, server.admin), (addr("127.0.0.1:4555"), addr("127.0.0.1:4556")));
+
+    // A mistake in `server` itself: the defaults, not half of it.
+    let unsound = format!("server:\n  listen: 127.0.0.1:4555\n  admin: nowhere\n{broken_model}");
+    let f = fixture(&unsound);
+    let server = &f.store.load().server;
+    assert_eq!((server.listen, server.admin), (addr("127.0.0.1:4000"), addr("0.0.0.0:9901")));
+
+    // Flags win, and a config that cannot be read at all is named.
+    let dir = tempfile::tempdir().unwrap();
+    let sources =
+        Sources { config: dir.path().join("absent.yaml"), listen: Some(addr("127.0.0.1:4700")), ..Default::default() };
+    let initial = load_initial(&sources);
+    assert_eq!(initial.snapshot.server.listen, addr("127.0.0.1:4700"));
+    assert_eq!(initial.snapshot.server.admin, addr("0.0.0.0:9901"));
+    let errors = crate::config::ConfigErrors(initial.snapshot.config_errors.unwrap()).to_string();
+    assert!(errors.contains("absent.yaml") && errors.contains("cannot read config file"), "{errors}");
+}
+
+#[test]
+fn an_unconfigured_start_keeps_a_sound_kubernetes_section_so_the_fix_arrives_by_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let sources = Sources { config: config.clone(), ..Default::default() };
+    let broken_model = "models:\n  m:\n    deployments:\n      - { provider: nope, model: x, keys: [K] }\n";
+    write(&config, &format!("kubernetes:\n  secret: llm-keys\n  config_map: keyrelay\n{broken_model}"));
+    let initial = load_initial(&sources);
+    assert!(initial.snapshot.config_errors.is_some());
+    assert_eq!(initial.seed.kubernetes().and_then(|k| k.config_map.as_deref()), Some("keyrelay"));
+
+    write(&config, &format!("kubernetes:\n  secrett: llm-keys\n{broken_model}"));
+    assert!(load_initial(&sources).seed.kubernetes().is_none(), "a section with errors is not half applied");
 }

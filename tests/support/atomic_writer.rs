@@ -92,12 +92,13 @@ impl AtomicWriter {
     }
 }
 
-/// Waits (up to 10 s) until the serving snapshot's generation is at least `at_least`.
+/// Waits (up to 60 s: generous, the wait ends as soon as it happens) until the
+/// serving snapshot's generation is at least `at_least`.
 pub async fn wait_generation(running: &Running, at_least: u64) {
     let mut rx = running.generations();
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|g| *g >= at_least))
+    tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|g| *g >= at_least))
         .await
-        .unwrap_or_else(|_| panic!("generation {at_least} not reached within 10s"))
+        .unwrap_or_else(|_| panic!("generation {at_least} not reached within 60s"))
         .expect("reloader alive");
 }
 

@@ -20,7 +20,8 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the binary with JSON logs at `RUST_LOG=info` and no inherited OTLP
     /// endpoint; `env` adds or overrides variables. Every log line is kept (see
-    /// [`Daemon::wait`]). Panics if it does not log its addresses within 15 s.
+    /// [`Daemon::wait`]). Panics if it does not log its addresses within 60 s (a
+    /// loaded machine can take a while to start a debug binary).
     pub fn spawn(config: &Path, secrets: &Path, env: &[(&str, &str)]) -> Daemon {
         Self::spawn_with(config, secrets, env, true)
     }
@@ -63,7 +64,7 @@ impl Daemon {
         });
         let mut daemon = Daemon { child, proxy: String::new(), admin: String::new(), log: Some(log) };
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(15)).expect("keyrelay logged its addresses");
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("keyrelay logged its addresses");
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
             let fields = &json["fields"];
             if let (Some(p), Some(a)) = (fields["proxy_addr"].as_str(), fields["admin_addr"].as_str()) {

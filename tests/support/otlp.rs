@@ -140,7 +140,7 @@ impl Receiver {
                 });
             })
             .expect("spawn receiver");
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("receiver started");
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("receiver started");
         Receiver { addr, shared }
     }
 
