@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use http::Method;
 use support::daemon::Daemon;
 use support::*;
 
@@ -19,6 +20,73 @@ fn config(base: &str, server: &str) -> String {
     format!(
         "server:\n{server}models:\n  m:\n    deployments:\n      - provider: openai-compatible\n        model: upstream-m\n        api_base: {base}\n        keys: [KA]\n"
     )
+}
+
+async fn mock() -> MockProvider {
+    MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited())).await.unwrap()
+}
+
+#[tokio::test]
+async fn identity_cookies_our_headers_and_client_keys_stay_home() {
+    let mock = mock().await;
+    let gemini = format!("http://{}/v1beta/openai", mock.addr());
+    let yaml = format!(
+        "{}  g:\n    deployments:\n      - provider: gemini\n        model: gemini-2.5-flash\n        api_base: {gemini}\n        keys: [KA]\n",
+        config(&mock.base_url(), "  region: test\n")
+    );
+    let proxy = Proxy::start(&yaml, &[("KA", "sk-a")]).await;
+    let stripped = [
+        ("x-forwarded-for", "10.1.2.3"),
+        ("X-Forwarded-Host", "internal.example"),
+        ("x-forwarded-proto", "http"),
+        ("forwarded", "for=10.1.2.3;proto=http"),
+        ("x-real-ip", "10.1.2.3"),
+        ("cookie", "session=secret-session"),
+        ("x-keyrelay-priority", "high"),
+        ("x-keyrelay-key", "SPOOFED"),
+        ("authorization", "Bearer sk-client"),
+    ];
+    // Every header providers document as client-settable, each with a value of its own.
+    let documented: Vec<(String, String)> = keyrelay::proxy::client_headers::PROVIDER_DOCUMENTED
+        .iter()
+        .filter(|name| **name != "content-type")
+        .map(|name| {
+            let name = if name.ends_with('-') { format!("{name}lang") } else { (*name).to_owned() };
+            let value = format!("client value of {name}");
+            (name, value)
+        })
+        .collect();
+    let kept: Vec<(&str, &str)> = documented
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain([("x-app-specific", "kept too: the policy is a deny-list")])
+        .collect();
+    let headers: Vec<(&str, &str)> =
+        stripped.iter().chain(&kept).copied().chain([("content-type", "application/json")]).collect();
+    let query = "?alt=sse&KEY=a&%6bey=b&api%5Fkey=c&Api_Key=d&key=e&keep=%2F1+2&monkey=1";
+    let r = proxy.call(Method::POST, &format!("/v1/chat/completions{query}"), &headers, r#"{"model":"m"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = proxy
+        .call(Method::POST, &format!("/v1beta/models/g:generateContent{query}"), &headers, r#"{"contents":[]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let received = mock.requests();
+    assert_eq!(received.len(), 2);
+    for up in &received {
+        for (name, _) in stripped {
+            if name == "authorization" && up.path.starts_with("/v1/") {
+                assert_eq!(up.headers["authorization"], "Bearer sk-a", "ours replaced the client's");
+                continue;
+            }
+            assert!(!up.headers.contains_key(name), "{name} reached {}: {:?}", up.path, up.headers);
+        }
+        for &(name, value) in &kept {
+            assert_eq!(up.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name} on {}", up.path);
+        }
+        assert_eq!(up.query.as_deref(), Some("alt=sse&keep=%2F1+2&monkey=1"), "{}", up.path);
+        assert_eq!(up.key.as_deref(), Some("sk-a"));
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The upstream side: a pooled HTTPS client and the request sent to a chosen endpoint.
 //!
 //! The upstream host always comes from config, never from the client (no SSRF via
-//! `Host` or absolute URIs); client credentials and hop-by-hop headers are stripped
-//! before the endpoint's key is set.
+//! `Host` or absolute URIs); what of the client's head goes along is decided in
+//! `client_headers`, before the endpoint's key is set.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,9 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use super::client_headers::{forwarded_headers, forwarded_query};
 use super::inbound::{Api, Inbound};
 use crate::pool::Endpoint;
-use crate::provider::CLIENT_CREDENTIAL_HEADERS;
 
 /// The shared upstream client: keep-alive pooled, HTTP/2 when the server offers it
 /// by ALPN, plain `http://` allowed for local servers.
@@ -97,13 +97,7 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
     let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
     let body = inbound.body_for(&deployment.upstream_model);
 
-    let mut headers = inbound.parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    for name in
-        CLIENT_CREDENTIAL_HEADERS.iter().chain([&header::HOST, &header::CONTENT_LENGTH, &header::ACCEPT_ENCODING])
-    {
-        headers.remove(name);
-    }
+    let mut headers = forwarded_headers(&inbound.parts.headers);
     // Identity encoding keeps bodies readable for usage and retry hints.
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
@@ -113,7 +107,7 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
     Ok(request)
 }
 
-/// `base` + the client's path after `/v1` + the client's query without `key=`.
+/// `base` + the client's path after `/v1` + the client's query without credentials.
 /// Gemini-native paths go to the API root of the base (its `/openai` suffix dropped).
 fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
@@ -127,15 +121,10 @@ fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<U
             format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
         }
     };
-    let query: Vec<&str> = inbound
-        .parts
-        .uri
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty() && !p.starts_with("key="))
-        .collect();
-    let path_and_query = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+    let path_and_query = match forwarded_query(inbound.parts.uri.query()) {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse()?);
     Ok(Uri::from_parts(parts)?)
