@@ -12,6 +12,8 @@ use std::time::Duration;
 use http::Method;
 use support::daemon::Daemon;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const LONG: Duration = Duration::from_secs(20);
 const KIB: usize = 1024;
@@ -24,6 +26,77 @@ fn config(base: &str, server: &str) -> String {
 
 async fn mock() -> MockProvider {
     MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited())).await.unwrap()
+}
+
+/// Writes `request` as is and reads one response: (status, head, body).
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = tcp.split();
+    let write = async {
+        // The server may answer (and stop reading) before all of it is written.
+        let _ = writer.write_all(request).await;
+    };
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    return (status, head.to_owned(), body.to_owned());
+                }
+            }
+            let n = reader.read(&mut chunk).await.unwrap_or(0);
+            assert!(n > 0, "connection closed before a whole response: {text:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let ((), response) = tokio::time::timeout(LONG, async { tokio::join!(write, read) }).await.expect("answered");
+    response
+}
+
+#[tokio::test]
+async fn paths_that_climb_out_of_api_base_are_400_before_any_key_is_used() {
+    let mock = mock().await;
+    let gemini = format!("http://{}/v1beta/openai", mock.addr());
+    let yaml = format!(
+        "{}  g:\n    deployments:\n      - provider: gemini\n        model: gemini-2.5-flash\n        api_base: {gemini}\n        keys: [KA]\n",
+        config(&format!("http://{}/tenant-a/v1", mock.addr()), "  region: test\n")
+    );
+    let proxy = Proxy::start(&yaml, &[("KA", "sk-a")]).await;
+    let body = r#"{"model":"m","messages":[]}"#;
+    for path in [
+        "/v1/../../tenant-b/v1/chat/completions",
+        "/v1/./chat/completions",
+        "/v1/%2e%2e/%2E%2E/tenant-b/v1/chat/completions",
+        "/v1/.%2e/tenant-b/chat/completions",
+        "/v1/%252e%252e/tenant-b/chat/completions",
+        "/v1//chat/completions",
+        "/v1/chat%2fcompletions",
+        "/v1beta/models/g:generateContent/../../files",
+        "/v1beta/models/g:generateContent%2F..%2F..%2Ffiles",
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, head, text) = raw(proxy.running.proxy_addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{path}: {head}\n{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_path", "{path}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{path}");
+    }
+    assert!(mock.requests().is_empty(), "nothing reached the provider: {:?}", mock.requests());
+    assert!(mock.stats().per_key.is_empty(), "no key was used");
+
+    let r = proxy.call(Method::POST, "/v1/chat/completions", &[], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.requests()[0].path, "/tenant-a/v1/chat/completions");
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("keyrelay is shutting down")]
     ShuttingDown,
+    #[error("the request path must not contain dot segments, empty segments or encoded slashes")]
+    UnsafePath,
 }
 
 impl ProxyError {
@@ -60,6 +62,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -85,6 +88,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect => ("api_error", "upstream_unavailable"),
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             ProxyError::ShuttingDown => ("api_error", "shutting_down"),
+            ProxyError::UnsafePath => ("invalid_request_error", "invalid_path"),
         }
     }
 

@@ -1,5 +1,9 @@
 //! Reading a client request: which API it speaks, which alias it names, and its body
 //! (bounded in size and time).
+//!
+//! The path is checked before anything else: it is joined to the deployment's
+//! `api_base`, so a segment that could climb out of it is refused here, before a key
+//! is chosen.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -54,8 +58,13 @@ impl Inbound {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = parts.uri.path();
+        check_path(path)?;
         let api = if let Some(rest) = path.strip_prefix("/v1beta/models/") {
             let (_, method) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
+            // Joined to the upstream path as is: a method is one word (`generateContent`).
+            if !method.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ProxyError::UnsafePath);
+            }
             Api::GeminiNative { method: method.to_owned() }
         } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Api::AnthropicMessages
@@ -77,7 +86,7 @@ impl Inbound {
             Api::GeminiNative { .. } => {
                 let rest = parts.uri.path().strip_prefix("/v1beta/models/").unwrap_or_default();
                 let (alias, _) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
-                (percent_decode(alias), None)
+                (percent_encoding::percent_decode_str(alias).decode_utf8_lossy().into_owned(), None)
             }
             _ => {
                 let (alias, span) = find_model(&body)?;
@@ -115,6 +124,48 @@ where
     }
 }
 
+/// Refuses a path that could name something outside the deployment's `api_base`
+/// once joined to it: a dot segment (`..`, `%2e%2E`, `.%2e`, also before a `;`
+/// parameter, and once more percent-decoded), an empty segment (`//`; one trailing
+/// `/` is allowed: it cannot climb), an encoded `/`, a backslash, or a control character.
+fn check_path(path: &str) -> Result<(), ProxyError> {
+    let Some(rest) = path.strip_prefix('/') else { return Ok(()) };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.split('/').all(safe_segment) {
+        Ok(())
+    } else {
+        Err(ProxyError::UnsafePath)
+    }
+}
+
+fn safe_segment(segment: &str) -> bool {
+    if segment.is_empty() || segment.contains('\\') {
+        return false;
+    }
+    // Decoded up to three times: a server behind the upstream may decode again.
+    let mut decoded = segment.as_bytes().to_vec();
+    for _ in 0..3 {
+        let is_dot = |s: &[u8]| matches!(s, b"." | b"..");
+        let before_param = decoded.split(|&b| b == b';').next().unwrap_or_default();
+        if is_dot(&decoded)
+            || is_dot(before_param)
+            || decoded.iter().any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control())
+        {
+            return false;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
+        if next == decoded {
+            return true;
+        }
+        decoded = next;
+    }
+    // Still changing after three decodes: nothing legitimate is encoded that deep.
+    false
+}
+
 #[derive(Deserialize)]
 struct ModelField<'a> {
     #[serde(borrow)]
@@ -145,26 +196,6 @@ fn find_model(body: &[u8]) -> Result<(String, Range<usize>), ProxyError> {
 fn split_gemini(rest: &str) -> Option<(&str, &str)> {
     let (model, method) = rest.rsplit_once(':')?;
     (!model.is_empty() && !method.is_empty() && !model.contains('/')).then_some((model, method))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn unsupported(parts: &Parts) -> ProxyError {
@@ -216,12 +247,46 @@ mod tests {
     }
 
     #[test]
+    fn paths_that_could_leave_the_base_are_refused() {
+        for path in [
+            "/v1/../../tenant-b/v1/chat/completions",
+            "/v1/./chat/completions",
+            "/v1/%2e%2e/x",
+            "/v1/%2E%2e/x",
+            "/v1/.%2e/x",
+            "/v1/%2e/x",
+            "/v1/%252e%252e/x",
+            "/v1/..;/x",
+            "/v1//chat/completions",
+            "/v1/chat%2fcompletions",
+            "/v1/chat%5Ccompletions",
+            "/v1/chat%00/completions",
+            "/v1beta/models/gemini-2.5-flash:generateContent/../../files",
+            "/v1beta/models/gemini-2.5-flash:generateContent/files",
+            "/v1beta/models/gemini-2.5-flash:generate.Content",
+        ] {
+            assert!(matches!(check_path(path).and_then(|()| inbound_at(path)), Err(ProxyError::UnsafePath)), "{path}");
+        }
+        for path in ["/", "/v1/chat/completions", "/v1/chat/completions/", "/v1/files/file-abc.jsonl", "/v1/a..b/.c"] {
+            assert!(check_path(path).is_ok(), "{path}");
+        }
+    }
+
+    fn inbound_at(path: &str) -> Result<Inbound, ProxyError> {
+        let (parts, ()) = http::Request::post(path).body(()).unwrap().into_parts();
+        let body = http_body_util::Full::new(Bytes::from_static(br#"{"model":"m"}"#));
+        futures_lite_block(Inbound::read(parts, body, 1024, Duration::from_secs(1)))
+    }
+
+    #[test]
     fn gemini_native_paths() {
         assert_eq!(
             split_gemini("gemini-2.5-flash:streamGenerateContent"),
             Some(("gemini-2.5-flash", "streamGenerateContent"))
         );
         assert_eq!(split_gemini("nomethod"), None);
-        assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
+        let i = inbound_at("/v1beta/models/a%20b%zz:generateContent").unwrap();
+        assert_eq!(i.alias, "a b%zz");
+        assert_eq!(i.api, Api::GeminiNative { method: "generateContent".into() });
     }
 }
