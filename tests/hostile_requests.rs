@@ -28,6 +28,11 @@ async fn mock() -> MockProvider {
     MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited())).await.unwrap()
 }
 
+/// A chat body for `m` of about `len` bytes.
+fn body_of(len: usize) -> String {
+    format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(len.saturating_sub(60)))
+}
+
 /// Writes `request` as is and reads one response: (status, head, body).
 async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -58,6 +63,94 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, String
     };
     let ((), response) = tokio::time::timeout(LONG, async { tokio::join!(write, read) }).await.expect("answered");
     response
+}
+
+/// A chunked request (no `content-length`): the budget must count it as it arrives.
+fn chunked(path: &str, body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    for piece in body.as_bytes().chunks(16 * KIB) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+fn assert_overloaded(r: &Reply) {
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), "1");
+    let json = r.json();
+    assert_eq!(json["error"]["code"], "overloaded");
+    assert_eq!(json["error"]["type"], "api_error");
+}
+
+#[tokio::test]
+async fn bodies_past_the_budget_get_503_with_retry_after_until_the_upstream_answered() {
+    let mock = mock().await;
+    let server = "  body_limit: 1MiB\n  max_buffered_bodies: 1536KiB\n";
+    let proxy = Proxy::start(&config(&mock.base_url(), server), &[("KA", "sk-a")]).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    mock.push_fault(None, Fault::StreamGate(std::sync::Arc::clone(&gate)));
+
+    // The first body is held by keyrelay until the upstream answers it.
+    let big = body_of(900 * KIB);
+    let held = tokio::spawn({
+        let (client, url, body) = (proxy.client.clone(), proxy.url("/v1/chat/completions"), big.clone());
+        async move {
+            let request = http::Request::post(url).body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+            read(client.request(request).await.unwrap()).await
+        }
+    });
+    eventually(LONG, "the mock holds the first request", || async { mock.requests().len() == 1 }).await;
+
+    let refused = proxy.call(Method::POST, "/v1/chat/completions", &[], &big).await;
+    assert_overloaded(&refused);
+    let (status, head, body) = raw(proxy.running.proxy_addr, &chunked("/v1/chat/completions", &big)).await;
+    assert_eq!(status, 503, "a chunked body is counted as it arrives: {head}\n{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert_eq!(mock.requests().len(), 1, "refused bodies never reach the provider");
+
+    let small = proxy.call(Method::POST, "/v1/chat/completions", &[], &body_of(200 * KIB)).await;
+    assert_eq!(small.status, 200, "a body within the budget passes: {}", small.text());
+
+    gate.notify_one();
+    let first = held.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(mock.requests()[0].body.len(), big.len() - 1 + "upstream-m".len(), "the model was rewritten");
+    eventually(LONG, "the budget is back once the first request is done", || async {
+        proxy.call(Method::POST, "/v1/chat/completions", &[], &big).await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_declared_length_is_charged_before_the_body_arrives() {
+    let mock = mock().await;
+    let server = "  body_limit: 1MiB\n  max_buffered_bodies: 1536KiB\n";
+    let proxy = Proxy::start(&config(&mock.base_url(), server), &[("KA", "sk-a")]).await;
+    // A client that announces 1 MB and sends ten bytes of it.
+    let mut slow = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+
+    let body = body_of(700 * KIB);
+    eventually(LONG, "a body that no longer fits is refused", || async {
+        proxy.call(Method::POST, "/v1/chat/completions", &[], &body).await.status == 503
+    })
+    .await;
+    assert_overloaded(&proxy.call(Method::POST, "/v1/chat/completions", &[], &body).await);
+    assert_eq!(proxy.call(Method::POST, "/v1/chat/completions", &[], &body_of(100 * KIB)).await.status, 200);
+
+    drop(slow);
+    eventually(LONG, "the departed client's share is given back", || async {
+        proxy.call(Method::POST, "/v1/chat/completions", &[], &body).await.status == 200
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -44,6 +44,8 @@ pub enum ProxyError {
     ShuttingDown,
     #[error("the request path must not contain dot segments, empty segments or encoded slashes")]
     UnsafePath,
+    #[error("keyrelay is holding as many request bodies as it may; retry shortly")]
+    BodyBudgetExhausted,
 }
 
 impl ProxyError {
@@ -63,6 +65,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
+            ProxyError::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,6 +92,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             ProxyError::ShuttingDown => ("api_error", "shutting_down"),
             ProxyError::UnsafePath => ("invalid_request_error", "invalid_path"),
+            ProxyError::BodyBudgetExhausted => ("api_error", "overloaded"),
         }
     }
 
@@ -105,6 +109,10 @@ impl ProxyError {
         if let ProxyError::AllCoolingDown { retry_after, .. } = &self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ProxyError::BodyBudgetExhausted = &self {
+            // Bodies in memory are freed as their requests end, typically within seconds.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -1,6 +1,7 @@
 //! The request path: accept, read, route, select, forward with failover, relay.
 
 pub mod body;
+pub mod body_budget;
 pub mod client_headers;
 pub mod error;
 mod exchange;

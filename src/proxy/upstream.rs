@@ -19,17 +19,27 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::client_headers::{forwarded_headers, forwarded_query};
-use super::inbound::{Api, Inbound};
+use super::inbound::{Api, AttemptBody, Inbound};
 use crate::pool::Endpoint;
 
-/// The shared upstream client: keep-alive pooled, HTTP/2 when the server offers it
-/// by ALPN, plain `http://` allowed for local servers.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
+/// plain `http://` allowed for local servers) sending bodies of type `B`.
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
-/// Builds the client. Upstream certificates are checked against the Mozilla roots
+/// The client for whole in-memory bodies (the OTLP exporter's).
+pub type UpstreamClient = HttpsClient<Full<Bytes>>;
+
+/// The request path's client: an attempt's body shares the client's buffer.
+pub type ProxyClient = HttpsClient<Full<AttemptBody>>;
+
+/// Builds a client. Upstream certificates are checked against the Mozilla roots
 /// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
 /// `extra_ca` (a corporate proxy's CA, a self-hosted model server's).
-pub fn client(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<UpstreamClient, CaError> {
+pub fn client<B>(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<HttpsClient<B>, CaError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
         let failed = |reason: String| CaError { path: path.to_owned(), reason };
@@ -92,7 +102,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request for one attempt at `endpoint`.
-pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<Bytes>>, http::Error> {
+pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<AttemptBody>>, http::Error> {
     let deployment = &endpoint.deployment;
     let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
     let body = inbound.body_for(&deployment.upstream_model);
@@ -108,6 +118,7 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
 }
 
 /// `base` + the client's path after `/v1` + the client's query without credentials.
+/// The path was checked on arrival (`inbound`): it cannot climb out of `base`.
 /// Gemini-native paths go to the API root of the base (its `/openai` suffix dropped).
 fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
