@@ -134,6 +134,7 @@ impl Running {
         let state = Arc::new(ProxyState {
             store: Arc::clone(&store),
             client: upstream::client(server.connect_timeout, options.upstream_ca.as_deref())?,
+            body_budget: Arc::default(),
             metrics: Arc::clone(&metrics),
         });
         let proxy_task =

@@ -57,6 +57,9 @@ pub struct ServerSettings {
     pub client_body_timeout: Duration,
     /// Largest accepted request body, in bytes (larger: 413).
     pub body_limit: usize,
+    /// Most bytes of request bodies held in memory at once, over all requests (past
+    /// it: 503 with `retry-after`, instead of the process outgrowing its memory).
+    pub max_buffered_bodies: usize,
     /// How long SIGTERM waits for in-flight requests (streams too) before exiting.
     pub shutdown_grace: Duration,
     /// Open connections on the app port; past it, new ones are closed at once.
@@ -85,6 +88,9 @@ impl Default for ServerSettings {
             attempt_timeout: None,
             client_body_timeout: Duration::from_secs(30),
             body_limit: 32 * 1024 * 1024,
+            // The injected sidecar's memory limit is 256 MiB: half for bodies leaves
+            // room for the process itself, connections and streamed responses.
+            max_buffered_bodies: 128 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             max_connections: 1024,
             admin_max_connections: 64,

@@ -26,6 +26,7 @@ struct RawServer {
     admin: Option<String>,
     region: Option<String>,
     body_limit: Option<NumOrText>,
+    max_buffered_bodies: Option<NumOrText>,
     timeouts: Option<RawTimeouts>,
     session_header: Option<String>,
     max_connections: Option<u64>,
@@ -209,6 +210,10 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
     config
 }
 
+/// Upper bound of `server.max_buffered_bodies`: far above any sidecar's memory, low
+/// enough that a typo (a missing unit, an extra digit) is caught.
+const MAX_BUFFERED_BODIES_CEILING: u64 = 64 << 30;
+
 fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
     let mut s = ServerSettings::default();
     if let Some(listen) = raw.listen {
@@ -242,6 +247,17 @@ fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
                 *slot = n;
             }
         }
+    }
+    if let Some(total) = raw.max_buffered_bodies {
+        let path = "server.max_buffered_bodies";
+        s.max_buffered_bodies = report(diags, path, values::parse_size(&total)).unwrap_or(s.max_buffered_bodies);
+        if s.max_buffered_bodies as u64 > MAX_BUFFERED_BODIES_CEILING {
+            diags.error(path, "must be at most 64GiB");
+        }
+    }
+    if s.max_buffered_bodies < s.body_limit {
+        let message = "smaller than server.body_limit, so a body of the largest accepted size would never fit";
+        diags.error("server.max_buffered_bodies", message);
     }
     if let Some(t) = raw.timeouts {
         let fields = [

@@ -300,3 +300,18 @@ models:
     assert_eq!(d[1].keys[0].name, "G2");
     assert_eq!(d[1].name, "groq/llama#2");
 }
+
+#[test]
+fn buffered_bodies_budget_is_a_bounded_size_no_smaller_than_the_body_limit() {
+    let m = "models:\n  m:\n    deployments:\n      - {provider: groq, model: l, keys: [G]}\n";
+    let c = load(m).unwrap().config;
+    assert_eq!(c.server.max_buffered_bodies, 128 << 20);
+    let c = load(&format!("server:\n  max_buffered_bodies: 256MiB\n{m}")).unwrap().config;
+    assert_eq!(c.server.max_buffered_bodies, 256 << 20);
+    let list = errors(&format!("server:\n  max_buffered_bodies: 16MiB\n{m}"));
+    assert!(at(&list, "server.max_buffered_bodies").message.contains("body_limit"));
+    let list = errors(&format!("server:\n  max_buffered_bodies: 65GiB\n{m}"));
+    assert!(at(&list, "server.max_buffered_bodies").message.contains("at most"));
+    let list = errors(&format!("server:\n  body_limit: 200MiB\n{m}"));
+    assert_eq!(at(&list, "server.max_buffered_bodies").origin.path, "server.max_buffered_bodies");
+}

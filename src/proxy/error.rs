@@ -51,6 +51,10 @@ pub enum ProxyError {
     /// routed until one does. Holds a summary of the errors.
     #[error("keyrelay has no valid configuration, so it sends nothing upstream: {0}")]
     NotConfigured(String),
+    #[error("the request path must not contain dot segments, empty segments or encoded slashes")]
+    UnsafePath,
+    #[error("keyrelay is holding as many request bodies as it may; retry shortly")]
+    BodyBudgetExhausted,
 }
 
 impl ProxyError {
@@ -70,6 +74,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown | ProxyError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
+            ProxyError::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -97,6 +103,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             ProxyError::ShuttingDown => ("api_error", "shutting_down"),
             ProxyError::NotConfigured(_) => ("api_error", "config_invalid"),
+            ProxyError::UnsafePath => ("invalid_request_error", "invalid_path"),
+            ProxyError::BodyBudgetExhausted => ("api_error", "overloaded"),
         }
     }
 
@@ -113,6 +121,10 @@ impl ProxyError {
         if let ProxyError::AllCoolingDown { retry_after, .. } = &self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ProxyError::BodyBudgetExhausted = &self {
+            // Bodies in memory are freed as their requests end, typically within seconds.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

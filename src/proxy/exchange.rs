@@ -24,7 +24,7 @@ pub(super) struct Exchange {
     started: Instant,
     pub(super) span: Span,
     metrics: Arc<ProxyMetrics>,
-    /// The model the client asked for, for the log (`None` until the body is read).
+    /// The model the client asked for, clipped, for the log (`None` until the body is read).
     alias: Option<String>,
     /// The same as a metric label: `""` unless it is a configured alias, so a client
     /// cannot grow the label set.
@@ -79,7 +79,7 @@ impl Exchange {
     /// The request's model is known; `configured` says whether it names an alias.
     pub(super) fn routed(&mut self, inbound: &Inbound, configured: bool) {
         trace::routed(&self.span, inbound, configured);
-        self.alias = Some(inbound.alias.chars().take(200).collect());
+        self.alias = Some(trace::clip(&inbound.alias).into_owned());
         if configured {
             self.model_label.clone_from(&inbound.alias);
         }

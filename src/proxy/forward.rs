@@ -238,7 +238,7 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize],
                 Ok(answer) => return Pass::Answered(Box::new(answer)),
                 Err(failure) => {
                     note_failure(&failure, &endpoint, route);
-                    tracing::debug!(alias = %inbound.alias, key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying the next endpoint");
+                    tracing::debug!(alias = %super::trace::clip(&inbound.alias), key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying the next endpoint");
                     exchange.tally.last_failure = Some(failure.reason());
                     last = Some(failure);
                 }

@@ -1,17 +1,25 @@
 //! Reading a client request: which API it speaks, which alias it names, and its body
-//! (bounded in size and time).
+//! (bounded in size, in time, and with every other body in memory: see `body_budget`).
+//!
+//! The path is checked before anything else: it is joined to the deployment's
+//! `api_base`, so a segment that could climb out of it is refused here, before a key
+//! is chosen.
 
 use std::ops::Range;
-use std::time::Duration;
+use std::pin::pin;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::buf::Chain;
+use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::Method;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ProxyError;
+use crate::config::ServerSettings;
 
 /// The API family of a request, which decides the deployments that may serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,28 +42,47 @@ impl Api {
     }
 }
 
+/// The body of one upstream attempt: the client's bytes before the `model` value,
+/// the deployment's model, the bytes after. All three share the client's buffer, so
+/// no attempt copies the body.
+pub type AttemptBody = Chain<Chain<Bytes, Bytes>, Bytes>;
+
 /// A client request ready to be routed.
 #[derive(Debug)]
 pub struct Inbound {
     pub parts: Parts,
     pub api: Api,
     pub alias: String,
+    /// The body as received, read once. Its buffer owns the body's [`BodyPermit`],
+    /// so the budget gets the bytes back when the last attempt's slice is dropped.
     pub body: Bytes,
     /// Byte range of the top-level `model` value (quotes included), if in the body.
     model_span: Option<Range<usize>>,
 }
 
 impl Inbound {
-    /// Reads and classifies a request. `limit` bounds the body size, `timeout` the
-    /// time the client may take to send it.
-    pub async fn read<B>(parts: Parts, body: B, limit: usize, timeout: Duration) -> Result<Inbound, ProxyError>
+    /// Checks the path, then reads and classifies a request. `server.body_limit`
+    /// bounds the body's size, `server.client_body_timeout` the time the client may
+    /// take to send it, and `budget` (up to `server.max_buffered_bodies`) the bytes
+    /// of all bodies held at once.
+    pub async fn read<B>(
+        parts: Parts,
+        body: B,
+        server: &ServerSettings,
+        budget: &Arc<BodyBudget>,
+    ) -> Result<Inbound, ProxyError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = parts.uri.path();
+        check_path(path)?;
         let api = if let Some(rest) = path.strip_prefix("/v1beta/models/") {
             let (_, method) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
+            // Joined to the upstream path as is: a method is one word (`generateContent`).
+            if !method.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ProxyError::UnsafePath);
+            }
             Api::GeminiNative { method: method.to_owned() }
         } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Api::AnthropicMessages
@@ -64,20 +91,22 @@ impl Inbound {
         } else {
             return Err(unsupported(&parts));
         };
-        if parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64)
-        {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        let body = read_body(body, limit, timeout).await?;
+        let limit = server.body_limit;
+        let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) if n > limit as u64 => return Err(ProxyError::BodyTooLarge { limit }),
+                // Not above `limit`, so it fits a usize.
+                Some(n) => usize::try_from(n).ok(),
+                None => None,
+            },
+        };
+        let body = read_body(body, server, budget.permit(), declared).await?;
         let (alias, model_span) = match &api {
             Api::GeminiNative { .. } => {
                 let rest = parts.uri.path().strip_prefix("/v1beta/models/").unwrap_or_default();
                 let (alias, _) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
-                (percent_decode(alias), None)
+                (percent_encoding::percent_decode_str(alias).decode_utf8_lossy().into_owned(), None)
             }
             _ => {
                 let (alias, span) = find_model(&body)?;
@@ -89,30 +118,130 @@ impl Inbound {
 
     /// The body to send upstream: identical to the client's, byte for byte, except
     /// the `model` value, which becomes the deployment's upstream model.
-    pub fn body_for(&self, upstream_model: &str) -> Bytes {
-        let Some(span) = &self.model_span else { return self.body.clone() };
-        let replacement = serde_json::Value::from(upstream_model).to_string();
-        let mut out = BytesMut::with_capacity(self.body.len() + replacement.len());
-        out.extend_from_slice(&self.body[..span.start]);
-        out.extend_from_slice(replacement.as_bytes());
-        out.extend_from_slice(&self.body[span.end..]);
-        out.freeze()
+    pub fn body_for(&self, upstream_model: &str) -> AttemptBody {
+        let Some(span) = &self.model_span else { return self.body.clone().chain(Bytes::new()).chain(Bytes::new()) };
+        let replacement = Bytes::from(serde_json::Value::from(upstream_model).to_string());
+        self.body.slice(..span.start).chain(replacement).chain(self.body.slice(span.end..))
     }
 }
 
-async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, ProxyError>
+/// A body's bytes together with the budget they are counted against.
+struct Buffered {
+    bytes: Vec<u8>,
+    _permit: BodyPermit,
+}
+
+impl AsRef<[u8]> for Buffered {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Reads a body into one buffer. The budget is charged before memory is taken: the
+/// whole `declared` length up front (so a body that cannot fit is refused before it
+/// is read), else the buffer's capacity as it grows.
+///
+/// A refused body is still read to its end (up to `body_limit`), and dropped chunk by
+/// chunk: a client still sending would otherwise see its connection reset instead of
+/// the 503 that tells it to retry.
+async fn read_body<B>(
+    body: B,
+    server: &ServerSettings,
+    mut permit: BodyPermit,
+    declared: Option<usize>,
+) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ProxyError::BodyTimeout)?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
-        Err(_) => Err(ProxyError::BodyRead),
+    let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
+    let mut bytes = Vec::new();
+    let mut refused = false;
+    if let Some(len) = declared {
+        refused = permit.grow(len, budget).is_err();
+        if !refused {
+            bytes.reserve_exact(len);
+        }
     }
+    let read = async {
+        let mut body = pin!(body);
+        let mut received = 0usize;
+        while let Some(frame) = body.as_mut().frame().await {
+            let Ok(data) = frame.map_err(|_| ProxyError::BodyRead)?.into_data() else { continue };
+            received = received.saturating_add(data.len());
+            if received > limit {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            if refused {
+                continue;
+            }
+            if received > permit.bytes() {
+                // No (or a wrong) length: grow geometrically, charged before allocating.
+                let target = received.max(permit.bytes().saturating_mul(2)).min(limit);
+                if permit.grow(target - permit.bytes(), budget).is_err() {
+                    refused = true;
+                    bytes = Vec::new();
+                    permit.shrink_to(0);
+                    continue;
+                }
+                bytes.reserve_exact(target - bytes.len());
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(server.client_body_timeout, read).await;
+    if refused {
+        return Err(ProxyError::BodyBudgetExhausted);
+    }
+    outcome.map_err(|_| ProxyError::BodyTimeout)??;
+    if bytes.capacity() > bytes.len() {
+        bytes.shrink_to_fit();
+        permit.shrink_to(bytes.capacity());
+    }
+    Ok(Bytes::from_owner(Buffered { bytes, _permit: permit }))
+}
+
+/// Refuses a path that could name something outside the deployment's `api_base`
+/// once joined to it: a dot segment (`..`, `%2e%2E`, `.%2e`, also before a `;`
+/// parameter, and once more percent-decoded), an empty segment (`//`; one trailing
+/// `/` is allowed: it cannot climb), an encoded `/`, a backslash, or a control character.
+fn check_path(path: &str) -> Result<(), ProxyError> {
+    let Some(rest) = path.strip_prefix('/') else { return Ok(()) };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.split('/').all(safe_segment) {
+        Ok(())
+    } else {
+        Err(ProxyError::UnsafePath)
+    }
+}
+
+fn safe_segment(segment: &str) -> bool {
+    if segment.is_empty() || segment.contains('\\') {
+        return false;
+    }
+    // Decoded up to three times: a server behind the upstream may decode again.
+    let mut decoded = segment.as_bytes().to_vec();
+    for _ in 0..3 {
+        let is_dot = |s: &[u8]| matches!(s, b"." | b"..");
+        let before_param = decoded.split(|&b| b == b';').next().unwrap_or_default();
+        if is_dot(&decoded)
+            || is_dot(before_param)
+            || decoded.iter().any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control())
+        {
+            return false;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
+        if next == decoded {
+            return true;
+        }
+        decoded = next;
+    }
+    // Still changing after three decodes: nothing legitimate is encoded that deep.
+    false
 }
 
 #[derive(Deserialize)]
@@ -147,26 +276,6 @@ fn split_gemini(rest: &str) -> Option<(&str, &str)> {
     (!model.is_empty() && !method.is_empty() && !model.contains('/')).then_some((model, method))
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn unsupported(parts: &Parts) -> ProxyError {
     let path: String = parts.uri.path().chars().take(200).collect();
     ProxyError::UnsupportedPath { method: parts.method.to_string(), path }
@@ -176,14 +285,20 @@ fn unsupported(parts: &Parts) -> ProxyError {
 mod tests {
     use super::*;
 
-    fn inbound(body: &str) -> Result<Inbound, ProxyError> {
-        let (parts, ()) = http::Request::post("/v1/chat/completions").body(()).unwrap().into_parts();
+    fn read(path: &str, body: &str, budget: &Arc<BodyBudget>) -> Result<Inbound, ProxyError> {
+        let (parts, ()) = http::Request::post(path).body(()).unwrap().into_parts();
         let body = http_body_util::Full::new(Bytes::from(body.to_owned()));
-        futures_lite_block(Inbound::read(parts, body, 1024, Duration::from_secs(1)))
+        let server = ServerSettings { body_limit: 1024, max_buffered_bodies: 1536, ..ServerSettings::default() };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(Inbound::read(parts, body, &server, budget))
     }
 
-    fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    fn inbound(body: &str) -> Result<Inbound, ProxyError> {
+        read("/v1/chat/completions", body, &Arc::default())
+    }
+
+    fn flat(mut body: AttemptBody) -> String {
+        String::from_utf8(body.copy_to_bytes(body.remaining()).to_vec()).unwrap()
     }
 
     #[test]
@@ -193,7 +308,33 @@ mod tests {
         assert_eq!(i.alias, "fast");
         let out = i.body_for("gemini-2.5-\"flash\"");
         let expected = r#"{"z":1.000000000000000000001,"model" : "gemini-2.5-\"flash\"","messages":[{"content":"héllo \u00e9 🚀"}],"a":{"model":"inner"}}"#;
-        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        assert_eq!(flat(out), expected);
+    }
+
+    #[test]
+    fn attempts_share_the_client_buffer() {
+        let i = inbound(r#"{"model":"fast","messages":[]}"#).unwrap();
+        let (a, b) = (i.body_for("up"), i.body_for("other"));
+        for body in [&a, &b] {
+            assert_eq!(body.first_ref().first_ref().as_ptr(), i.body.as_ptr());
+            assert_eq!(body.last_ref().as_ptr(), i.body[i.body.len() - 15..].as_ptr());
+        }
+        assert_eq!(flat(b), r#"{"model":"other","messages":[]}"#);
+    }
+
+    #[test]
+    fn the_budget_is_held_until_the_last_attempt_body_is_dropped() {
+        let budget = Arc::new(BodyBudget::default());
+        let body = format!(r#"{{"model":"m","x":"{}"}}"#, "x".repeat(900));
+        let first = read("/v1/chat/completions", &body, &budget).unwrap();
+        assert!(budget.held() >= body.len());
+        assert!(matches!(read("/v1/chat/completions", &body, &budget), Err(ProxyError::BodyBudgetExhausted)));
+        let attempt = first.body_for("up");
+        drop(first);
+        assert!(budget.held() >= body.len(), "an attempt still holds the buffer");
+        drop(attempt);
+        assert_eq!(budget.held(), 0);
+        assert!(read("/v1/chat/completions", &body, &budget).is_ok());
     }
 
     #[test]
@@ -216,12 +357,44 @@ mod tests {
     }
 
     #[test]
+    fn paths_that_could_leave_the_base_are_refused() {
+        for path in [
+            "/v1/../../tenant-b/v1/chat/completions",
+            "/v1/./chat/completions",
+            "/v1/%2e%2e/x",
+            "/v1/%2E%2e/x",
+            "/v1/.%2e/x",
+            "/v1/%2e/x",
+            "/v1/%252e%252e/x",
+            "/v1/..;/x",
+            "/v1//chat/completions",
+            "/v1/chat%2fcompletions",
+            "/v1/chat%5Ccompletions",
+            "/v1/chat%00/completions",
+            "/v1beta/models/gemini-2.5-flash:generateContent/../../files",
+            "/v1beta/models/gemini-2.5-flash:generateContent/files",
+            "/v1beta/models/gemini-2.5-flash:generate.Content",
+        ] {
+            assert!(matches!(check_path(path).and_then(|()| inbound_at(path)), Err(ProxyError::UnsafePath)), "{path}");
+        }
+        for path in ["/", "/v1/chat/completions", "/v1/chat/completions/", "/v1/files/file-abc.jsonl", "/v1/a..b/.c"] {
+            assert!(check_path(path).is_ok(), "{path}");
+        }
+    }
+
+    fn inbound_at(path: &str) -> Result<Inbound, ProxyError> {
+        read(path, r#"{"model":"m"}"#, &Arc::default())
+    }
+
+    #[test]
     fn gemini_native_paths() {
         assert_eq!(
             split_gemini("gemini-2.5-flash:streamGenerateContent"),
             Some(("gemini-2.5-flash", "streamGenerateContent"))
         );
         assert_eq!(split_gemini("nomethod"), None);
-        assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
+        let i = inbound_at("/v1beta/models/a%20b%zz:generateContent").unwrap();
+        assert_eq!(i.alias, "a b%zz");
+        assert_eq!(i.api, Api::GeminiNative { method: "generateContent".into() });
     }
 }

@@ -1,6 +1,8 @@
 //! The request path: accept, read, route, select, forward with failover, relay.
 
 pub mod body;
+pub mod body_budget;
+pub mod client_headers;
 pub mod error;
 mod exchange;
 mod forward;

@@ -13,11 +13,12 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use super::body::{full, ProxyBody};
+use super::body_budget::BodyBudget;
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::forward::forward;
 use super::inbound::Inbound;
-use super::upstream::UpstreamClient;
+use super::upstream::ProxyClient;
 use crate::config::Diagnostic;
 use crate::pool::Snapshot;
 use crate::telemetry::metrics::ProxyMetrics;
@@ -26,7 +27,9 @@ use crate::telemetry::metrics::ProxyMetrics;
 pub struct ProxyState {
     /// The current routing snapshot; each request loads it exactly once.
     pub store: Arc<ArcSwap<Snapshot>>,
-    pub client: UpstreamClient,
+    pub client: ProxyClient,
+    /// Bytes of request bodies in memory, bounded by `server.max_buffered_bodies`.
+    pub body_budget: Arc<BodyBudget>,
     /// Request-path metrics, also registered with the admin port's `/metrics`.
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -59,7 +62,7 @@ async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Re
     // From here on the request is traced, counted and logged once when it ends.
     let mut exchange = Exchange::start(&state.metrics, &parts);
     let server = &snapshot.server;
-    let response = match Inbound::read(parts, body, server.body_limit, server.client_body_timeout).await {
+    let response = match Inbound::read(parts, body, server, &state.body_budget).await {
         Ok(inbound) => forward(&state, &snapshot, inbound, exchange).await,
         Err(e) => {
             tracing::debug!(error = %e, "rejected client request");

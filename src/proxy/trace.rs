@@ -7,8 +7,10 @@
 //! and time to first chunk land on them. With no exporter installed the spans are
 //! disabled (`Span::none()`) and no attribute value is built; once the sampler has
 //! dropped a request, none is built either. Keys appear by name only (`keyrelay.key`),
-//! never by value.
+//! never by value. What the client chose (its model, path, method) goes in cut to a
+//! bounded length ([`clip`]): a span must not grow with a request body.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -27,6 +29,19 @@ use crate::pool::Endpoint;
 use crate::provider::ProviderKind;
 use crate::telemetry::SPAN_TARGET;
 
+/// The most bytes of a client-controlled value put on a span or a log line.
+pub(super) const CLIENT_VALUE_MAX: usize = 256;
+
+/// A client-controlled value cut to at most [`CLIENT_VALUE_MAX`] bytes on a char
+/// boundary, with `…` appended when cut.
+pub(super) fn clip(value: &str) -> Cow<'_, str> {
+    if value.len() <= CLIENT_VALUE_MAX {
+        return Cow::Borrowed(value);
+    }
+    let cut = (0..=CLIENT_VALUE_MAX).rev().find(|&i| value.is_char_boundary(i)).unwrap_or(0);
+    Cow::Owned(format!("{}…", &value[..cut]))
+}
+
 /// The SERVER span of a client request, continuing the client's trace if it sent one.
 pub(super) fn server_span(parts: &Parts) -> Span {
     let span = tracing::info_span!(target: SPAN_TARGET, "keyrelay.request", otel.kind = "server", otel.name = Empty);
@@ -36,9 +51,10 @@ pub(super) fn server_span(parts: &Parts) -> Span {
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers));
     let _ = span.set_parent(parent);
     // Named `{operation} {model}` once the body is read; the method until then.
-    span.record("otel.name", parts.method.as_str());
-    span.set_attribute("http.request.method", parts.method.to_string());
-    span.set_attribute("url.path", parts.uri.path().chars().take(256).collect::<String>());
+    let method = clip(parts.method.as_str());
+    span.record("otel.name", &*method);
+    span.set_attribute("http.request.method", method.into_owned());
+    span.set_attribute("url.path", clip(parts.uri.path()).into_owned());
     span
 }
 
@@ -61,7 +77,7 @@ pub(super) fn routed(span: &Span, inbound: &Inbound, configured: bool) {
         span.record("otel.name", operation);
     }
     span.set_attribute("gen_ai.operation.name", operation);
-    span.set_attribute("gen_ai.request.model", inbound.alias.clone());
+    span.set_attribute("gen_ai.request.model", clip(&inbound.alias).into_owned());
 }
 
 /// Records the response head on a span: status, `error.type` when `error` says what
@@ -249,6 +265,15 @@ mod tests {
         let gemini = |m: &str| Api::GeminiNative { method: m.to_owned() };
         assert_eq!(operation(&gemini("streamGenerateContent"), ""), "generate_content");
         assert_eq!(operation(&gemini("batchEmbedContents"), ""), "embeddings");
+    }
+
+    #[test]
+    fn client_values_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("gpt-4o"), "gpt-4o");
+        let long = "é".repeat(1000);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= CLIENT_VALUE_MAX + '…'.len_utf8());
+        assert!(clipped.ends_with("é…"));
     }
 
     #[test]

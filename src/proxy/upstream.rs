@@ -1,8 +1,8 @@
 //! The upstream side: a pooled HTTPS client and the request sent to a chosen endpoint.
 //!
 //! The upstream host always comes from config, never from the client (no SSRF via
-//! `Host` or absolute URIs); client credentials and hop-by-hop headers are stripped
-//! before the endpoint's key is set.
+//! `Host` or absolute URIs); what of the client's head goes along is decided in
+//! `client_headers`, before the endpoint's key is set.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,18 +18,28 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::inbound::{Api, Inbound};
+use super::client_headers::{forwarded_headers, forwarded_query};
+use super::inbound::{Api, AttemptBody, Inbound};
 use crate::pool::Endpoint;
-use crate::provider::CLIENT_CREDENTIAL_HEADERS;
 
-/// The shared upstream client: keep-alive pooled, HTTP/2 when the server offers it
-/// by ALPN, plain `http://` allowed for local servers.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
+/// plain `http://` allowed for local servers) sending bodies of type `B`.
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
-/// Builds the client. Upstream certificates are checked against the Mozilla roots
+/// The client for whole in-memory bodies (the OTLP exporter's).
+pub type UpstreamClient = HttpsClient<Full<Bytes>>;
+
+/// The request path's client: an attempt's body shares the client's buffer.
+pub type ProxyClient = HttpsClient<Full<AttemptBody>>;
+
+/// Builds a client. Upstream certificates are checked against the Mozilla roots
 /// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
 /// `extra_ca` (a corporate proxy's CA, a self-hosted model server's).
-pub fn client(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<UpstreamClient, CaError> {
+pub fn client<B>(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<HttpsClient<B>, CaError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
         let failed = |reason: String| CaError { path: path.to_owned(), reason };
@@ -92,18 +102,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request for one attempt at `endpoint`.
-pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<Bytes>>, http::Error> {
+pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<AttemptBody>>, http::Error> {
     let deployment = &endpoint.deployment;
     let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
     let body = inbound.body_for(&deployment.upstream_model);
 
-    let mut headers = inbound.parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    for name in
-        CLIENT_CREDENTIAL_HEADERS.iter().chain([&header::HOST, &header::CONTENT_LENGTH, &header::ACCEPT_ENCODING])
-    {
-        headers.remove(name);
-    }
+    let mut headers = forwarded_headers(&inbound.parts.headers);
     // Identity encoding keeps bodies readable for usage and retry hints.
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
@@ -113,7 +117,8 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
     Ok(request)
 }
 
-/// `base` + the client's path after `/v1` + the client's query without `key=`.
+/// `base` + the client's path after `/v1` + the client's query without credentials.
+/// The path was checked on arrival (`inbound`): it cannot climb out of `base`.
 /// Gemini-native paths go to the API root of the base (its `/openai` suffix dropped).
 fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
@@ -127,15 +132,10 @@ fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<U
             format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
         }
     };
-    let query: Vec<&str> = inbound
-        .parts
-        .uri
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty() && !p.starts_with("key="))
-        .collect();
-    let path_and_query = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+    let path_and_query = match forwarded_query(inbound.parts.uri.query()) {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse()?);
     Ok(Uri::from_parts(parts)?)
