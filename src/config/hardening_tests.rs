@@ -113,8 +113,11 @@ fn values_at_the_bounds_load_and_build() {
     let text = "\
 server:
   body_limit: 1GiB
-  timeouts: { connect: 5m, request: 6h, attempt: 6h, client_body: 1h, shutdown_grace: 1h }
-defaults: { num_retries: 100, cooldown: 1h, allowed_fails: 1000, queue: { max_waiting: 100000, max_wait: 1h } }
+  max_buffered_bodies: 64GiB
+  max_connections: 100000
+  admin_max_connections: 100000
+  timeouts: { connect: 5m, request: 6h, attempt: 6h, client_body: 1h, shutdown_grace: 1h, header_read: 5m, idle: 1h }
+defaults: { num_retries: 100, cooldown: 1h, cooldown_floor: 1m, max_cooldown: 24h, allowed_fails: 1000, queue: { max_waiting: 100000, max_wait: 1h } }
 models:
   m:
     deployments:
