@@ -6,20 +6,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::webhook::Webhook;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Far longer than any timeout configured here: only a connection left open forever
 /// runs into it.
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = Duration::from_secs(30);
 const WEBHOOK_DNS: &str = "keyrelay-webhook.keyrelay.svc";
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -157,59 +156,10 @@ async fn past_the_admin_cap_new_connections_are_closed_while_the_app_port_serves
 }
 
 /// `keyrelay webhook` with a self-signed certificate; killed on drop.
-struct Webhook {
-    child: Child,
-    addr: SocketAddr,
-    /// Trusts the webhook's self-signed certificate.
-    tls: tokio_rustls::TlsConnector,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_webhook(extra_args: &[&str]) -> Webhook {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec![WEBHOOK_DNS.to_owned()]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyrelay"))
-        .arg("webhook")
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .args(["--listen", "127.0.0.1:0", "--sidecar-image", "registry.test/keyrelay:t1"])
-        .args(extra_args)
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyrelay webhook");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let addr = lines
-        .find_map(|line| {
-            let json: serde_json::Value = serde_json::from_str(&line).ok()?;
-            json["fields"]["webhook_addr"].as_str()?.parse().ok()
-        })
-        .expect("keyrelay webhook logged its address");
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Webhook { child, addr, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)), _dir: dir }
+    let (pem, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    Webhook::start(pem.as_bytes(), key.as_bytes(), cert.cert.der().clone(), extra_args)
 }
 
 #[tokio::test]
@@ -220,7 +170,7 @@ async fn the_webhook_closes_connections_that_never_finish_a_handshake_or_a_reque
     let mut partial_hello = connect_and_send(webhook.addr, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
     let tcp = TcpStream::connect(webhook.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(WEBHOOK_DNS).unwrap();
-    let mut after_handshake = webhook.tls.connect(name, tcp).await.expect("TLS handshake with the webhook");
+    let mut after_handshake = webhook.connector().connect(name, tcp).await.expect("TLS handshake with the webhook");
     assert!(closed_by_server(&mut silent).await, "a silent connection to the webhook stayed open");
     assert!(closed_by_server(&mut partial_hello).await, "a half-sent TLS handshake stayed open");
     let mut buf = [0u8; 64];

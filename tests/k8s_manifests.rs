@@ -7,6 +7,8 @@
 
 #[path = "support/k8s_tools.rs"]
 mod k8s_tools;
+#[path = "support/webhook.rs"]
+mod webhook_process;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -386,49 +388,14 @@ fn injected_pod(mode: keyrelay::k8s::SidecarMode, api_watch: bool) -> Value {
 /// Starts `keyrelay webhook` with the given PEM files and GETs /healthz over TLS,
 /// trusting only `ca` and checking the certificate against `dns`.
 async fn healthz_over_tls(cert: &[u8], key: &[u8], ca: &[u8], dns: &str) -> u16 {
-    use std::io::{BufRead, BufReader};
-
     use http_body_util::{BodyExt, Empty};
     use rustls::pki_types::pem::PemObject;
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
-    std::fs::write(dir.path().join("tls.key"), key).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyrelay"))
-        .arg("webhook")
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    let addr = loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("webhook logged its address");
-        if let Some(addr) = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|j| j["fields"]["webhook_addr"].as_str().map(str::to_owned))
-        {
-            break addr;
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca).unwrap()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca).unwrap();
+    let webhook = webhook_process::Webhook::start(cert, key, ca, &[]);
+    let tcp = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();
     let server_name = rustls::pki_types::ServerName::try_from(dns.to_owned()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(server_name, tcp).await.unwrap();
+    let tls = webhook.connector().connect(server_name, tcp).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
     tokio::spawn(connection);
@@ -436,7 +403,5 @@ async fn healthz_over_tls(cert: &[u8], key: &[u8], ca: &[u8], dns: &str) -> u16 
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
-    let _ = child.kill();
-    let _ = child.wait();
     status
 }

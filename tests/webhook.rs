@@ -2,10 +2,7 @@
 //! AdmissionReview requests over TLS (HTTP/1.1 and HTTP/2), the returned JSON patch
 //! applied to the Pod the way the API server does, and the result inspected.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,28 +16,19 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[path = "support/webhook.rs"]
+mod webhook_process;
+
+use webhook_process::Webhook;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
+const STARTUP: Duration = Duration::from_secs(60);
+
 const SERVICE_DNS: &str = "keyrelay-webhook.keyrelay.svc";
-const STARTUP: Duration = Duration::from_secs(20);
-
-/// A running webhook; killed on drop so a failing test leaves no process behind.
-struct Webhook {
-    child: Child,
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A CA and a serving certificate for the webhook Service's DNS name, as the chart
 /// (or cert-manager) would make them; returns the client's trust root.
-fn write_certs(dir: &Path) -> rustls::pki_types::CertificateDer<'static> {
+fn certs() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,56 +38,12 @@ fn write_certs(dir: &Path) -> rustls::pki_types::CertificateDer<'static> {
     let leaf_key = KeyPair::generate().unwrap();
     let leaf_params = CertificateParams::new(vec![SERVICE_DNS.to_owned()]).unwrap();
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    ca_cert.der().clone()
+    (leaf.pem(), leaf_key.serialize_pem(), ca_cert.der().clone())
 }
 
 fn start(extra_args: &[&str]) -> Webhook {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = write_certs(dir.path());
-    let mut command = Command::new(BIN);
-    command
-        .arg("webhook")
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .args(["--listen", "127.0.0.1:0", "--sidecar-image", "registry.test/keyrelay:t1"])
-        .args(extra_args)
-        .env("KEYRELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (name, _) in
-        std::env::vars().filter(|(n, _)| n.starts_with("KEYRELAY_SIDECAR_") || n.starts_with("KEYRELAY_WEBHOOK_"))
-    {
-        command.env_remove(name);
-    }
-    let mut child = command.spawn().expect("spawn keyrelay webhook");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut webhook = Webhook { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), tls: Arc::new(tls), _dir: dir };
-    loop {
-        let line = rx.recv_timeout(STARTUP).expect("keyrelay webhook logged its address");
-        let Ok(json) = serde_json::from_str::<Value>(&line) else { continue };
-        if let Some(addr) = json["fields"]["webhook_addr"].as_str() {
-            webhook.addr = addr.parse().unwrap();
-            return webhook;
-        }
-    }
+    let (cert, key, ca) = certs();
+    Webhook::start(cert.as_bytes(), key.as_bytes(), ca, extra_args)
 }
 
 struct Answer {
