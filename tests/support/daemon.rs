@@ -32,8 +32,18 @@ impl Daemon {
         Self::spawn_with(config, secrets, env, false)
     }
 
+    /// Like [`Daemon::spawn_quiet`] with another build of keyrelay (benchmarks compare
+    /// the code before a fix with the code after it).
+    pub fn spawn_bin(bin: &Path, config: &Path, secrets: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_from(bin, config, secrets, env, false)
+    }
+
     fn spawn_with(config: &Path, secrets: &Path, env: &[(&str, &str)], keep_log: bool) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyrelay"));
+        Self::spawn_from(Path::new(env!("CARGO_BIN_EXE_keyrelay")), config, secrets, env, keep_log)
+    }
+
+    fn spawn_from(bin: &Path, config: &Path, secrets: &Path, env: &[(&str, &str)], keep_log: bool) -> Daemon {
+        let mut command = Command::new(bin);
         command
             .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
             .arg(config)
