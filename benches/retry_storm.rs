@@ -18,7 +18,7 @@ mod daemon;
 #[path = "support/load.rs"]
 mod load;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,7 +41,7 @@ fn litellm(base: &str) -> String {
     )
 }
 
-async fn case(bin: &PathBuf, label: &str, config_for: fn(&str) -> String, fault: Fault, wait: Duration) {
+async fn case(bin: &Path, label: &str, config_for: fn(&str) -> String, fault: Fault, wait: Duration) {
     let mock = MockProvider::start(MockConfig::new().key("sk-bench-a", KeyLimit::unlimited())).await.expect("mock");
     mock.set_standing_fault(None, Some(fault));
     let dir = tempfile::tempdir().expect("temp dir");
