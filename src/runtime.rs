@@ -137,15 +137,12 @@ impl Running {
             body_budget: Arc::default(),
             metrics: Arc::clone(&metrics),
         });
-        let proxy_task =
-            tokio::spawn(proxy::serve(proxy_listener, state, app_settings(&server), until_stopped(proxy_stopped)));
-        let admin_state = Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store), metrics });
-        let admin_task = tokio::spawn(admin::serve(
-            admin_listener,
-            admin_state,
-            admin_settings(&server),
-            until_stopped(admin_stopped),
-        ));
+        let (app, admin) = (app_settings(&server), admin_settings(&server));
+        let listeners = vec![(app.name, Arc::clone(&app.stats)), (admin.name, Arc::clone(&admin.stats))];
+        let proxy_task = tokio::spawn(proxy::serve(proxy_listener, state, app, until_stopped(proxy_stopped)));
+        let admin_state =
+            Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store), metrics, listeners });
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin, until_stopped(admin_stopped)));
 
         let sources_config = sources.config.clone();
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));

@@ -153,6 +153,17 @@ async fn past_the_admin_cap_new_connections_are_closed_while_the_app_port_serves
         get_on(&mut stream, "/healthz").await.starts_with("HTTP/1.1 200")
     })
     .await;
+
+    // And /metrics says so: at least the 20 closed at once, by listener.
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    let value = |series: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series}:\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(value("keyrelay_connections_refused_total{listener=\"admin\"}") >= 20, "{metrics}");
+    assert_eq!(value("keyrelay_connections_refused_total{listener=\"app\"}"), 0, "{metrics}");
+    assert!(value("keyrelay_connections_accepted_total{listener=\"app\"}") >= 1, "{metrics}");
+    assert!(value("keyrelay_connections_open{listener=\"admin\"}") >= 4, "the held connections: {metrics}");
 }
 
 /// `keyrelay webhook` with a self-signed certificate; killed on drop.

@@ -19,6 +19,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Health;
+use crate::http::ConnectionStats;
 use crate::pool::breaker::BreakerState;
 use crate::pool::{Availability, Counters, Endpoint, Snapshot, StateView};
 use crate::provider::refusal::KeyRefusal;
@@ -26,11 +27,48 @@ use crate::telemetry::metrics::ProxyMetrics;
 
 /// The registry `/metrics` encodes: the request path's instruments plus the
 /// snapshot collector.
-pub(super) fn registry(store: Arc<ArcSwap<Snapshot>>, health: Arc<Health>, metrics: &ProxyMetrics) -> Registry {
+pub(super) fn registry(
+    store: Arc<ArcSwap<Snapshot>>,
+    health: Arc<Health>,
+    metrics: &ProxyMetrics,
+    listeners: &[(&'static str, Arc<ConnectionStats>)],
+) -> Registry {
     let mut registry = Registry::with_prefix("keyrelay");
     metrics.register(&mut registry);
     registry.register_collector(Box::new(SnapshotCollector { store, health }));
+    registry.register_collector(Box::new(ListenerCollector { listeners: listeners.to_vec() }));
     registry
+}
+
+/// Connections per listener, read from the server loop's counters at scrape time.
+#[derive(Debug)]
+struct ListenerCollector {
+    listeners: Vec<(&'static str, Arc<ConnectionStats>)>,
+}
+
+impl Collector for ListenerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        type Read = fn(&ConnectionStats) -> u64;
+        let counters: [(&str, &str, Read); 2] = [
+            ("connections_accepted", "Connections accepted and served by this listener", |s| s.accepted()),
+            ("connections_refused", "Connections closed at once because the listener's cap was reached", |s| {
+                s.refused()
+            }),
+        ];
+        for (name, help, read) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (listener, stats) in &self.listeners {
+                ConstCounter::new(read(stats)).encode(metric.encode_family(&[("listener", *listener)])?)?;
+            }
+        }
+        let help = "Connections open on this listener now";
+        let mut metric = encoder.encode_descriptor("connections_open", help, None, MetricType::Gauge)?;
+        for (listener, stats) in &self.listeners {
+            let open = i64::try_from(stats.open()).unwrap_or(i64::MAX);
+            ConstGauge::new(open).encode(metric.encode_family(&[("listener", *listener)])?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The text body for a scrape.

@@ -85,6 +85,9 @@ pub struct AdminState {
     pub store: Arc<ArcSwap<Snapshot>>,
     /// The request path's instruments, encoded with the per-key series on `/metrics`.
     pub metrics: Arc<ProxyMetrics>,
+    /// Each listener's connection counters, by listener name (`app`, `admin`), so a
+    /// flood or a too-small `max_connections` shows on `/metrics`.
+    pub listeners: Vec<(&'static str, Arc<crate::http::ConnectionStats>)>,
 }
 
 /// The admin state plus the metric registry built from it.
@@ -100,7 +103,8 @@ pub async fn serve(
     settings: crate::http::Settings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let registry = metrics::registry(Arc::clone(&state.store), Arc::clone(&state.health), &state.metrics);
+    let registry =
+        metrics::registry(Arc::clone(&state.store), Arc::clone(&state.health), &state.metrics, &state.listeners);
     let state = Arc::new(Admin { state, registry });
     let service = service_fn(move |req| handle(Arc::clone(&state), req));
     crate::http::serve(listener, settings, service, shutdown).await;
