@@ -38,17 +38,24 @@ async fn readyz_until(url: &str, what: &str, needle: &str) -> String {
     }
 }
 
-/// A plain `open` of a FIFO waits for a writer forever: the reload hung with `/readyz`
-/// clean, and SIGTERM then never finished (the drain waits for the reload task).
-#[tokio::test]
-async fn a_fifo_secret_fails_the_reload_visibly_and_sigterm_still_exits() {
+/// A mock with key `sk-a`, and a temp dir holding `config.yaml` (one deployment on
+/// the mock, key name `KA`) and `secrets/KA`.
+async fn mock_and_files() -> (MockProvider, tempfile::TempDir) {
     let mock = MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited())).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
     std::fs::write(secrets.join("KA"), "sk-a").unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, native(&mock.base_url(), "KA")).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), native(&mock.base_url(), "KA")).unwrap();
+    (mock, dir)
+}
+
+/// A plain `open` of a FIFO waits for a writer forever: the reload hung with `/readyz`
+/// clean, and SIGTERM then never finished (the drain waits for the reload task).
+#[tokio::test]
+async fn a_fifo_secret_fails_the_reload_visibly_and_sigterm_still_exits() {
+    let (_mock, dir) = mock_and_files().await;
+    let (config, secrets) = (dir.path().join("config.yaml"), dir.path().join("secrets"));
     let mut daemon = Daemon::spawn(&config, &secrets, &[]);
     let readyz = format!("http://{}/readyz", daemon.admin);
 
@@ -120,13 +127,8 @@ fn assert_no_piece(what: &str, haystack: &str) {
 
 #[tokio::test]
 async fn keys_pasted_as_secret_names_never_reach_readyz_status_or_logs() {
-    let mock = MockProvider::start(MockConfig::new().key("sk-a", KeyLimit::unlimited())).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir(&secrets).unwrap();
-    std::fs::write(secrets.join("KA"), "sk-a").unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, native(&mock.base_url(), "KA")).unwrap();
+    let (mock, dir) = mock_and_files().await;
+    let (config, secrets) = (dir.path().join("config.yaml"), dir.path().join("secrets"));
     let daemon = Daemon::spawn(&config, &secrets, &[]);
     let admin = format!("http://{}", daemon.admin);
 
