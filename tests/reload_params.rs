@@ -128,3 +128,18 @@ async fn a_missing_url_secret_keeps_the_running_snapshot_and_names_the_field() {
     assert!(body.contains("model_list[0].litellm_params.api_base") && body.contains("UPSTREAM_BASE"), "{body}");
     assert_eq!(m.proxy.chat("m").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_new_url_does_not_inherit_the_old_urls_cooldown() {
+    let (one, two) = (mock().await, mock().await);
+    let m = Mounted::start(CONFIG, &[("KEY", "sk-k"), ("UPSTREAM_BASE", &one.base_url()), ("ORG", "o")]).await;
+    one.push_fault(Some("sk-k"), Fault::RateLimited { retry_after: Some("300".into()) });
+    assert_eq!(m.proxy.chat("m").await.status, 429, "the only endpoint rests for 300 s");
+
+    let g = m.generation();
+    m.secrets.write(&[("KEY", "sk-k"), ("UPSTREAM_BASE", &two.base_url()), ("ORG", "o")]);
+    m.wait_generation_past(g).await;
+    let r = m.proxy.chat("m").await;
+    assert_eq!(r.status, 200, "the new URL is still resting: {}", r.text());
+    assert_eq!(two.requests_for_key("sk-k"), 1);
+}

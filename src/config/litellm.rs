@@ -244,6 +244,12 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return None;
     };
+    if model.trim().starts_with("os.environ/") {
+        let message = "model from os.environ/ is not supported: write the model itself (its provider prefix \
+                       decides the URL, the auth and the default key, which validation checks)";
+        diags.error(&model_path, message);
+        return None;
+    }
     let (provider, upstream) = report(diags, &model_path, split_model(&model))?;
     let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
     let mut from_secrets = Vec::new();

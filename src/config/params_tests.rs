@@ -150,3 +150,12 @@ fn entries_that_differ_in_a_parameter_secret_stay_two_deployments() {
     let keys: Vec<usize> = route.deployments.iter().map(|d| d.keys.len()).collect();
     assert_eq!(keys, [1, 2]);
 }
+
+#[test]
+fn a_model_from_a_secret_is_refused_with_the_reason() {
+    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: os.environ/MODEL\n      api_key: os.environ/K\n";
+    let errors = load_str(text, Path::new("c.yaml")).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].origin.path, "model_list[0].litellm_params.model");
+    assert!(errors[0].message.contains("os.environ/ is not supported"), "{errors:?}");
+}
