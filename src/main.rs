@@ -166,11 +166,26 @@ fn check(args: &SourceArgs) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     let secrets = SecretSource::new(args.secrets_dir.clone(), loaded.config.inline_secrets.clone());
-    if let Err(errors) = Snapshot::build(&loaded.config, &secrets, None) {
+    // `api_base: os.environ/NAME` and the like: the table shows the values in effect.
+    let (resolved, mut errors) = match config::resolve_params(&loaded.config, &secrets) {
+        Ok(resolved) => {
+            for warning in &resolved.warnings {
+                eprintln!("warning: {warning}");
+            }
+            (resolved.config, Vec::new())
+        }
+        // Keys are still checked: every error at once.
+        Err(errors) => (loaded.config, errors),
+    };
+    if let Err(more) = Snapshot::build(&resolved, &secrets, None) {
+        errors.extend(more);
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|d| d.origin.line.unwrap_or(usize::MAX));
         eprintln!("{}", config::ConfigErrors(errors));
         return ExitCode::FAILURE;
     }
-    print!("{}", config::render_table(&loaded.config));
+    print!("{}", config::render_table(&resolved));
     println!("{}: OK", args.config.display());
     ExitCode::SUCCESS
 }

@@ -380,3 +380,39 @@ fn check_refuses_fifos_and_oversized_files_at_once() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("larger than the limit of 1 MiB"), "{stderr}");
 }
+
+#[test]
+fn check_shows_an_api_base_read_from_a_secret_and_does_not_count_it_as_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets, "AZURE_KEY_EU", "azure-value-should-not-print\n");
+    write(&secrets, "AZURE_BASE_EU", "https://team-eu.openai.azure.com/\n");
+    let config = write(
+        dir.path(),
+        "proxy-config.yaml",
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: azure/gpt-4o-eu\n      api_key: os.environ/AZURE_KEY_EU\n      api_base: os.environ/AZURE_BASE_EU\n",
+    );
+    let (code, stdout, stderr) = check(&config, Some(&secrets));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    for expected in [
+        "https://team-eu.openai.azure.com",
+        "sent to https://team-eu.openai.azure.com",
+        "api_base <- secret AZURE_BASE_EU",
+        "1 key reference(s)",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("should-not-print") && !stderr.contains("should-not-print"));
+
+    // Not a URL: the field, the secret and the value are named; exit 1.
+    write(&secrets, "AZURE_BASE_EU", "team-eu.openai.azure.com\n");
+    let (code, stdout, stderr) = check(&config, Some(&secrets));
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains(":6: model_list[0].litellm_params.api_base")
+            && stderr.contains("AZURE_BASE_EU")
+            && stderr.contains("team-eu.openai.azure.com"),
+        "{stderr}"
+    );
+}

@@ -14,7 +14,8 @@ use crate::provider::ProviderKind;
 use super::bounds;
 use super::lines::{join_index, join_key};
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
-use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ServerSettings};
+use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ParamField, SecretParam, ServerSettings};
+use super::params::{self, Written};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values;
 use super::walk::{count, entries, ignore_all, names, string, IGNORED};
@@ -32,12 +33,19 @@ struct Entry {
     tpm: Option<u64>,
     order: u32,
     region: Option<String>,
+    api_version: Option<String>,
+    organization: Option<String>,
+    /// Parameters written as `os.environ/NAME` (other than `api_key`).
+    from_secrets: Vec<SecretParam>,
 }
 
 impl Entry {
     /// Entries that agree on all of this are one deployment with several keys.
     fn merge_key(&self) -> impl PartialEq + '_ {
-        (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region)
+        // The secrets' names, not where each entry wrote them.
+        let from: Vec<(ParamField, &str)> = self.from_secrets.iter().map(|p| (p.field, p.name.as_str())).collect();
+        let params = (&self.api_version, &self.organization, from);
+        (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region, params)
     }
 }
 
@@ -151,6 +159,9 @@ fn route(
                 region: e.region,
                 max_inflight: None,
                 priority: e.order,
+                api_version: e.api_version,
+                organization: e.organization,
+                from_secrets: e.from_secrets,
             },
         })
         .collect();
@@ -207,17 +218,22 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
     let errors_before = diags.errors.len();
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
+    let (mut api_version, mut organization) = (None, None);
     for (key, v) in entries(diags, value, path) {
         let at = join_key(path, &key);
         match key.as_str() {
             "model" => model = string(diags, v, &at).map(|m| (m, at)),
             "api_key" => api_key = Some((v, at)),
-            "api_base" => api_base = string(diags, v, &at).map(|b| (b, at)),
+            "api_base" => api_base = params::written(diags, v, &at, ParamField::ApiBase).map(|b| (b, at)),
+            "api_version" => api_version = params::written(diags, v, &at, ParamField::ApiVersion).map(|w| (w, at)),
+            "organization" => {
+                organization = params::written(diags, v, &at, ParamField::Organization).map(|w| (w, at));
+            }
             "rpm" => rpm = count::<u32>(diags, v, &at, 0, bounds::RPM),
             "tpm" => tpm = count::<u64>(diags, v, &at, 0, bounds::TPM),
             "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
             "order" => order = count::<u32>(diags, v, &at, 0, bounds::ORDER),
-            "region_name" => region = string(diags, v, &at),
+            "region_name" => region = params::written(diags, v, &at, ParamField::Region).map(|w| (w, at)),
             "timeout" | "stream_timeout" => {
                 diags.warn(&at, format!("{IGNORED} per deployment; server.timeouts.request applies"));
             }
@@ -228,21 +244,45 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return None;
     };
+    if model.trim().starts_with("os.environ/") {
+        let message = "model from os.environ/ is not supported: write the model itself (its provider prefix \
+                       decides the URL, the auth and the default key, which validation checks)";
+        diags.error(&model_path, message);
+        return None;
+    }
     let (provider, upstream) = report(diags, &model_path, split_model(&model))?;
     let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
+    let mut from_secrets = Vec::new();
     let base_url = match &api_base {
-        Some((base, at)) if base.starts_with("os.environ/") => {
-            diags.error(at, "api_base from os.environ/ is not supported: write the URL itself");
-            None
+        Some((Written::Secret(param), _)) => {
+            from_secrets.push(param.clone());
+            Some(http::Uri::from_static(params::UNRESOLVED_BASE))
         }
-        Some((base, at)) => report(diags, at, validate::resolve_base(provider, Some(base))),
+        Some((Written::Text(base), at)) => report(diags, at, validate::resolve_base(provider, Some(base))),
         None => report(diags, &model_path, validate::resolve_base(provider, None)),
     };
+    let base_secret = from_secrets.first().map(|p| p.name.clone());
+    let mut text = |field, written: Option<(Written, String)>| match written? {
+        // An empty region is no region, as before.
+        (Written::Text(value), _) if field == ParamField::Region && value.trim().is_empty() => None,
+        (Written::Text(value), at) => report(diags, &at, params::checked(field, &value)),
+        (Written::Secret(param), _) => {
+            from_secrets.push(param);
+            None
+        }
+    };
+    let api_version = text(ParamField::ApiVersion, api_version);
+    let organization = text(ParamField::Organization, organization);
+    let region = text(ParamField::Region, region);
     let key = match api_key {
         Some((v, at)) => key_ref(diags, v, &at),
         None => match default_key_name(provider) {
             Some(name) => {
-                let to = base_url.as_ref().map(|b| format!(" and sent to {}", destination(b))).unwrap_or_default();
+                let to = match (&base_secret, &base_url) {
+                    (Some(secret), _) => format!(" and sent to the api_base in secret {secret}"),
+                    (None, Some(b)) => format!(" and sent to {}", destination(b)),
+                    (None, None) => String::new(),
+                };
                 let message = format!("no api_key: the secret {name} is used{to}, as LiteLLM does for {provider}");
                 diags.warn(path, message);
                 let origin = diags.origin(path);
@@ -268,6 +308,9 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         tpm,
         order: order.unwrap_or(0),
         region: region.filter(|r| !r.trim().is_empty()),
+        api_version,
+        organization,
+        from_secrets,
     })
 }
 

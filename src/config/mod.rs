@@ -12,6 +12,7 @@ mod litellm;
 mod litellm_settings;
 mod model;
 mod native;
+mod params;
 mod read;
 mod render;
 mod secret;
@@ -28,6 +29,8 @@ mod listener_tests;
 #[cfg(test)]
 mod litellm_tests;
 #[cfg(test)]
+mod params_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -36,6 +39,7 @@ use std::path::Path;
 
 pub use lines::LineIndex;
 pub use model::*;
+pub use params::{resolve_params, Resolved};
 pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};
 pub use render::render_table;
 pub use secret::{NamedKey, Secret, SecretError, SecretSource};

@@ -222,6 +222,48 @@ pub struct Deployment {
     /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
     /// lower ones are unavailable.
     pub priority: u32,
+    /// Azure `api_version` (the `api-version` query parameter).
+    pub api_version: Option<String>,
+    /// OpenAI `organization`: sent as the `OpenAI-Organization` header.
+    pub organization: Option<String>,
+    /// Parameters written as `os.environ/NAME`: their values live in secrets, which a
+    /// validated config never reads, so the fields above hold placeholders until
+    /// [`resolve_params`](crate::config::resolve_params) fills them in. Never keys.
+    pub from_secrets: Vec<SecretParam>,
+}
+
+/// A deployment parameter whose value is read from a secret (`api_base:
+/// os.environ/UPSTREAM_BASE`), each time a snapshot is built, so a Secret update
+/// changes it like a key rotation does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretParam {
+    pub field: ParamField,
+    /// Secret name, looked up like a key's (API data, secrets dir, environment,
+    /// `environment_variables`).
+    pub name: String,
+    /// Where it was written, e.g. `model_list[0].litellm_params.api_base`.
+    pub origin: Origin,
+}
+
+/// The deployment fields a secret may supply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ParamField {
+    ApiBase,
+    ApiVersion,
+    Organization,
+    Region,
+}
+
+impl ParamField {
+    /// The LiteLLM spelling, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamField::ApiBase => "api_base",
+            ParamField::ApiVersion => "api_version",
+            ParamField::Organization => "organization",
+            ParamField::Region => "region_name",
+        }
+    }
 }
 
 impl Deployment {

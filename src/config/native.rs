@@ -462,6 +462,9 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             region: raw.region.filter(|r| !r.trim().is_empty()),
             max_inflight,
             priority: order.unwrap_or(0),
+            api_version: None,
+            organization: None,
+            from_secrets: Vec::new(),
         },
     })
 }

@@ -62,6 +62,11 @@ pub fn render_table(config: &Config) -> String {
                 .collect();
             let plain = if is_plain_http_to_remote(&d.base_url) { " (plain http)" } else { "" };
             let _ = writeln!(out, "      keys: {} -> sent to {}{plain}", keys.join(", "), d.key_destination());
+            if !d.from_secrets.is_empty() {
+                let params: Vec<String> =
+                    d.from_secrets.iter().map(|p| format!("{} <- secret {}", p.field.as_str(), p.name)).collect();
+                let _ = writeln!(out, "      from secrets (re-read on reload): {}", params.join(", "));
+            }
         }
     }
 

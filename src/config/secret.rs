@@ -121,6 +121,16 @@ impl SecretSource {
         }
     }
 
+    /// A value that is not a key (a base URL, an API version) kept in a secret so a
+    /// Secret update changes it: looked up like a key, trimmed, never empty.
+    pub fn value(&self, name: &str) -> Result<String, SecretError> {
+        let value = self.read_raw(name)?.trim().to_owned();
+        if value.is_empty() {
+            return Err(SecretError::Empty { name: name.to_owned() });
+        }
+        Ok(value)
+    }
+
     fn read_raw(&self, name: &str) -> Result<String, SecretError> {
         if !is_valid_name(name) {
             return Err(SecretError::BadName { name: name.to_owned() });

@@ -49,11 +49,13 @@ impl Snapshot {
         secrets: &SecretSource,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, Vec<Diagnostic>> {
-        let carried: HashMap<(&EndpointId, u64), &Arc<EndpointState>> = previous
+        // A new base URL (`api_base: os.environ/NAME` rotated) is a new upstream: the old
+        // one's cooldowns and open breakers say nothing about it.
+        let carried: HashMap<(&EndpointId, u64, &http::Uri), &Arc<EndpointState>> = previous
             .into_iter()
             .flat_map(|p| p.routes.values())
             .flat_map(|r| &r.endpoints)
-            .map(|e| ((&e.id, e.key_fingerprint), &e.state))
+            .map(|e| ((&e.id, e.key_fingerprint, &e.deployment.base_url), &e.state))
             .collect();
         let mut errors = Vec::new();
         let mut routes = BTreeMap::new();
@@ -92,7 +94,10 @@ impl Snapshot {
                             key_name: key.name,
                         };
                         let fingerprint = key.secret.fingerprint();
-                        let state = carried.get(&(&id, fingerprint)).map(|s| Arc::clone(s)).unwrap_or_default();
+                        let state = carried
+                            .get(&(&id, fingerprint, &deployment.base_url))
+                            .map(|s| Arc::clone(s))
+                            .unwrap_or_default();
                         state.limit_rest(model.cooldown_bounds.ceiling, Instant::now());
                         endpoints.push(Arc::new(Endpoint {
                             id,

@@ -111,6 +111,10 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
     // Identity encoding keeps bodies readable for usage and retry hints.
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
+    // LiteLLM `organization`: the deployment's, whatever the client sent.
+    if let Some(org) = deployment.organization.as_deref().and_then(|o| HeaderValue::from_str(o).ok()) {
+        headers.insert(HeaderName::from_static("openai-organization"), org);
+    }
 
     let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(Full::new(body))?;
     *request.headers_mut() = headers;

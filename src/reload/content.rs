@@ -100,12 +100,21 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
     let secrets_digest = secrets_digest(&config, &secrets, keys);
     digest.u64((secrets_digest >> 64) as u64);
     digest.u64(secrets_digest as u64);
-    Read { hash: digest.finish(), result: Ok(Parsed { config, warnings: loaded.warnings, secrets, secrets_digest }) }
+    // After the digest: a secret that changes between the two reads makes the
+    // reloader's race check differ, and it reads again.
+    let result = config::resolve_params(&config, &secrets).map(|resolved| {
+        let mut warnings = loaded.warnings;
+        warnings.extend(resolved.warnings);
+        Parsed { config: resolved.config, warnings, secrets, secrets_digest }
+    });
+    Read { hash: digest.finish(), result }
 }
 
 /// Hashes every secret `config` names, as resolved now: name and fingerprint of each
-/// key (a `keys_from` secret gives several), or the error text when it does not resolve
-/// (a missing file that appears later is then a change).
+/// key (a `keys_from` secret gives several), the value of each parameter from a secret
+/// (`api_base: os.environ/NAME`: not a key, and a new URL must be a change), or the
+/// error text when it does not resolve (a missing file that appears later is then a
+/// change).
 pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Keys) -> u128 {
     let refs: BTreeSet<(&str, bool)> = config
         .models
@@ -131,6 +140,20 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
                     digest.u64(k.secret.fingerprint());
                 }
             }
+            Err(e) => digest.str(&e.to_string()),
+        }
+    }
+    let params: BTreeSet<&str> = config
+        .models
+        .values()
+        .flat_map(|m| &m.deployments)
+        .flat_map(|d| &d.from_secrets)
+        .map(|p| p.name.as_str())
+        .collect();
+    for name in params {
+        digest.str(name);
+        match secrets.value(name) {
+            Ok(value) => digest.str(&value),
             Err(e) => digest.str(&e.to_string()),
         }
     }
