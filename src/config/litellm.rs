@@ -26,7 +26,9 @@ struct Entry {
     base_url: http::Uri,
     /// Where the base URL was written (`api_base`, else `model`).
     base_path: String,
-    key: KeyRef,
+    /// `None`: a local server that needs no key, and none is written.
+    key: Option<KeyRef>,
+    api_version: Option<String>,
     weight: u32,
     rpm: Option<u32>,
     tpm: Option<u64>,
@@ -37,7 +39,8 @@ struct Entry {
 impl Entry {
     /// Entries that agree on all of this are one deployment with several keys.
     fn merge_key(&self) -> impl PartialEq + '_ {
-        (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region)
+        let (p, m, b, v) = (self.provider, &self.model, &self.base_url, &self.api_version);
+        (p, m, b, v, self.weight, self.rpm, self.tpm, self.order, &self.region)
     }
 }
 
@@ -122,8 +125,14 @@ fn route(
 ) -> RouteDraft {
     let mut merged: Vec<(Entry, Vec<KeyRef>)> = Vec::new();
     for e in list {
-        let key = e.key.clone();
-        match merged.iter_mut().find(|(m, _)| m.merge_key() == e.merge_key()) {
+        let Some(key) = e.key.clone() else {
+            // Keyless: an identical keyless entry adds nothing.
+            if !merged.iter().any(|(m, keys)| keys.is_empty() && m.merge_key() == e.merge_key()) {
+                merged.push((e, Vec::new()));
+            }
+            continue;
+        };
+        match merged.iter_mut().find(|(m, keys)| !keys.is_empty() && m.merge_key() == e.merge_key()) {
             Some((_, keys)) if keys.iter().any(|k| k.name == key.name) => {
                 let msg =
                     format!("secret {:?} is already used by an identical entry of {alias:?}; counted once", key.name);
@@ -151,6 +160,7 @@ fn route(
                 region: e.region,
                 max_inflight: None,
                 priority: e.order,
+                api_version: e.api_version,
             },
         })
         .collect();
@@ -206,6 +216,7 @@ fn entry(diags: &mut Diags<'_>, item: &Value, path: &str) -> (Option<String>, Op
 fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entry> {
     let errors_before = diags.errors.len();
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
+    let mut api_version: Option<(String, String)> = None;
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
     for (key, v) in entries(diags, value, path) {
         let at = join_key(path, &key);
@@ -213,6 +224,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
             "model" => model = string(diags, v, &at).map(|m| (m, at)),
             "api_key" => api_key = Some((v, at)),
             "api_base" => api_base = string(diags, v, &at).map(|b| (b, at)),
+            "api_version" => api_version = string(diags, v, &at).map(|b| (b, at)),
             "rpm" => rpm = count::<u32>(diags, v, &at, 0, bounds::RPM),
             "tpm" => tpm = count::<u64>(diags, v, &at, 0, bounds::TPM),
             "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
@@ -228,25 +240,62 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return None;
     };
-    let (provider, upstream) = report(diags, &model_path, split_model(&model))?;
+    // As LiteLLM: an unprefixed model on a known provider's `api_base` is that provider.
+    let by_base =
+        api_base.as_ref().filter(|_| !model.contains('/')).and_then(|(b, _)| ProviderKind::infer_from_base(b));
+    let split = match by_base {
+        Some(provider) => Ok((provider, model.trim().to_owned())),
+        None => split_model(&model),
+    };
+    let (provider, upstream) = report(diags, &model_path, split)?;
+    if api_base.is_none() && provider.default_base().is_none() {
+        api_base = implicit_base(diags, provider, path);
+    }
     let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
-    let base_url = match &api_base {
+    let version = match api_version {
+        Some((v, at)) if v.trim().starts_with("os.environ/") => {
+            diags.error(&at, "api_version from os.environ/ is not supported: write the version itself");
+            None
+        }
+        Some((v, at)) => {
+            let checked = match provider.takes_api_version() {
+                true => crate::provider::catalog::check_api_version(v.trim()),
+                false => Err(format!("api_version applies to azure and azure_ai entries, not {provider}")),
+            };
+            report(diags, &at, checked).map(|()| v.trim().to_owned())
+        }
+        // LiteLLM reads AZURE_API_VERSION for azure/ entries without api_version.
+        None if provider == ProviderKind::Azure => std::env::var("AZURE_API_VERSION").ok().filter(|v| !v.is_empty()),
+        None => None,
+    };
+    let based = match &api_base {
         Some((base, at)) if base.starts_with("os.environ/") => {
             diags.error(at, "api_base from os.environ/ is not supported: write the URL itself");
             None
         }
-        Some((base, at)) => report(diags, at, validate::resolve_base(provider, Some(base))),
-        None => report(diags, &model_path, validate::resolve_base(provider, None)),
+        Some((base, at)) => {
+            report(diags, at, validate::resolve_deployment_base(provider, Some(base), &upstream, version.as_deref()))
+        }
+        None => {
+            let resolved = validate::resolve_deployment_base(provider, None, &upstream, version.as_deref());
+            report(diags, &model_path, resolved)
+        }
+    };
+    let (base_url, api_version) = match based {
+        Some((base, version)) => (Some(base), version),
+        None => (None, None),
     };
     let key = match api_key {
-        Some((v, at)) => key_ref(diags, v, &at),
-        None => match default_key_name(provider) {
+        Some((v, at)) => key_ref(diags, v, &at).map(Some),
+        // A local server that needs no key: nothing is sent (`check` shows it).
+        None if base_url.as_ref().is_some_and(|b| !provider.needs_key(b)) => Some(None),
+        None => match provider.implicit_key() {
             Some(name) => {
                 let to = base_url.as_ref().map(|b| format!(" and sent to {}", destination(b))).unwrap_or_default();
                 let message = format!("no api_key: the secret {name} is used{to}, as LiteLLM does for {provider}");
                 diags.warn(path, message);
                 let origin = diags.origin(path);
-                Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: true })
+                Some(Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: true }))
             }
             None => {
                 diags.error(path, "missing field `api_key` (write api_key: os.environ/NAME)");
@@ -263,6 +312,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         base_url: base_url?,
         base_path,
         key: key?,
+        api_version,
         weight: weight.unwrap_or(1),
         rpm,
         tpm,
@@ -297,11 +347,20 @@ fn key_ref(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<KeyRef> {
 
 /// `gemini/gemini-2.5-flash` -> (gemini, `gemini-2.5-flash`); split at the first
 /// `/`, so `openrouter/anthropic/claude-sonnet-4.6` keeps `anthropic/...` as the
-/// upstream model. No prefix means OpenAI, as in LiteLLM.
+/// upstream model. Without a prefix, the provider LiteLLM infers from the name
+/// (`gpt-*` -> openai, `claude-*` -> anthropic), else an error naming the fix.
 pub(crate) fn split_model(model: &str) -> Result<(ProviderKind, String), String> {
     let model = model.trim();
     let (provider, upstream) = match model.split_once('/') {
-        None => (ProviderKind::OpenAi, model),
+        None => match ProviderKind::infer_from_model(model) {
+            Some(p) => (p, model),
+            None => {
+                return Err(format!(
+                    "cannot tell which provider serves {model:?} (LiteLLM cannot either): write provider/model, \
+                     e.g. openai/{model} for an OpenAI-compatible server at api_base"
+                ))
+            }
+        },
         Some((prefix, rest)) => match ProviderKind::from_name(prefix) {
             Some(p) => (p, rest),
             None => {
@@ -318,21 +377,11 @@ pub(crate) fn split_model(model: &str) -> Result<(ProviderKind, String), String>
     Ok((provider, upstream.to_owned()))
 }
 
-/// The variable LiteLLM reads when an entry has no `api_key`.
-fn default_key_name(provider: ProviderKind) -> Option<&'static str> {
-    Some(match provider {
-        ProviderKind::OpenAi => "OPENAI_API_KEY",
-        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
-        ProviderKind::Gemini => "GEMINI_API_KEY",
-        ProviderKind::OpenRouter => "OPENROUTER_API_KEY",
-        ProviderKind::Groq => "GROQ_API_KEY",
-        ProviderKind::Cerebras => "CEREBRAS_API_KEY",
-        ProviderKind::Mistral => "MISTRAL_API_KEY",
-        ProviderKind::DeepSeek => "DEEPSEEK_API_KEY",
-        ProviderKind::Together => "TOGETHERAI_API_KEY",
-        ProviderKind::Fireworks => "FIREWORKS_AI_API_KEY",
-        ProviderKind::Xai => "XAI_API_KEY",
-        ProviderKind::Azure => "AZURE_API_KEY",
-        ProviderKind::OpenAiCompatible => return None,
-    })
+/// The base LiteLLM reads from the environment when `api_base` is not written
+/// (`AZURE_API_BASE` for azure/), with a warning saying so.
+fn implicit_base(diags: &mut Diags<'_>, provider: ProviderKind, path: &str) -> Option<(String, String)> {
+    let name = provider.spec().base_env?;
+    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+    diags.warn(path, format!("no api_base: {name} from the environment ({value}) is used, as LiteLLM does"));
+    Some((value, path.to_owned()))
 }

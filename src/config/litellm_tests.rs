@@ -194,7 +194,7 @@ fn missing_api_key_uses_the_providers_variable_and_openai_compatible_needs_base(
     assert_eq!(loaded.config.models["m"].deployments[0].keys[0].name, "GROQ_API_KEY");
     assert!(find(&loaded.warnings, "model_list[0].litellm_params").message.contains("GROQ_API_KEY"));
     let v = &loaded.config.models["v"].deployments[0];
-    assert_eq!(v.provider, ProviderKind::OpenAiCompatible);
+    assert_eq!(v.provider, ProviderKind::HostedVllm);
     assert!(!v.base_url.to_string().ends_with("//"));
     assert!(v.base_url.to_string().starts_with("http://vllm:8000"));
 }

@@ -222,6 +222,10 @@ pub struct Deployment {
     /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
     /// lower ones are unavailable.
     pub priority: u32,
+    /// The `api-version` query parameter every request carries (Azure; replaces the
+    /// client's). For Azure it is already resolved: `api_version`, else
+    /// `AZURE_API_VERSION`, else LiteLLM's default.
+    pub api_version: Option<String>,
 }
 
 impl Deployment {
