@@ -62,7 +62,7 @@ pub fn render_table(config: &Config) -> String {
                 .collect();
             let plain = if is_plain_http_to_remote(&d.base_url) { " (plain http)" } else { "" };
             if keys.is_empty() {
-                let _ = writeln!(out, "      keys: none ({} needs none): no auth header is sent", d.key_destination());
+                let _ = writeln!(out, "      keys: none: no auth header is sent to {}", d.key_destination());
             } else {
                 let _ = writeln!(out, "      keys: {} -> sent to {}{plain}", keys.join(", "), d.key_destination());
             }
