@@ -331,14 +331,14 @@ fn check_says_which_key_goes_to_which_host() {
         "{stderr}"
     );
 
-    let bad = write(dir.path(), "bad.yaml", &format!("model_list:\n{}", entry("http://10.1.2.3:8000/v1")));
+    let bad = write(dir.path(), "bad.yaml", &format!("model_list:\n{}", entry("http://203.0.113.7:8000/v1")));
     let (code, stdout, stderr) = check(&bad, Some(dir.path()));
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains("bad.yaml:3: model_list[0].litellm_params: no api_key is written, so OPENAI_API_KEY"),
         "{stderr}"
     );
-    assert!(stderr.contains("http://10.1.2.3:8000"), "{stderr}");
+    assert!(stderr.contains("http://203.0.113.7:8000"), "{stderr}");
 }
 
 #[test]

@@ -169,16 +169,20 @@ async fn the_implied_litellm_key_never_goes_over_plain_http_to_a_remote_host() {
         format!("model_list:\n  - model_name: m\n    litellm_params: {{ model: openai/up, api_base: {base} }}\n")
     };
 
-    std::fs::write(&config, entry("http://10.255.255.1:9/v1")).unwrap();
+    // A public address (TEST-NET-3, never contacted): a private one is a local server,
+    // which gets no key at all.
+    std::fs::write(&config, entry("http://203.0.113.1:9/v1")).unwrap();
     proxy.running.request_reload();
-    let body = readyz_until(&readyz, "the reload is refused", "http://10.255.255.1:9").await;
+    let body = readyz_until(&readyz, "the reload is refused", "http://203.0.113.1:9").await;
     for needle in ["model_list[0].litellm_params", "OPENAI_API_KEY", "api_key: os.environ/OPENAI_API_KEY"] {
         assert!(body.contains(needle), "{needle} missing:\n{body}");
     }
     assert_eq!(proxy.chat("m").await.header("x-keyrelay-key"), "KA", "the old snapshot serves");
 
     let before = *proxy.running.generations().borrow();
-    std::fs::write(&config, entry(&mock.base_url())).unwrap();
+    // Written, the key goes to the loopback mock (unwritten, a local server gets none).
+    let written = format!("{}, api_key: os.environ/OPENAI_API_KEY", mock.base_url());
+    std::fs::write(&config, entry(&written)).unwrap();
     proxy.running.request_reload();
     let mut generations = proxy.running.generations();
     tokio::time::timeout(LONG, generations.wait_for(|g| *g > before)).await.expect("reload applies").unwrap();

@@ -202,24 +202,31 @@ fn litellm_entry(params: &str) -> String {
 
 #[test]
 fn litellm_implicit_key_never_goes_over_plain_http_to_a_remote_host() {
-    let list = errors(&litellm_entry("api_base: http://10.1.2.3:8000/v1"));
+    let list = errors(&litellm_entry("api_base: http://203.0.113.7:8000/v1"));
     let message = message_at(&list, "model_list[0].litellm_params");
-    for needle in ["OPENAI_API_KEY", "http://10.1.2.3:8000", "api_key: os.environ/OPENAI_API_KEY"] {
+    for needle in ["OPENAI_API_KEY", "http://203.0.113.7:8000", "api_key: os.environ/OPENAI_API_KEY"] {
         assert!(message.contains(needle), "{message}");
     }
 
     // Written explicitly, the same key goes there, with a warning.
-    let loaded = load(&litellm_entry("api_base: http://10.1.2.3:8000/v1, api_key: os.environ/OPENAI_API_KEY")).unwrap();
+    let loaded =
+        load(&litellm_entry("api_base: http://203.0.113.7:8000/v1, api_key: os.environ/OPENAI_API_KEY")).unwrap();
     let warning = loaded.warnings.iter().find(|w| w.origin.path == "model_list[0].litellm_params.api_key");
     assert!(
-        warning.is_some_and(|w| w.message.contains("plain http to http://10.1.2.3:8000")),
+        warning.is_some_and(|w| w.message.contains("plain http to http://203.0.113.7:8000")),
         "{:#?}",
         loaded.warnings
     );
 
-    // Loopback http and any https are fine; the warning says where the key goes.
+    // A local server (loopback, private address, cluster DNS) gets no key at all.
+    for base in ["http://127.0.0.1:8000/v1", "http://10.1.2.3:8000/v1", "http://vllm.models.svc:8000/v1"] {
+        let loaded = load(&litellm_entry(&format!("api_base: {base}"))).unwrap();
+        assert!(loaded.config.models["m"].deployments[0].keys.is_empty(), "{base}");
+        assert!(render_table(&loaded.config).contains("no auth header is sent"), "{base}");
+    }
+    // Any https is fine; the warning says where the key goes.
     for (base, to) in
-        [("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"), ("https://gw.example.com/v1", "https://gw.example.com")]
+        [("https://gw.example.com/v1", "https://gw.example.com"), ("https://203.0.113.9/v1", "https://203.0.113.9")]
     {
         let loaded = load(&litellm_entry(&format!("api_base: {base}"))).unwrap();
         let d = &loaded.config.models["m"].deployments[0];

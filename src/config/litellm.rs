@@ -14,7 +14,9 @@ use crate::provider::ProviderKind;
 use super::bounds;
 use super::lines::{join_index, join_key};
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
-use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ParamField, SecretParam, ServerSettings};
+use super::model::{
+    destination, Config, Deployment, KeyRef, KeyRefKind, ParamField, PendingBase, SecretParam, ServerSettings,
+};
 use super::params::{self, Written};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values;
@@ -27,7 +29,8 @@ struct Entry {
     base_url: http::Uri,
     /// Where the base URL was written (`api_base`, else `model`).
     base_path: String,
-    key: KeyRef,
+    /// `None`: a local server that needs no key, and none is written.
+    key: Option<KeyRef>,
     weight: u32,
     rpm: Option<u32>,
     tpm: Option<u64>,
@@ -35,6 +38,7 @@ struct Entry {
     region: Option<String>,
     api_version: Option<String>,
     organization: Option<String>,
+    pending_base: Option<PendingBase>,
     /// Parameters written as `os.environ/NAME` (other than `api_key`).
     from_secrets: Vec<SecretParam>,
 }
@@ -44,7 +48,7 @@ impl Entry {
     fn merge_key(&self) -> impl PartialEq + '_ {
         // The secrets' names, not where each entry wrote them.
         let from: Vec<(ParamField, &str)> = self.from_secrets.iter().map(|p| (p.field, p.name.as_str())).collect();
-        let params = (&self.api_version, &self.organization, from);
+        let params = (&self.api_version, &self.organization, &self.pending_base, from);
         (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region, params)
     }
 }
@@ -130,8 +134,14 @@ fn route(
 ) -> RouteDraft {
     let mut merged: Vec<(Entry, Vec<KeyRef>)> = Vec::new();
     for e in list {
-        let key = e.key.clone();
-        match merged.iter_mut().find(|(m, _)| m.merge_key() == e.merge_key()) {
+        let Some(key) = e.key.clone() else {
+            // Keyless: an identical keyless entry adds nothing.
+            if !merged.iter().any(|(m, keys)| keys.is_empty() && m.merge_key() == e.merge_key()) {
+                merged.push((e, Vec::new()));
+            }
+            continue;
+        };
+        match merged.iter_mut().find(|(m, keys)| !keys.is_empty() && m.merge_key() == e.merge_key()) {
             Some((_, keys)) if keys.iter().any(|k| k.name == key.name) => {
                 let msg =
                     format!("secret {:?} is already used by an identical entry of {alias:?}; counted once", key.name);
@@ -161,6 +171,7 @@ fn route(
                 priority: e.order,
                 api_version: e.api_version,
                 organization: e.organization,
+                pending_base: e.pending_base,
                 from_secrets: e.from_secrets,
             },
         })
@@ -218,14 +229,17 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
     let errors_before = diags.errors.len();
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
-    let (mut api_version, mut organization) = (None, None);
+    let (mut api_version, mut organization, mut version_path) = (None, None, None);
     for (key, v) in entries(diags, value, path) {
         let at = join_key(path, &key);
         match key.as_str() {
             "model" => model = string(diags, v, &at).map(|m| (m, at)),
             "api_key" => api_key = Some((v, at)),
             "api_base" => api_base = params::written(diags, v, &at, ParamField::ApiBase).map(|b| (b, at)),
-            "api_version" => api_version = params::written(diags, v, &at, ParamField::ApiVersion).map(|w| (w, at)),
+            "api_version" => {
+                api_version = params::written(diags, v, &at, ParamField::ApiVersion).map(|w| (w, at.clone()));
+                version_path = Some(at);
+            }
             "organization" => {
                 organization = params::written(diags, v, &at, ParamField::Organization).map(|w| (w, at));
             }
@@ -250,18 +264,28 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         diags.error(&model_path, message);
         return None;
     }
-    let (provider, upstream) = report(diags, &model_path, split_model(&model))?;
+    // As LiteLLM: an unprefixed model on a known provider's `api_base` is that provider.
+    let written_base = match &api_base {
+        Some((Written::Text(base), _)) => Some(base.clone()),
+        _ => None,
+    };
+    let by_base = written_base.as_deref().filter(|_| !model.contains('/')).and_then(ProviderKind::infer_from_base);
+    let split = match by_base {
+        Some(provider) => Ok((provider, model.trim().to_owned())),
+        None => split_model(&model),
+    };
+    let (provider, upstream) = report(diags, &model_path, split)?;
+    // LiteLLM reads AZURE_API_BASE (and the like) for an entry without api_base: it is
+    // looked up like a key, so a Secret can hold it.
+    if api_base.is_none() && provider.default_base().is_none() {
+        if let Some(name) = provider.spec().base_env {
+            diags.warn(path, format!("no api_base: the secret {name} is used, as LiteLLM does for {provider}"));
+            let param = SecretParam::implicit(ParamField::ApiBase, name, diags.origin(path));
+            api_base = Some((Written::Secret(param), path.to_owned()));
+        }
+    }
     let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
     let mut from_secrets = Vec::new();
-    let base_url = match &api_base {
-        Some((Written::Secret(param), _)) => {
-            from_secrets.push(param.clone());
-            Some(http::Uri::from_static(params::UNRESOLVED_BASE))
-        }
-        Some((Written::Text(base), at)) => report(diags, at, validate::resolve_base(provider, Some(base))),
-        None => report(diags, &model_path, validate::resolve_base(provider, None)),
-    };
-    let base_secret = from_secrets.first().map(|p| p.name.clone());
     let mut text = |field, written: Option<(Written, String)>| match written? {
         // An empty region is no region, as before.
         (Written::Text(value), _) if field == ParamField::Region && value.trim().is_empty() => None,
@@ -274,9 +298,48 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
     let api_version = text(ParamField::ApiVersion, api_version);
     let organization = text(ParamField::Organization, organization);
     let region = text(ParamField::Region, region);
+    if let Some(at) = api_version.as_ref().and(version_path.as_ref()).filter(|_| !provider.takes_api_version()) {
+        diags.error(at, format!("api_version applies to azure and azure_ai entries, not {provider}"));
+    }
+    // LiteLLM reads AZURE_API_VERSION for azure/ entries without api_version.
+    let version_from_secret = from_secrets.iter().any(|p| p.field == ParamField::ApiVersion);
+    if provider == ProviderKind::Azure && api_version.is_none() && !version_from_secret {
+        from_secrets.push(SecretParam::implicit(ParamField::ApiVersion, "AZURE_API_VERSION", diags.origin(path)));
+    }
+    let base_secret = match &api_base {
+        Some((Written::Secret(param), _)) => Some(param.clone()),
+        _ => None,
+    };
+    let shaped_later = base_secret.is_some() || from_secrets.iter().any(|p| p.field == ParamField::ApiVersion);
+    let (base_url, api_version, pending_base) = if shaped_later {
+        // Part of the URL is in a secret: validate what is written now, shape it when
+        // the secrets are read (each reload).
+        let written = match (&api_base, &base_secret) {
+            (_, Some(param)) => {
+                from_secrets.insert(0, param.clone());
+                Some(None)
+            }
+            (Some((Written::Text(base), at)), None) => {
+                report(diags, at, validate::resolve_base(provider, Some(base))).map(Some)
+            }
+            (_, None) => report(diags, &model_path, validate::resolve_base(provider, None)).map(Some),
+        };
+        let pending = written.map(|base| PendingBase { base, api_version: api_version.clone() });
+        (Some(http::Uri::from_static(params::UNRESOLVED_BASE)), None, pending)
+    } else {
+        let resolved =
+            validate::resolve_deployment_base(provider, written_base.as_deref(), &upstream, api_version.as_deref());
+        match report(diags, &base_path, resolved) {
+            Some((base, version)) => (Some(base), version, None),
+            None => (None, None, None),
+        }
+    };
+    let base_secret = base_secret.map(|p| p.name);
     let key = match api_key {
-        Some((v, at)) => key_ref(diags, v, &at),
-        None => match default_key_name(provider) {
+        Some((v, at)) => key_ref(diags, v, &at).map(Some),
+        // A local server that needs no key: nothing is sent (`check` shows it).
+        None if base_url.as_ref().is_some_and(|b| !provider.needs_key(b)) => Some(None),
+        None => match provider.implicit_key() {
             Some(name) => {
                 let to = match (&base_secret, &base_url) {
                     (Some(secret), _) => format!(" and sent to the api_base in secret {secret}"),
@@ -286,7 +349,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
                 let message = format!("no api_key: the secret {name} is used{to}, as LiteLLM does for {provider}");
                 diags.warn(path, message);
                 let origin = diags.origin(path);
-                Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: true })
+                Some(Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: true }))
             }
             None => {
                 diags.error(path, "missing field `api_key` (write api_key: os.environ/NAME)");
@@ -310,6 +373,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         region: region.filter(|r| !r.trim().is_empty()),
         api_version,
         organization,
+        pending_base,
         from_secrets,
     })
 }
@@ -340,11 +404,20 @@ fn key_ref(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<KeyRef> {
 
 /// `gemini/gemini-2.5-flash` -> (gemini, `gemini-2.5-flash`); split at the first
 /// `/`, so `openrouter/anthropic/claude-sonnet-4.6` keeps `anthropic/...` as the
-/// upstream model. No prefix means OpenAI, as in LiteLLM.
+/// upstream model. Without a prefix, the provider LiteLLM infers from the name
+/// (`gpt-*` -> openai, `claude-*` -> anthropic), else an error naming the fix.
 pub(crate) fn split_model(model: &str) -> Result<(ProviderKind, String), String> {
     let model = model.trim();
     let (provider, upstream) = match model.split_once('/') {
-        None => (ProviderKind::OpenAi, model),
+        None => match ProviderKind::infer_from_model(model) {
+            Some(p) => (p, model),
+            None => {
+                return Err(format!(
+                    "cannot tell which provider serves {model:?} (LiteLLM cannot either): write provider/model, \
+                     e.g. openai/{model} for an OpenAI-compatible server at api_base"
+                ))
+            }
+        },
         Some((prefix, rest)) => match ProviderKind::from_name(prefix) {
             Some(p) => (p, rest),
             None => {
@@ -359,23 +432,4 @@ pub(crate) fn split_model(model: &str) -> Result<(ProviderKind, String), String>
         return Err(format!("{model:?} names no upstream model"));
     }
     Ok((provider, upstream.to_owned()))
-}
-
-/// The variable LiteLLM reads when an entry has no `api_key`.
-fn default_key_name(provider: ProviderKind) -> Option<&'static str> {
-    Some(match provider {
-        ProviderKind::OpenAi => "OPENAI_API_KEY",
-        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
-        ProviderKind::Gemini => "GEMINI_API_KEY",
-        ProviderKind::OpenRouter => "OPENROUTER_API_KEY",
-        ProviderKind::Groq => "GROQ_API_KEY",
-        ProviderKind::Cerebras => "CEREBRAS_API_KEY",
-        ProviderKind::Mistral => "MISTRAL_API_KEY",
-        ProviderKind::DeepSeek => "DEEPSEEK_API_KEY",
-        ProviderKind::Together => "TOGETHERAI_API_KEY",
-        ProviderKind::Fireworks => "FIREWORKS_AI_API_KEY",
-        ProviderKind::Xai => "XAI_API_KEY",
-        ProviderKind::Azure => "AZURE_API_KEY",
-        ProviderKind::OpenAiCompatible => return None,
-    })
 }

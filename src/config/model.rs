@@ -222,7 +222,9 @@ pub struct Deployment {
     /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
     /// lower ones are unavailable.
     pub priority: u32,
-    /// Azure `api_version` (the `api-version` query parameter).
+    /// The `api-version` query parameter every request carries (Azure; replaces the
+    /// client's). For Azure it is already resolved: `api_version`, else
+    /// `AZURE_API_VERSION`, else LiteLLM's default.
     pub api_version: Option<String>,
     /// OpenAI `organization`: sent as the `OpenAI-Organization` header.
     pub organization: Option<String>,
@@ -230,6 +232,19 @@ pub struct Deployment {
     /// validated config never reads, so the fields above hold placeholders until
     /// [`resolve_params`](crate::config::resolve_params) fills them in. Never keys.
     pub from_secrets: Vec<SecretParam>,
+    /// Set when `api_base` or `api_version` comes from a secret: what was written, from
+    /// which every resolution shapes `base_url` and `api_version` again.
+    pub pending_base: Option<PendingBase>,
+}
+
+/// The written half of a base URL whose other half is in a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBase {
+    /// `api_base` as written (validated, not yet shaped), or the provider's default;
+    /// `None` when it comes from a secret.
+    pub base: Option<http::Uri>,
+    /// `api_version` as written, when it does not come from a secret.
+    pub api_version: Option<String>,
 }
 
 /// A deployment parameter whose value is read from a secret (`api_base:
@@ -243,6 +258,15 @@ pub struct SecretParam {
     pub name: String,
     /// Where it was written, e.g. `model_list[0].litellm_params.api_base`.
     pub origin: Origin,
+    /// Not written: LiteLLM's default variable (`AZURE_API_BASE`, `AZURE_API_VERSION`).
+    /// A missing implicit `api_version` means the provider's default version.
+    pub implicit: bool,
+}
+
+impl SecretParam {
+    pub(crate) fn implicit(field: ParamField, name: &str, origin: Origin) -> Self {
+        SecretParam { field, name: name.to_owned(), origin, implicit: true }
+    }
 }
 
 /// The deployment fields a secret may supply.

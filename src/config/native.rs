@@ -89,6 +89,8 @@ struct RawDeployment {
     provider: String,
     model: String,
     api_base: Option<String>,
+    /// Azure's `api-version` (or `v1`/`preview` for its v1 API).
+    api_version: Option<String>,
     keys: Option<Vec<String>>,
     keys_from: Option<String>,
     weight: Option<u64>,
@@ -406,7 +408,19 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
         diags.error(&join_key(path, "model"), "upstream model must not be empty");
     }
     let base_path = if raw.api_base.is_some() { join_key(path, "api_base") } else { provider_path.clone() };
-    let base_url = provider.and_then(|p| report(diags, &base_path, validate::resolve_base(p, raw.api_base.as_deref())));
+    let version = raw.api_version.as_deref().map(str::trim);
+    let (version_path, model) = (join_key(path, "api_version"), raw.model.trim());
+    let report_at = match provider {
+        Some(p) if version.is_some() && !p.takes_api_version() => &version_path,
+        _ => &base_path,
+    };
+    let based = provider.and_then(|p| {
+        report(diags, report_at, validate::resolve_deployment_base(p, raw.api_base.as_deref(), model, version))
+    });
+    let (base_url, api_version) = match based {
+        Some((base, version)) => (Some(base), version),
+        None => (None, None),
+    };
 
     let mut keys = Vec::new();
     let keys_path = join_key(path, "keys");
@@ -422,7 +436,8 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             keys.push(KeyRef { name, kind: KeyRefKind::Lines, origin: diags.origin(&at), implicit: false });
         }
     }
-    if keys.is_empty() && diags.errors.len() == errors_before {
+    let keyless = matches!((provider, &base_url), (Some(p), Some(b)) if !p.needs_key(b));
+    if keys.is_empty() && !keyless && diags.errors.len() == errors_before {
         diags.error(path, "a deployment needs at least one key: set `keys` (secret names) and/or `keys_from`");
     }
 
@@ -462,9 +477,10 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             region: raw.region.filter(|r| !r.trim().is_empty()),
             max_inflight,
             priority: order.unwrap_or(0),
-            api_version: None,
+            api_version,
             organization: None,
             from_secrets: Vec::new(),
+            pending_base: None,
         },
     })
 }

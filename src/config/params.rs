@@ -11,8 +11,8 @@
 use serde_yaml::Value;
 
 use super::keylike::looks_like_key;
-use super::model::{Config, Deployment, Diagnostic, ParamField, SecretParam};
-use super::secret::SecretSource;
+use super::model::{Config, Deployment, Diagnostic, ParamField, PendingBase, SecretParam};
+use super::secret::{SecretError, SecretSource};
 use super::validate::{self, is_plain_http_to_remote, report, Diags};
 use super::values;
 use super::walk::string;
@@ -38,7 +38,12 @@ pub(crate) fn written(diags: &mut Diags<'_>, value: &Value, path: &str, field: P
     match text.trim().strip_prefix("os.environ/") {
         Some(name) => {
             report(diags, path, values::check_secret_name(name))?;
-            Some(Written::Secret(SecretParam { field, name: name.to_owned(), origin: diags.origin(path) }))
+            Some(Written::Secret(SecretParam {
+                field,
+                name: name.to_owned(),
+                origin: diags.origin(path),
+                implicit: false,
+            }))
         }
         None => Some(Written::Text(text)),
     }
@@ -91,14 +96,33 @@ pub fn resolve_params(config: &Config, secrets: &SecretSource) -> Result<Resolve
         message,
     };
     for deployment in resolved.models.values_mut().flat_map(|m| m.deployments.iter_mut()) {
+        let mut shape = Shape::default();
         for param in deployment.from_secrets.clone() {
-            let outcome =
-                secrets.value(&param.name).map_err(|e| e.to_string()).and_then(|v| apply(deployment, &param, &v));
-            match outcome {
-                Ok(Some(warning)) => warnings.push(diagnostic(&param, warning)),
-                Ok(None) => {}
+            let value = match secrets.value(&param.name) {
+                Ok(value) => value,
+                // No AZURE_API_VERSION: LiteLLM's default version, as in LiteLLM.
+                Err(SecretError::NotFound { .. } | SecretError::NotFoundNoDir { .. })
+                    if param.implicit && param.field == ParamField::ApiVersion =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    errors.push(diagnostic(&param, e.to_string()));
+                    continue;
+                }
+            };
+            match apply(deployment, &param, &value, &mut shape) {
+                Ok(()) => {}
                 Err(message) => errors.push(diagnostic(&param, message)),
             }
+        }
+        let Some(pending) = deployment.pending_base.clone() else { continue };
+        let Some(param) = shape.origin.or_else(|| deployment.from_secrets.first().cloned()) else { continue };
+        let from = format!("{} from secret {:?}", param.field.as_str(), param.name);
+        match reshape(deployment, &pending, shape.base, shape.api_version, &from) {
+            Ok(Some(warning)) => warnings.push(diagnostic(&param, warning)),
+            Ok(None) => {}
+            Err(message) => errors.push(diagnostic(&param, message)),
         }
     }
     if errors.is_empty() {
@@ -108,34 +132,66 @@ pub fn resolve_params(config: &Config, secrets: &SecretSource) -> Result<Resolve
     }
 }
 
-/// Sets one parameter's value; `Ok(Some(_))` is a warning.
-fn apply(d: &mut Deployment, param: &SecretParam, value: &str) -> Result<Option<String>, String> {
+/// Values read for the parts of a base URL, shaped once all of a deployment's
+/// parameters are read.
+#[derive(Default)]
+struct Shape {
+    base: Option<String>,
+    api_version: Option<String>,
+    /// The parameter that errors about the URL point at.
+    origin: Option<SecretParam>,
+}
+
+/// Sets one parameter's value (the base URL's parts are collected into `shape`).
+fn apply(d: &mut Deployment, param: &SecretParam, value: &str, shape: &mut Shape) -> Result<(), String> {
     let from = format!("{} from secret {:?}", param.field.as_str(), param.name);
     match param.field {
         ParamField::ApiBase => {
             if value.len() > MAX_PARAM_LEN {
                 return Err(format!("{from} is longer than {MAX_PARAM_LEN} bytes"));
             }
-            let base = validate::resolve_base(d.provider, Some(value)).map_err(|e| {
-                // A URL is not secret, but a key stored under the wrong name would be.
-                if looks_like_key(value) {
-                    format!("{from} is not a URL, and looks like an API key (not shown)")
-                } else {
-                    format!("{from}: {e}")
-                }
-            })?;
-            d.base_url = base;
-            return plain_http_check(d, &from);
+            shape.base = Some(value.to_owned());
+            shape.origin = Some(param.clone());
         }
         ParamField::ApiVersion => {
-            d.api_version = Some(checked(param.field, value).map_err(|e| format!("{from}: {e}"))?)
+            shape.api_version = Some(checked(param.field, value).map_err(|e| format!("{from}: {e}"))?);
+            shape.origin.get_or_insert_with(|| param.clone());
         }
         ParamField::Organization => {
             d.organization = Some(checked(param.field, value).map_err(|e| format!("{from}: {e}"))?)
         }
         ParamField::Region => d.region = Some(checked(param.field, value).map_err(|e| format!("{from}: {e}"))?),
     }
-    Ok(None)
+    Ok(())
+}
+
+/// Builds the deployment's base URL and `api-version` from what was written and what
+/// the secrets hold, checked like a written URL; `Ok(Some(_))` is a warning.
+fn reshape(
+    d: &mut Deployment,
+    pending: &PendingBase,
+    base: Option<String>,
+    api_version: Option<String>,
+    from: &str,
+) -> Result<Option<String>, String> {
+    let from_secret = base.is_some();
+    let written = pending.base.as_ref().map(|b| b.to_string());
+    let Some(raw) = base.or(written) else {
+        return Err("api_base has no value".to_owned());
+    };
+    let version = api_version.or_else(|| pending.api_version.clone());
+    let shaped = validate::resolve_deployment_base(d.provider, Some(&raw), &d.upstream_model, version.as_deref());
+    let (base_url, version) = shaped.map_err(|e| {
+        // A URL is not secret, but a key stored under the wrong name would be.
+        if from_secret && looks_like_key(&raw) {
+            format!("{from} is not a URL, and looks like an API key (not shown)")
+        } else {
+            format!("{from}: {e}")
+        }
+    })?;
+    d.base_url = base_url;
+    d.api_version = version;
+    plain_http_check(d, from)
 }
 
 /// LiteLLM's rule for keys over plain http (see `KeysOverHttp::WrittenKeysOnly`),

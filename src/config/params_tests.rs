@@ -56,7 +56,7 @@ fn every_field_resolves_from_its_secret_and_none_is_a_key() {
     let resolved = resolve_params(&config, &source).unwrap();
     assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
     let d = only(&resolved.config);
-    assert_eq!(d.base_url.to_string(), "https://eu.openai.azure.com/");
+    assert_eq!(d.base_url.to_string(), "https://eu.openai.azure.com/openai/deployments/gpt-4o-eu");
     assert_eq!(d.api_version.as_deref(), Some("2024-10-21"));
     assert_eq!(d.organization.as_deref(), Some("org-team-a"));
     assert_eq!(d.region.as_deref(), Some("eu-west"));

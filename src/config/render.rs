@@ -61,7 +61,11 @@ pub fn render_table(config: &Config) -> String {
                 })
                 .collect();
             let plain = if is_plain_http_to_remote(&d.base_url) { " (plain http)" } else { "" };
-            let _ = writeln!(out, "      keys: {} -> sent to {}{plain}", keys.join(", "), d.key_destination());
+            if keys.is_empty() {
+                let _ = writeln!(out, "      keys: none: no auth header is sent to {}", d.key_destination());
+            } else {
+                let _ = writeln!(out, "      keys: {} -> sent to {}{plain}", keys.join(", "), d.key_destination());
+            }
             if !d.from_secrets.is_empty() {
                 let params: Vec<String> =
                     d.from_secrets.iter().map(|p| format!("{} <- secret {}", p.field.as_str(), p.name)).collect();
@@ -101,7 +105,11 @@ fn columns(d: &Deployment) -> [String; 5] {
         limits.push(format!("region {region}"));
     }
     let limits = if limits.is_empty() { "-".to_owned() } else { limits.join(", ") };
-    [d.name.clone(), d.provider.to_string(), d.upstream_model.clone(), d.base_url.to_string(), limits]
+    let url = match &d.api_version {
+        Some(version) => format!("{}?api-version={version}", d.base_url),
+        None => d.base_url.to_string(),
+    };
+    [d.name.clone(), d.provider.to_string(), d.upstream_model.clone(), url, limits]
 }
 
 fn line(cols: &[String; 5], widths: &[usize; 5]) -> String {

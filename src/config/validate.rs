@@ -141,9 +141,14 @@ fn show(d: Duration) -> String {
 /// The result is absolute http(s) and has no trailing slash, so the proxy can append
 /// the client's path after `/v1` without doubling slashes.
 pub(crate) fn resolve_base(provider: ProviderKind, api_base: Option<&str>) -> Result<http::Uri, String> {
+    let cloudflare;
     let raw = match (api_base.map(str::trim), provider.default_base()) {
         (Some(base), _) if !base.is_empty() => base,
         (_, Some(default)) => default,
+        (_, None) if provider == ProviderKind::Cloudflare => {
+            cloudflare = cloudflare_base()?;
+            &cloudflare
+        }
         (_, None) => {
             return Err(format!(
                 "provider {provider} has no default URL: set api_base (e.g. https://my-endpoint.example.com/v1)"
@@ -165,9 +170,40 @@ pub(crate) fn resolve_base(provider: ProviderKind, api_base: Option<&str>) -> Re
     Ok(uri)
 }
 
+/// [`resolve_base`], then the provider's own URL shape (Azure's deployment path and
+/// `api-version`, Ollama's `/v1`, ...): the base and the `api-version` to send.
+pub(crate) fn resolve_deployment_base(
+    provider: ProviderKind,
+    api_base: Option<&str>,
+    upstream_model: &str,
+    api_version: Option<&str>,
+) -> Result<(http::Uri, Option<String>), String> {
+    if let Some(version) = api_version {
+        if !provider.takes_api_version() {
+            return Err(format!("api_version applies to azure and azure_ai deployments, not {provider}"));
+        }
+        crate::provider::catalog::check_api_version(version)?;
+    }
+    let base = resolve_base(provider, api_base)?;
+    crate::provider::deployment_base(provider, base, upstream_model, api_version)
+}
+
+/// Cloudflare Workers AI's OpenAI-compatible base for `CLOUDFLARE_ACCOUNT_ID`, which
+/// LiteLLM reads from the environment when `api_base` is not written.
+fn cloudflare_base() -> Result<String, String> {
+    let account = std::env::var("CLOUDFLARE_ACCOUNT_ID").unwrap_or_default();
+    let account = account.trim();
+    if account.is_empty() || !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("cloudflare needs its account: set api_base \
+                    (https://api.cloudflare.com/client/v4/accounts/<account id>/ai/v1) or CLOUDFLARE_ACCOUNT_ID"
+            .to_owned());
+    }
+    Ok(format!("https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"))
+}
+
 /// Known provider names, for "unknown provider" messages.
 pub(crate) fn known_providers() -> String {
-    ProviderKind::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    ProviderKind::all().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Runs the cross-alias checks and builds the runtime [`Config`]. `declared` holds
@@ -269,6 +305,9 @@ fn assign_names(diags: &mut Diags<'_>, drafts: Vec<DeploymentDraft>) -> Vec<Depl
 fn check_keys_over_http(diags: &mut Diags<'_>, draft: &DeploymentDraft) {
     let d = &draft.deployment;
     let to = d.key_destination();
+    if d.keys.is_empty() {
+        return;
+    }
     if !is_plain_http_to_remote(&d.base_url) {
         if draft.keys_over_http == KeysOverHttp::OptedIn {
             let at = super::lines::join_key(parent_path(&draft.base_path), "send_keys_over_http");

@@ -60,6 +60,9 @@ pub struct MockConfig {
     /// Accept any non-empty key, unlimited, besides the configured ones (for tests
     /// that do not care about keys). A request without a key is still 401.
     pub accept_any_key: bool,
+    /// Answer requests that carry no key at all, as a local server (Ollama, vLLM)
+    /// does.
+    pub accept_no_key: bool,
     /// Model ids listed by `GET .../models`.
     pub models: Vec<String>,
 }
@@ -73,6 +76,7 @@ impl Default for MockConfig {
             stream_chunks: 5,
             stream_interval: Duration::from_millis(10),
             accept_any_key: false,
+            accept_no_key: false,
             models: vec!["mock-model".to_string()],
         }
     }
@@ -112,6 +116,12 @@ impl MockConfig {
     /// Accepts any non-empty key (unlimited) besides the configured ones.
     pub fn accept_any_key(mut self, accept: bool) -> Self {
         self.accept_any_key = accept;
+        self
+    }
+
+    /// Answers requests without any key, like a local model server.
+    pub fn accept_no_key(mut self, accept: bool) -> Self {
+        self.accept_no_key = accept;
         self
     }
 }

@@ -62,6 +62,7 @@ pub(crate) struct Shared {
     pub(crate) stream_chunks: usize,
     pub(crate) stream_interval: Duration,
     pub(crate) accept_any_key: bool,
+    pub(crate) accept_no_key: bool,
     pub(crate) models: Vec<String>,
     /// TCP connections accepted (and open) on the mock's listener.
     pub(crate) connections: std::sync::Arc<crate::http::ConnectionStats>,
@@ -87,6 +88,7 @@ impl Shared {
             stream_chunks: config.stream_chunks,
             stream_interval: config.stream_interval,
             accept_any_key: config.accept_any_key,
+            accept_no_key: config.accept_no_key,
             models: config.models,
             connections: Default::default(),
             inner: Mutex::new(inner),
@@ -118,7 +120,9 @@ impl Shared {
     }
 
     pub(crate) fn authorize(&self, key: Option<&str>) -> Auth {
-        let Some(key) = key else { return Auth::Missing };
+        let Some(key) = key else {
+            return if self.accept_no_key { Auth::Any } else { Auth::Missing };
+        };
         let inner = self.lock();
         match (inner.keys.contains_key(key), inner.indices.get(key)) {
             (true, Some(index)) => Auth::Known(*index),

@@ -13,7 +13,7 @@ use super::select::{self, CandidateView, Select};
 use super::session;
 use super::state::{Availability, EndpointState};
 use crate::config::{Config, Diagnostic, ModelRoute, SecretSource, ServerSettings};
-use crate::provider::Auth;
+use crate::provider::{Auth, NO_KEY};
 
 /// An immutable routing table plus shared endpoint state. Requests load it once and
 /// keep using it even if a newer one is stored meanwhile.
@@ -63,6 +63,23 @@ impl Snapshot {
             let mut endpoints = Vec::new();
             for deployment in &model.deployments {
                 let deployment_arc = Arc::new(deployment.clone());
+                let style = deployment.provider.auth_style_at(&deployment.base_url);
+                if deployment.keys.is_empty() {
+                    // A local server that needs no key: one endpoint that sends none.
+                    let id = EndpointId {
+                        alias: alias.clone(),
+                        deployment: deployment.name.clone(),
+                        key_name: NO_KEY.to_owned(),
+                    };
+                    let state = carried.get(&(&id, 0, &deployment.base_url)).map(|s| Arc::clone(s)).unwrap_or_default();
+                    endpoints.push(Arc::new(Endpoint {
+                        id,
+                        deployment: Arc::clone(&deployment_arc),
+                        auth: Auth::none(style),
+                        key_fingerprint: 0,
+                        state,
+                    }));
+                }
                 for key_ref in &deployment.keys {
                     let keys = match secrets.resolve(key_ref) {
                         Ok(keys) => keys,
@@ -76,7 +93,7 @@ impl Snapshot {
                         }
                     };
                     for key in keys {
-                        let auth = match Auth::new(deployment.provider.auth_style(), &key.secret) {
+                        let auth = match Auth::new(style, &key.secret) {
                             Ok(auth) => auth,
                             Err(e) => {
                                 let message = format!("secret {:?}: {e}", key.name);

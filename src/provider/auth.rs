@@ -17,10 +17,20 @@ const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const DEFAULT_ANTHROPIC_VERSION: HeaderValue = HeaderValue::from_static("2023-06-01");
 
+/// The key name of the one endpoint a deployment without keys gets (a local server
+/// that needs none): shown in status, metrics and `x-keyrelay-key`.
+pub const NO_KEY: &str = "no-key";
+
 /// Prepared credentials for one endpoint. Its `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Auth {
     style: AuthStyle,
+    /// `None`: a deployment without a key; nothing is injected.
+    headers: Option<Headers>,
+}
+
+#[derive(Clone)]
+struct Headers {
     /// The header for OpenAI-format paths.
     primary: (HeaderName, HeaderValue),
     /// `x-goog-api-key`, for Gemini-native paths.
@@ -45,17 +55,24 @@ impl Auth {
             AuthStyle::Anthropic => (X_API_KEY, sensitive(raw)?),
             AuthStyle::AzureApiKey => (API_KEY, sensitive(raw)?),
         };
-        Ok(Auth { style, primary, goog: sensitive(raw)? })
+        Ok(Auth { style, headers: Some(Headers { primary, goog: sensitive(raw)? }) })
+    }
+
+    /// Credentials of a deployment that has no key: no header is set at all (the
+    /// client's own were stripped already).
+    pub fn none(style: AuthStyle) -> Self {
+        Auth { style, headers: None }
     }
 
     /// Sets this endpoint's credentials on an upstream request whose client
     /// credentials were already stripped.
     pub fn apply(&self, headers: &mut HeaderMap, gemini_native: bool) {
+        let Some(own) = &self.headers else { return };
         if gemini_native {
-            headers.insert(X_GOOG_API_KEY, self.goog.clone());
+            headers.insert(X_GOOG_API_KEY, own.goog.clone());
             return;
         }
-        headers.insert(self.primary.0.clone(), self.primary.1.clone());
+        headers.insert(own.primary.0.clone(), own.primary.1.clone());
         if self.style == AuthStyle::Anthropic && !headers.contains_key(ANTHROPIC_VERSION) {
             headers.insert(ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_VERSION);
         }
@@ -64,7 +81,8 @@ impl Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth").field("style", &self.style).field("header", &self.primary.0).finish_non_exhaustive()
+        let header = self.headers.as_ref().map(|h| &h.primary.0);
+        f.debug_struct("Auth").field("style", &self.style).field("header", &header).finish_non_exhaustive()
     }
 }
 
@@ -103,6 +121,14 @@ mod tests {
         Auth::new(AuthStyle::Bearer, &s).unwrap().apply(&mut h, true);
         assert_eq!(h["x-goog-api-key"], "sk-abc");
         assert!(!h.contains_key(AUTHORIZATION));
+    }
+
+    #[test]
+    fn no_key_sets_nothing() {
+        let mut h = HeaderMap::new();
+        Auth::none(AuthStyle::Anthropic).apply(&mut h, false);
+        Auth::none(AuthStyle::Bearer).apply(&mut h, true);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The request for one attempt at `endpoint`.
 pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<AttemptBody>>, http::Error> {
     let deployment = &endpoint.deployment;
-    let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
+    let uri =
+        upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model, deployment.api_version.as_deref())?;
     let body = inbound.body_for(&deployment.upstream_model);
 
     let mut headers = forwarded_headers(&inbound.parts.headers);
@@ -124,7 +125,13 @@ pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Ful
 /// `base` + the client's path after `/v1` + the client's query without credentials.
 /// The path was checked on arrival (`inbound`): it cannot climb out of `base`.
 /// Gemini-native paths go to the API root of the base (its `/openai` suffix dropped).
-fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<Uri, http::Error> {
+/// A deployment's `api-version` (Azure) leads the query and replaces the client's.
+fn upstream_uri(
+    base: &Uri,
+    inbound: &Inbound,
+    upstream_model: &str,
+    api_version: Option<&str>,
+) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
     let path = match &inbound.api {
         Api::GeminiNative { method } => {
@@ -136,7 +143,15 @@ fn upstream_uri(base: &Uri, inbound: &Inbound, upstream_model: &str) -> Result<U
             format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
         }
     };
-    let path_and_query = match forwarded_query(inbound.parts.uri.query()) {
+    let mut query = forwarded_query(inbound.parts.uri.query());
+    if let Some(version) = api_version {
+        let client = query.as_deref().unwrap_or_default().split('&');
+        let kept = client.filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("api-version"));
+        let pairs: Vec<String> =
+            std::iter::once(format!("api-version={version}")).chain(kept.map(str::to_owned)).collect();
+        query = Some(pairs.join("&"));
+    }
+    let path_and_query = match query {
         Some(query) => format!("{path}?{query}"),
         None => path,
     };
