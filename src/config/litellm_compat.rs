@@ -194,10 +194,12 @@ pub fn render_report(rows: &[CompatRow]) -> String {
     let mut out = String::from("\nLiteLLM compatibility (each key in this file):\n");
     for r in rows {
         let times = if r.count > 1 { format!(" (x{})", r.count) } else { String::new() };
-        let note = r.support.note();
-        let sep = if note.is_empty() { "" } else { ": " };
         let key = format!("{}{times}", r.key);
-        let _ = writeln!(out, "  {:<12} {key:<width$}{sep}{note}", r.support.label(), width = width + 5);
+        let line = match r.support.note() {
+            "" => format!("  {:<12} {key}", r.support.label()),
+            note => format!("  {:<12} {key:<width$}  {note}", r.support.label(), width = width + 5),
+        };
+        let _ = writeln!(out, "{line}");
     }
     out
 }

@@ -52,7 +52,9 @@ pub fn render_table(config: &Config) -> String {
             let answer = if route.deployments.is_empty() { " (requests get 501)" } else { "" };
             let _ = writeln!(out, "  not served{answer}: {reason}");
         }
-        out.push_str(&line(&HEADERS.map(str::to_owned), &widths));
+        if !route.deployments.is_empty() {
+            out.push_str(&line(&HEADERS.map(str::to_owned), &widths));
+        }
         for (d, cols) in rows.by_ref().take(route.deployments.len()) {
             out.push_str(&line(&cols, &widths));
             let keys: Vec<String> = d
