@@ -53,7 +53,7 @@ pub(crate) fn dedupe(text: &str) -> (std::borrow::Cow<'_, str>, Vec<Duplicate>) 
 enum Frame {
     Map {
         path: String,
-        /// Keys in order: text, path, where the key starts.
+        /// Keys in order, each with where it starts.
         keys: Vec<(String, Marker)>,
         /// Set while the value of the last key is read.
         in_value: bool,
