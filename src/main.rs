@@ -29,7 +29,7 @@ enum Command {
     /// Run the proxy (the default).
     Run(RunArgs),
     /// Validate a config, resolve its secrets, and print the routing table.
-    Check(SourceArgs),
+    Check(CheckArgs),
     /// A self-contained showcase: mock providers, the proxy, traffic and a live table.
     Demo(keyrelay::demo::DemoArgs),
     /// The Kubernetes sidecar injector: a mutating admission webhook over TLS.
@@ -44,6 +44,15 @@ struct SourceArgs {
     /// Directory of the mounted Secret: one file per key name.
     #[arg(long, env = "KEYRELAY_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Treat every warning as an error (exit 1), for CI.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args, Clone)]
@@ -153,8 +162,10 @@ async fn wait_for_signal() {
     }
 }
 
-/// `keyrelay check`: every error at once, each with file, line and field; exit 1 if any.
-fn check(args: &SourceArgs) -> ExitCode {
+/// `keyrelay check`: every error at once, each with file, line and field; exit 1 if any
+/// (with `--strict`, also if there is any warning).
+fn check(check: &CheckArgs) -> ExitCode {
+    let args = &check.source;
     let loaded = match config::load_file(&args.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -162,16 +173,19 @@ fn check(args: &SourceArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let label = if check.strict { "error (--strict)" } else { "warning" };
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("{label}: {warning}");
     }
     let secrets = SecretSource::new(args.secrets_dir.clone(), loaded.config.inline_secrets.clone());
     // `api_base: os.environ/NAME` and the like: the table shows the values in effect.
+    let mut resolved_warnings = 0;
     let (resolved, mut errors) = match config::resolve_params(&loaded.config, &secrets) {
         Ok(resolved) => {
             for warning in &resolved.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("{label}: {warning}");
             }
+            resolved_warnings = resolved.warnings.len();
             (resolved.config, Vec::new())
         }
         // Keys are still checked: every error at once.
@@ -186,6 +200,12 @@ fn check(args: &SourceArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     print!("{}", config::render_table(&resolved));
+    print!("{}", config::render_report(&loaded.compat));
+    let warnings = loaded.warnings.len() + resolved_warnings;
+    if check.strict && warnings > 0 {
+        eprintln!("{}: {warnings} warning(s), which --strict makes errors", args.config.display());
+        return ExitCode::FAILURE;
+    }
     println!("{}: OK", args.config.display());
     ExitCode::SUCCESS
 }

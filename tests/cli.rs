@@ -416,3 +416,114 @@ fn check_shows_an_api_base_read_from_a_secret_and_does_not_count_it_as_a_key() {
         "{stderr}"
     );
 }
+
+fn check_strict(config: &std::path::Path, secrets: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--strict")
+        .arg("--config")
+        .arg(config)
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .output()
+        .expect("run keyrelay check --strict");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A LiteLLM file as users write them: a written key, a bedrock entry, YAML 1.1
+/// numbers, `null`s and a section written twice.
+const MIGRATED: &str = "\
+litellm_settings:
+  num_retries: 1
+model_list:
+  - model_name: fast
+    litellm_params:
+      model: groq/llama-3.3-70b-versatile
+      api_key: gsk_written_into_the_file_value
+      api_base: null
+      rpm: 20_000
+      tpm: \"1_000_000\"
+  - model_name: claude
+    litellm_params:
+      model: bedrock/anthropic.claude-3
+    rpm: 100
+general_settings:
+  # models live in this file
+litellm_settings:
+  num_retries: 3
+  request_timeout: 12.5
+";
+
+#[test]
+fn check_warns_about_a_migrated_litellm_file_and_strict_makes_the_warnings_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let config = write(dir.path(), "proxy-config.yaml", MIGRATED);
+
+    let (code, stdout, stderr) = check(&config, Some(&secrets));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let path = config.display().to_string();
+    for expected in [
+        format!("warning: {path}:1: litellm_settings: written twice: line 17 counts, line 1 is ignored"),
+        format!("warning: {path}:7: model_list[0].litellm_params.api_key: api_key is written into the config"),
+        format!(
+            "warning: {path}:13: model_list[1].litellm_params.model: this entry is not served: provider \"bedrock\""
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    for expected in [
+        "rpm 20000, tpm 1000000",
+        "retries 3",
+        "request timeout 12s 500ms",
+        "inline-key:fast#1 (written in the file)",
+        "not served (requests get 501): bedrock/anthropic.claude-3",
+        "LiteLLM compatibility",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    let report_line = |key: &str| stdout.lines().find(|l| l.contains(key)).unwrap_or_default().to_owned();
+    assert!(report_line("model_list[].litellm_params.api_key").contains("honoured"), "{stdout}");
+    assert!(report_line("litellm_settings.request_timeout").contains("approximated"), "{stdout}");
+    assert!(stdout.ends_with(&format!("{path}: OK\n")), "{stdout}");
+    assert!(!stdout.contains("gsk_written") && !stderr.contains("gsk_written"));
+
+    let (code, stdout, stderr) = check_strict(&config, &secrets);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("error (--strict):") && stderr.contains("which --strict makes errors"), "{stderr}");
+    assert!(!stdout.contains(": OK"), "{stdout}");
+}
+
+#[test]
+fn check_strict_passes_a_file_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets, "GROQ_KEY", "gsk-value");
+    let config = write(
+        dir.path(),
+        "proxy-config.yaml",
+        "model_list:\n  - model_name: m\n    litellm_params: {model: groq/llama, api_key: os.environ/GROQ_KEY}\n",
+    );
+    let (code, stdout, stderr) = check_strict(&config, &secrets);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+}
+
+#[test]
+fn check_says_a_litellm_file_without_model_list_keeps_its_models_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "proxy-config.yaml",
+        "general_settings:\n  master_key: sk-1234\n  store_model_in_db: true\nlitellm_settings:\n  drop_params: true\n",
+    );
+    let (code, stdout, stderr) = check(&config, None);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.starts_with("1 error(s)"), "{stderr}");
+    assert!(stderr.contains("without model_list") && stderr.contains("LiteLLM's database"), "{stderr}");
+}

@@ -13,14 +13,17 @@ use crate::provider::ProviderKind;
 
 use super::bounds;
 use super::lines::{join_index, join_key};
+use super::litellm_compat::{self as compat, Section};
+use super::litellm_keys;
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
 use super::model::{
     destination, Config, Deployment, KeyRef, KeyRefKind, ParamField, PendingBase, SecretParam, ServerSettings,
 };
 use super::params::{self, Written};
+use super::secret::Secret;
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values;
-use super::walk::{count, entries, ignore_all, names, string, IGNORED};
+use super::walk::{count, entries, names, string};
 
 /// One `model_list` entry after reading.
 struct Entry {
@@ -65,9 +68,16 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
             "litellm_settings" => litellm_settings(diags, value, &mut settings),
             // Read after litellm_settings so that it wins.
             "router_settings" => router = Some(value),
-            "environment_variables" => inline = environment(diags, value),
-            "general_settings" => ignore_all(diags, value, "general_settings"),
-            _ => diags.warn(&key, IGNORED),
+            "environment_variables" => {
+                compat::note(diags, Section::Top, &key);
+                inline = environment(diags, value);
+            }
+            "general_settings" => {
+                for (key, _) in compat::entries(diags, value, "general_settings", Section::GeneralSettings) {
+                    compat::ignored(diags, Section::GeneralSettings, &key, "general_settings");
+                }
+            }
+            _ => compat::ignored(diags, Section::Top, &key, ""),
         }
     }
     if let Some(value) = router {
@@ -75,26 +85,30 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
     }
 
     let mut declared = BTreeSet::new();
-    // Per alias: its entries and the fallbacks written on them (kept even when an
-    // entry is broken, so that they are checked too).
-    let mut groups: Vec<(String, Vec<Entry>, Vec<Named>)> = Vec::new();
+    // Per alias: its entries, the fallbacks written on them (kept even when an entry
+    // is broken, so that they are checked too) and why entries cannot be served.
+    let mut groups: Vec<Group> = Vec::new();
     match model_list {
         Some(Value::Sequence(items)) if !items.is_empty() => {
             for (i, item) in items.iter().enumerate() {
                 let path = join_index("model_list", i);
-                let (alias, entry, mut fallbacks) = entry(diags, item, &path);
+                let (alias, read, mut fallbacks) = entry(diags, item, &path, &settings, &mut inline);
                 let Some(alias) = alias else { continue };
                 declared.insert(alias.clone());
-                let index = match groups.iter().position(|(a, ..)| *a == alias) {
+                let index = match groups.iter().position(|g| g.alias == alias) {
                     Some(index) => index,
                     None => {
-                        groups.push((alias, Vec::new(), Vec::new()));
+                        groups.push(Group { alias, ..Group::default() });
                         groups.len() - 1
                     }
                 };
-                let (_, list, group_fallbacks) = &mut groups[index];
-                list.extend(entry);
-                group_fallbacks.append(&mut fallbacks);
+                let group = &mut groups[index];
+                match read {
+                    Read::Served(entry) => group.entries.push(*entry),
+                    Read::Unservable(reason) => group.unservable.push(reason),
+                    Read::Broken => {}
+                }
+                group.fallbacks.append(&mut fallbacks);
             }
         }
         Some(Value::Sequence(_)) | Some(Value::Null) | None => {
@@ -103,8 +117,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
         Some(_) => diags.error("model_list", "model_list must be a list of {model_name, litellm_params} entries"),
     }
 
-    let mut routes: Vec<RouteDraft> =
-        groups.into_iter().map(|(alias, list, fallbacks)| route(diags, alias, list, fallbacks, &settings)).collect();
+    let mut routes: Vec<RouteDraft> = groups.into_iter().map(|group| route(diags, group, &settings)).collect();
     for (alias, alias_path, fb) in settings.fallbacks {
         if alias == "*" {
             for r in routes.iter_mut().filter(|r| r.alias != fb.value) {
@@ -124,14 +137,28 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
     validate::finish(diags, source, server, routes, &declared, inline)
 }
 
-/// Builds one alias from its entries, merging entries that differ only by key.
-fn route(
-    diags: &mut Diags<'_>,
+/// The `model_list` entries of one alias.
+#[derive(Default)]
+struct Group {
     alias: String,
-    list: Vec<Entry>,
+    entries: Vec<Entry>,
     fallbacks: Vec<Named>,
-    settings: &Settings,
-) -> RouteDraft {
+    /// Why entries of this alias are not served (see `litellm_unsupported`).
+    unservable: Vec<String>,
+}
+
+/// What reading one entry gave.
+enum Read {
+    Served(Box<Entry>),
+    /// Not servable by keyrelay, for this reason: a warning, the rest loads.
+    Unservable(String),
+    /// Reported as errors.
+    Broken,
+}
+
+/// Builds one alias from its entries, merging entries that differ only by key.
+fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft {
+    let Group { alias, entries: list, fallbacks, unservable } = group;
     let mut merged: Vec<(Entry, Vec<KeyRef>)> = Vec::new();
     for e in list {
         let Some(key) = e.key.clone() else {
@@ -187,27 +214,38 @@ fn route(
         queue: Default::default(),
         fallbacks,
         deployments,
+        unservable,
     }
 }
 
 /// Reads one `model_list` entry: its alias, the deployment, and its fallbacks. The
 /// alias is returned even when the rest is broken, so that fallbacks to it are not
 /// reported as unknown too.
-fn entry(diags: &mut Diags<'_>, item: &Value, path: &str) -> (Option<String>, Option<Entry>, Vec<Named>) {
+fn entry(
+    diags: &mut Diags<'_>,
+    item: &Value,
+    path: &str,
+    settings: &Settings,
+    inline: &mut BTreeMap<String, Secret>,
+) -> (Option<String>, Read, Vec<Named>) {
     if !item.is_mapping() {
         diags.error(path, "a model_list entry must be a mapping with model_name and litellm_params");
-        return (None, None, Vec::new());
+        return (None, Read::Broken, Vec::new());
     }
     let errors_before = diags.errors.len();
     let (mut alias, mut params, mut fallbacks) = (None, None, Vec::new());
-    for (key, value) in entries(diags, item, path) {
+    // LiteLLM's own examples put rpm/tpm beside litellm_params; its router reads them
+    // there first.
+    let (mut rpm, mut tpm) = (None, None);
+    for (key, value) in compat::entries(diags, item, path, Section::Entry) {
         let at = join_key(path, &key);
         match key.as_str() {
             "model_name" => alias = string(diags, value, &at).filter(|a| !a.trim().is_empty()),
             "litellm_params" => params = Some(value),
             "fallbacks" => fallbacks = names(diags, value, &at),
-            "model_info" => diags.warn(&at, format!("{IGNORED} (model metadata)")),
-            _ => diags.warn(&at, IGNORED),
+            "rpm" => rpm = count::<u32>(diags, value, &at, 0, bounds::RPM),
+            "tpm" => tpm = count::<u64>(diags, value, &at, 0, bounds::TPM),
+            _ => compat::ignored(diags, Section::Entry, &key, path),
         }
     }
     if alias.is_none() && diags.errors.len() == errors_before {
@@ -215,25 +253,65 @@ fn entry(diags: &mut Diags<'_>, item: &Value, path: &str) -> (Option<String>, Op
     }
     let Some(params) = params else {
         diags.error(path, "missing field `litellm_params`");
-        return (alias, None, fallbacks);
+        return (alias, Read::Broken, fallbacks);
     };
-    let entry = params_entry(diags, params, &join_key(path, "litellm_params"));
+    let params_path = join_key(path, "litellm_params");
+    let read = params_entry(diags, params, &params_path, alias.as_deref().unwrap_or("?"), settings, inline);
     if diags.errors.len() != errors_before {
-        return (alias, None, fallbacks);
+        return (alias, Read::Broken, fallbacks);
     }
-    (alias, entry, fallbacks)
+    let read = match read {
+        Read::Served(mut e) => {
+            e.rpm = rpm.or(e.rpm);
+            e.tpm = tpm.or(e.tpm);
+            Read::Served(e)
+        }
+        other => other,
+    };
+    (alias, read, fallbacks)
+}
+
+/// Why the entry whose `litellm_params.model` is `model` cannot be served, if so: a
+/// prefix the provider catalog does not know.
+fn unservable(model: &str, settings: &Settings) -> Option<String> {
+    let (prefix, _) = model.trim().split_once('/')?;
+    // `os.environ/NAME` as the model has its own message.
+    if ProviderKind::from_name(prefix).is_some() || prefix == "os.environ" {
+        return None;
+    }
+    Some(super::litellm_unsupported::unservable_reason(
+        prefix,
+        &settings.custom_providers,
+        &validate::known_providers(),
+    ))
 }
 
 /// Reads `litellm_params`: where the deployment is and which key it uses.
-fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entry> {
+fn params_entry(
+    diags: &mut Diags<'_>,
+    value: &Value,
+    path: &str,
+    alias: &str,
+    settings: &Settings,
+    inline: &mut BTreeMap<String, Secret>,
+) -> Read {
+    // An entry keyrelay cannot serve is one warning, not one per parameter it has.
+    if let Some(Value::String(model)) = value.get("model") {
+        if let Some(reason) = unservable(model, settings) {
+            diags.warn(&join_key(path, "model"), format!("this entry is not served: {reason}"));
+            return Read::Unservable(format!("{model}: {reason}"));
+        }
+    }
     let errors_before = diags.errors.len();
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
     let (mut api_version, mut organization, mut version_path) = (None, None, None);
-    for (key, v) in entries(diags, value, path) {
+    for (key, v) in compat::entries(diags, value, path, Section::Params) {
         let at = join_key(path, &key);
         match key.as_str() {
             "model" => model = string(diags, v, &at).map(|m| (m, at)),
+            // `api_key: null` or `""`: none written (LiteLLM falls back to its default).
+            "api_key" if v.is_null() || v.as_str().is_some_and(|k| k.trim().is_empty()) => {}
             "api_key" => api_key = Some((v, at)),
             "api_base" => api_base = params::written(diags, v, &at, ParamField::ApiBase).map(|b| (b, at)),
             "api_version" => {
@@ -248,21 +326,18 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
             "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
             "order" => order = count::<u32>(diags, v, &at, 0, bounds::ORDER),
             "region_name" => region = params::written(diags, v, &at, ParamField::Region).map(|w| (w, at)),
-            "timeout" | "stream_timeout" => {
-                diags.warn(&at, format!("{IGNORED} per deployment; server.timeouts.request applies"));
-            }
-            _ => diags.warn(&at, IGNORED),
+            _ => compat::ignored(diags, Section::Params, &key, path),
         }
     }
     let Some((model, model_path)) = model else {
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
-        return None;
+        return Read::Broken;
     };
     if model.trim().starts_with("os.environ/") {
         let message = "model from os.environ/ is not supported: write the model itself (its provider prefix \
                        decides the URL, the auth and the default key, which validation checks)";
         diags.error(&model_path, message);
-        return None;
+        return Read::Broken;
     }
     // As LiteLLM: an unprefixed model on a known provider's `api_base` is that provider.
     let written_base = match &api_base {
@@ -274,7 +349,9 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         Some(provider) => Ok((provider, model.trim().to_owned())),
         None => split_model(&model),
     };
-    let (provider, upstream) = report(diags, &model_path, split)?;
+    let Some((provider, upstream)) = report(diags, &model_path, split) else {
+        return Read::Broken;
+    };
     // LiteLLM reads AZURE_API_BASE (and the like) for an entry without api_base: it is
     // looked up like a key, so a Secret can hold it.
     if api_base.is_none() && provider.default_base().is_none() {
@@ -336,7 +413,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
     };
     let base_secret = base_secret.map(|p| p.name);
     let key = match api_key {
-        Some((v, at)) => key_ref(diags, v, &at).map(Some),
+        Some((v, at)) => key_ref(diags, v, &at, alias, inline).map(Some),
         // A local server that needs no key: nothing is sent (`check` shows it).
         None if base_url.as_ref().is_some_and(|b| !provider.needs_key(b)) => Some(None),
         None => match provider.implicit_key() {
@@ -358,14 +435,15 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         },
     };
     if diags.errors.len() != errors_before {
-        return None;
+        return Read::Broken;
     }
-    Some(Entry {
+    let (Some(base_url), Some(key)) = (base_url, key) else { return Read::Broken };
+    Read::Served(Box::new(Entry {
         provider,
         model: upstream,
-        base_url: base_url?,
+        base_url,
         base_path,
-        key: key?,
+        key,
         weight: weight.unwrap_or(1),
         rpm,
         tpm,
@@ -375,15 +453,25 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         organization,
         pending_base,
         from_secrets,
-    })
+    }))
 }
 
-/// `os.environ/NAME` -> a reference to the secret `NAME`. A literal key is refused
-/// (and never repeated in the message): it would sit in a ConfigMap in clear text.
-fn key_ref(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<KeyRef> {
-    let Value::String(text) = value else {
-        diags.error(path, "api_key must be a string of the form os.environ/NAME");
-        return None;
+/// `os.environ/NAME` -> a reference to the secret `NAME`; anything else is a key
+/// written into the file, sent as written (see `litellm_keys`).
+fn key_ref(
+    diags: &mut Diags<'_>,
+    value: &Value,
+    path: &str,
+    alias: &str,
+    inline: &mut BTreeMap<String, Secret>,
+) -> Option<KeyRef> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            diags.error(path, "api_key must be a string of the form os.environ/NAME");
+            return None;
+        }
     };
     match text.trim().strip_prefix("os.environ/") {
         Some(name) => {
@@ -391,14 +479,7 @@ fn key_ref(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<KeyRef> {
             let origin = diags.origin(path);
             Some(KeyRef { name: name.to_owned(), kind: KeyRefKind::Single, origin, implicit: false })
         }
-        None => {
-            diags.error(
-                path,
-                "api_key is written into the config as a literal value: move it into a Secret \
-                 and reference it as os.environ/NAME (the value is not shown here)",
-            );
-            None
-        }
+        None => Some(litellm_keys::literal(diags, &text, path, alias, inline)),
     }
 }
 

@@ -9,10 +9,11 @@ use serde_yaml::Value;
 use super::bounds::{self, Zero};
 use super::keylike::looks_like_key;
 use super::lines::{join_index, join_key};
+use super::litellm_compat::{self as compat, Section};
 use super::model::Strategy;
 use super::secret::Secret;
 use super::validate::{self, Diags, Named};
-use super::walk::{count, entries, names, seconds, string, IGNORED};
+use super::walk::{count, entries, names, seconds, string};
 
 /// Router-wide settings from `litellm_settings` and `router_settings` (the latter
 /// wins when both set the same thing).
@@ -25,6 +26,8 @@ pub(crate) struct Settings {
     pub cooldown: Option<Duration>,
     /// (alias, its path, one fallback)
     pub fallbacks: Vec<(String, String, Named)>,
+    /// `custom_provider_map` providers: Python handlers, whose entries are not served.
+    pub custom_providers: Vec<String>,
 }
 
 /// LiteLLM's routing strategy names in ours.
@@ -39,7 +42,7 @@ pub(crate) fn map_strategy(name: &str) -> Option<Strategy> {
 }
 
 pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
-    for (key, v) in entries(diags, value, "litellm_settings") {
+    for (key, v) in compat::entries(diags, value, "litellm_settings", Section::LitellmSettings) {
         let at = join_key("litellm_settings", &key);
         match key.as_str() {
             "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
@@ -47,13 +50,17 @@ pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
             "fallbacks" => global_fallbacks(diags, v, &at, s),
             // keyrelay never rejects unknown request params: it passes them through.
             "drop_params" => {}
-            _ => diags.warn(&at, IGNORED),
+            "custom_provider_map" => {
+                s.custom_providers.extend(custom_providers(v));
+                compat::ignored(diags, Section::LitellmSettings, &key, "litellm_settings");
+            }
+            _ => compat::ignored(diags, Section::LitellmSettings, &key, "litellm_settings"),
         }
     }
 }
 
 pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
-    for (key, v) in entries(diags, value, "router_settings") {
+    for (key, v) in compat::entries(diags, value, "router_settings", Section::RouterSettings) {
         let at = join_key("router_settings", &key);
         match key.as_str() {
             "routing_strategy" => {
@@ -75,9 +82,15 @@ pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Sett
             "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
             "timeout" => s.request_timeout = timeout(diags, v, &at).or(s.request_timeout),
             "fallbacks" => global_fallbacks(diags, v, &at, s),
-            _ => diags.warn(&at, IGNORED),
+            _ => compat::ignored(diags, Section::RouterSettings, &key, "router_settings"),
         }
     }
+}
+
+/// `custom_provider_map: [{provider: my-llm, custom_handler: module.instance}]`.
+fn custom_providers(value: &Value) -> Vec<String> {
+    let Value::Sequence(items) = value else { return Vec::new() };
+    items.iter().filter_map(|item| item.get("provider")?.as_str().map(str::to_owned)).collect()
 }
 
 /// `request_timeout` / `timeout`: keyrelay's `server.timeouts.request`.

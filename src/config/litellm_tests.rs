@@ -154,17 +154,7 @@ fn ignored_keys_and_inline_secrets_are_warnings_without_values() {
 }
 
 #[test]
-fn literal_api_key_is_rejected_without_echoing_it() {
-    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: groq/llama\n      api_key: gsk_live_abcdef123456\n";
-    let ConfigErrors(list) = load(text).unwrap_err();
-    let d = find(&list, "model_list[0].litellm_params.api_key");
-    assert_eq!(d.origin.line, Some(5));
-    assert!(d.message.contains("os.environ/NAME") && d.message.contains("Secret"), "{}", d.message);
-    assert!(!format!("{list:?}").contains("abcdef123456"));
-}
-
-#[test]
-fn unknown_provider_and_missing_api_base_and_unknown_fallback() {
+fn unknown_provider_is_a_warning_but_unknown_fallbacks_are_errors() {
     let text = "\
 model_list:
   - model_name: a
@@ -178,13 +168,10 @@ litellm_settings:
   fallbacks: [{ghost: [a]}]
 ";
     let ConfigErrors(list) = load(text).unwrap_err();
-    let p = find(&list, "model_list[0].litellm_params.model");
-    assert_eq!(p.origin.line, Some(3));
-    assert!(p.message.contains("bedrock") && p.message.contains("gemini"), "{}", p.message);
     // azure/ without api_base reads AZURE_API_BASE like a key (when the snapshot is built).
     assert_eq!(find(&list, "model_list[1].fallbacks[0]").origin.line, Some(6));
     assert_eq!(find(&list, "litellm_settings.fallbacks[0].ghost").origin.line, Some(10));
-    assert_eq!(list.len(), 3, "{list:#?}");
+    assert_eq!(list.len(), 2, "{list:#?}");
 }
 
 #[test]

@@ -5,11 +5,15 @@
 //! position), and [`LineIndex`] maps the field paths of later errors back to lines.
 
 mod bounds;
+mod dupes;
 mod keylike;
 mod kubernetes;
 mod lines;
 mod litellm;
+mod litellm_compat;
+mod litellm_keys;
 mod litellm_settings;
+mod litellm_unsupported;
 mod model;
 mod native;
 mod params;
@@ -27,6 +31,10 @@ mod hardening_tests;
 #[cfg(test)]
 mod listener_tests;
 #[cfg(test)]
+mod litellm_compat_tests;
+#[cfg(test)]
+mod litellm_migration_tests;
+#[cfg(test)]
 mod litellm_tests;
 #[cfg(test)]
 mod params_tests;
@@ -38,6 +46,7 @@ mod tests;
 use std::path::Path;
 
 pub use lines::LineIndex;
+pub use litellm_compat::{render_report, CompatRow, Section as LitellmSection, Support};
 pub use model::*;
 pub use params::{resolve_params, Resolved};
 pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};
@@ -75,13 +84,13 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
         let limit = read::size(MAX_CONFIG_BYTES);
         return Err(single(source, format!("config is larger than the limit of {limit}")));
     }
-    let (config, mut errors, mut warnings) = convert(text, source)?;
+    let Converted { config, mut errors, mut warnings, compat } = convert(text, source)?;
     if !errors.is_empty() {
         sort_by_line(&mut errors);
         return Err(ConfigErrors(errors));
     }
     sort_by_line(&mut warnings);
-    Ok(Loaded { config, warnings })
+    Ok(Loaded { config, warnings, compat })
 }
 
 /// The process settings of a config that does not load, for `run` to start with while
@@ -89,7 +98,7 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
 /// that section has no error of its own, else the defaults (and no API watch). A
 /// typo in a model must not move the ports, nor slow the fix by dropping the API watch.
 pub fn process_settings_despite_errors(text: &str, source: &Path) -> (ServerSettings, Option<KubernetesSource>) {
-    let Ok((config, errors, _)) = convert(text, source) else {
+    let Ok(Converted { config, errors, .. }) = convert(text, source) else {
         return (ServerSettings::default(), None);
     };
     let clean = |section: &str| {
@@ -99,9 +108,20 @@ pub fn process_settings_despite_errors(text: &str, source: &Path) -> (ServerSett
     (server, config.kubernetes.filter(|_| clean("kubernetes")))
 }
 
+/// What [`convert`] found.
+struct Converted {
+    config: Config,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    compat: Vec<CompatRow>,
+}
+
 /// Parses and converts either format, collecting errors and warnings (unsorted); the
 /// config is complete but, where there are errors, partly made of defaults.
-fn convert(text: &str, source: &Path) -> Result<(Config, Vec<Diagnostic>, Vec<Diagnostic>), ConfigErrors> {
+fn convert(text: &str, source: &Path) -> Result<Converted, ConfigErrors> {
+    // A key written twice: the last one counts, as in PyYAML (and so in LiteLLM).
+    let (text, duplicates) = dupes::dedupe(text);
+    let text = text.as_ref();
     let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err(ConfigErrors(vec![syntax_error(source, &e)])),
@@ -112,8 +132,27 @@ fn convert(text: &str, source: &Path) -> Result<(Config, Vec<Diagnostic>, Vec<Di
     }
     let lines = LineIndex::build(text);
     let mut diags = Diags::new(source, &lines);
+    for d in duplicates {
+        let message =
+            format!("written twice: line {} counts, line {} is ignored (as in LiteLLM)", d.kept_line, d.dropped_line);
+        let diagnostic = Diagnostic {
+            file: source.to_path_buf(),
+            origin: Origin { line: Some(d.dropped_line), path: keylike::redact_path(&d.path) },
+            message,
+        };
+        diags.warnings.push(diagnostic);
+    }
     let config = match &root {
         serde_yaml::Value::Mapping(map) if map.contains_key("model_list") => litellm::load(&mut diags, &root, source),
+        serde_yaml::Value::Mapping(map) if is_litellm_without_models(map) => {
+            return Err(single(
+                source,
+                "this is a LiteLLM config without model_list: its models are kept in LiteLLM's database \
+                 (store_model_in_db / the admin UI), which keyrelay does not read. Export them into a model_list \
+                 in this file (model_name + litellm_params per deployment) and check again"
+                    .into(),
+            ))
+        }
         serde_yaml::Value::Mapping(map) => native::load(&mut diags, map, source),
         serde_yaml::Value::Null => {
             return Err(single(source, "config file is empty: it needs at least `models`".into()))
@@ -125,9 +164,30 @@ fn convert(text: &str, source: &Path) -> Result<(Config, Vec<Diagnostic>, Vec<Di
             ))
         }
     };
-    Ok((config, diags.errors, diags.warnings))
+    let compat = litellm_compat::report(&diags.seen);
+    Ok(Converted { config, errors: diags.errors, warnings: diags.warnings, compat })
 }
 
+/// Only LiteLLM's own top-level sections, and no `model_list`: a file whose models
+/// live in LiteLLM's database. A key of neither format (`modelz`) is left to the
+/// native reader, which names the typo.
+fn is_litellm_without_models(map: &serde_yaml::Mapping) -> bool {
+    const LITELLM: [&str; 12] = [
+        "litellm_settings",
+        "general_settings",
+        "router_settings",
+        "environment_variables",
+        "callback_settings",
+        "guardrails",
+        "credential_list",
+        "mcp_servers",
+        "include",
+        "files_settings",
+        "assistant_settings",
+        "finetune_settings",
+    ];
+    !map.is_empty() && map.keys().all(|k| k.as_str().is_some_and(|k| LITELLM.contains(&k)))
+}
 /// Reports in file order, so the output reads top to bottom like the file.
 fn sort_by_line(list: &mut [Diagnostic]) {
     list.sort_by_key(|d| d.origin.line.unwrap_or(usize::MAX));

@@ -162,6 +162,10 @@ pub struct ModelRoute {
     /// Waiting room for requests that find no endpoint with capacity.
     pub queue: QueueSettings,
     pub deployments: Vec<Deployment>,
+    /// LiteLLM entries of this alias that keyrelay cannot serve, each with its reason
+    /// (`bedrock` needs request signing, ...). When no deployment is left, requests
+    /// get 501 with these reasons instead of an upstream answer.
+    pub unservable: Vec<String>,
 }
 
 /// The least and the most a key rests, whatever a provider's hints say: one header
@@ -323,6 +327,11 @@ pub struct KeyRef {
 pub enum KeyRefKind {
     Single,
     Lines,
+    /// A LiteLLM `api_key` written into the file: the value is held in
+    /// [`Config::inline_secrets`] under a name derived from the entry
+    /// (`inline-key:<model_name>#<n>`), never looked up in the secrets dir or the
+    /// environment.
+    Literal,
 }
 
 /// A place in the config file: the field path and, when known, its line.
@@ -376,4 +385,7 @@ impl fmt::Display for DisplayList<'_> {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
+    /// LiteLLM files: each key the file holds and what keyrelay does with it (empty
+    /// for native files).
+    pub compat: Vec<super::litellm_compat::CompatRow>,
 }

@@ -342,6 +342,7 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
         deployments,
+        unservable: Vec::new(),
     })
 }
 

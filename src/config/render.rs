@@ -48,7 +48,13 @@ pub fn render_table(config: &Config) -> String {
         if !route.fallbacks.is_empty() {
             let _ = writeln!(out, "  fallbacks: {}", route.fallbacks.join(" -> "));
         }
-        out.push_str(&line(&HEADERS.map(str::to_owned), &widths));
+        for reason in &route.unservable {
+            let answer = if route.deployments.is_empty() { " (requests get 501)" } else { "" };
+            let _ = writeln!(out, "  not served{answer}: {reason}");
+        }
+        if !route.deployments.is_empty() {
+            out.push_str(&line(&HEADERS.map(str::to_owned), &widths));
+        }
         for (d, cols) in rows.by_ref().take(route.deployments.len()) {
             out.push_str(&line(&cols, &widths));
             let keys: Vec<String> = d
@@ -56,6 +62,7 @@ pub fn render_table(config: &Config) -> String {
                 .iter()
                 .map(|k| match (k.kind, k.implicit) {
                     (KeyRefKind::Lines, _) => format!("{} (one key per line)", k.name),
+                    (KeyRefKind::Literal, _) => format!("{} (written in the file)", k.name),
                     (KeyRefKind::Single, true) => format!("{} (implied: no api_key written)", k.name),
                     (KeyRefKind::Single, false) => k.name.clone(),
                 })
@@ -77,8 +84,13 @@ pub fn render_table(config: &Config) -> String {
     let deployments: usize = config.models.values().map(|m| m.deployments.len()).sum();
     let keys: usize = config.models.values().flat_map(|m| &m.deployments).map(|d| d.keys.len()).sum();
     let _ = writeln!(out, "\n{} model(s), {deployments} deployment(s), {keys} key reference(s)", config.models.len());
-    if !config.inline_secrets.is_empty() {
-        let names: Vec<&str> = config.inline_secrets.keys().map(String::as_str).collect();
+    let names: Vec<&str> = config
+        .inline_secrets
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !name.starts_with(super::litellm_keys::INLINE_PREFIX))
+        .collect();
+    if !names.is_empty() {
         let _ = writeln!(out, "inline environment_variables (looked up last): {}", names.join(", "));
     }
     out

@@ -94,9 +94,14 @@ impl SecretSource {
 
     /// The keys one reference stands for: one key, or one per non-empty line.
     pub fn resolve(&self, key: &KeyRef) -> Result<Vec<NamedKey>, SecretError> {
-        let raw = self.read_raw(&key.name)?;
         match key.kind {
+            // Written into the config: the value came with it, under a made-up name.
+            KeyRefKind::Literal => match self.inline.get(&key.name) {
+                Some(secret) => Ok(vec![NamedKey { name: key.name.clone(), secret: secret.clone() }]),
+                None => Err(SecretError::NotFoundNoDir { name: key.name.clone() }),
+            },
             KeyRefKind::Single => {
+                let raw = self.read_raw(&key.name)?;
                 let value = raw.trim();
                 if value.is_empty() {
                     return Err(SecretError::Empty { name: key.name.clone() });
@@ -104,6 +109,7 @@ impl SecretSource {
                 Ok(vec![NamedKey { name: key.name.clone(), secret: Secret::new(value) }])
             }
             KeyRefKind::Lines => {
+                let raw = self.read_raw(&key.name)?;
                 let keys: Vec<NamedKey> = raw
                     .lines()
                     .enumerate()

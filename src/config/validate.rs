@@ -20,11 +20,13 @@ pub(crate) struct Diags<'a> {
     lines: &'a LineIndex,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// LiteLLM keys met while reading, for the compatibility report.
+    pub seen: super::litellm_compat::Seen,
 }
 
 impl<'a> Diags<'a> {
     pub fn new(file: &'a Path, lines: &'a LineIndex) -> Self {
-        Self { file, lines, errors: Vec::new(), warnings: Vec::new() }
+        Self { file, lines, errors: Vec::new(), warnings: Vec::new(), seen: Default::default() }
     }
 
     pub fn origin(&self, path: &str) -> Origin {
@@ -66,6 +68,8 @@ pub(crate) struct RouteDraft {
     pub queue: super::model::QueueSettings,
     pub fallbacks: Vec<Named>,
     pub deployments: Vec<DeploymentDraft>,
+    /// Reasons of the entries that cannot be served (LiteLLM only).
+    pub unservable: Vec<String>,
 }
 
 /// A deployment whose `name` is still to be assigned (unless written explicitly).
@@ -240,6 +244,7 @@ pub(crate) fn finish(
                 allowed_fails: route.allowed_fails,
                 queue: route.queue,
                 deployments,
+                unservable: route.unservable,
             },
         );
     }

@@ -27,6 +27,10 @@ pub enum ProxyError {
     UnknownModel(String),
     #[error("model `{alias}` has no deployment that serves {api}")]
     NoDeploymentForApi { alias: String, api: &'static str },
+    /// Every entry of the alias is one keyrelay cannot serve (a LiteLLM provider that
+    /// needs request signing, ...): `reasons` says why, from the config.
+    #[error("model `{alias}` is configured, but keyrelay cannot serve it: {}", .reasons.join("; "))]
+    NotServable { alias: String, reasons: Vec<String> },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the request body was not received in time")]
@@ -66,6 +70,7 @@ impl ProxyError {
             | ProxyError::ModelNotString => StatusCode::BAD_REQUEST,
             ProxyError::UnknownModel(_) | ProxyError::UnsupportedPath { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoDeploymentForApi { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NotServable { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead => StatusCode::BAD_REQUEST,
@@ -94,6 +99,7 @@ impl ProxyError {
             ProxyError::MissingModel | ProxyError::ModelNotString => ("invalid_request_error", "invalid_model"),
             ProxyError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             ProxyError::NoDeploymentForApi { .. } => ("invalid_request_error", "unsupported_api"),
+            ProxyError::NotServable { .. } => ("invalid_request_error", "unsupported_provider"),
             ProxyError::UnsupportedPath { .. } => ("invalid_request_error", "unknown_url"),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ProxyError::BodyTimeout => ("invalid_request_error", "request_timeout"),

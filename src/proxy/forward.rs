@@ -142,6 +142,10 @@ async fn route(
         std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a))).collect();
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
     if !chain.iter().any(|r| r.endpoints.iter().any(|e| usable(e))) {
+        if primary.endpoints.is_empty() && !primary.settings.unservable.is_empty() {
+            let reasons = primary.settings.unservable.clone();
+            return Err(ProxyError::NotServable { alias: inbound.alias.clone(), reasons });
+        }
         return Err(ProxyError::NoDeploymentForApi { alias: inbound.alias.clone(), api: inbound.api.describe() });
     }
     let server = &snapshot.server;
