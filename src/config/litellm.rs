@@ -12,6 +12,7 @@ use serde_yaml::Value;
 use crate::provider::ProviderKind;
 
 use super::bounds;
+use super::deployment_options::{DeploymentOptions, OptionsDraft};
 use super::lines::{join_index, join_key};
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
 use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ServerSettings};
@@ -32,12 +33,23 @@ struct Entry {
     tpm: Option<u64>,
     order: u32,
     region: Option<String>,
+    options: DeploymentOptions,
 }
 
 impl Entry {
     /// Entries that agree on all of this are one deployment with several keys.
     fn merge_key(&self) -> impl PartialEq + '_ {
-        (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region)
+        (
+            self.provider,
+            &self.model,
+            &self.base_url,
+            self.weight,
+            self.rpm,
+            self.tpm,
+            self.order,
+            &self.region,
+            &self.options,
+        )
     }
 }
 
@@ -151,6 +163,7 @@ fn route(
                 region: e.region,
                 max_inflight: None,
                 priority: e.order,
+                options: e.options,
             },
         })
         .collect();
@@ -207,6 +220,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
     let errors_before = diags.errors.len();
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
+    let mut options = OptionsDraft::default();
     for (key, v) in entries(diags, value, path) {
         let at = join_key(path, &key);
         match key.as_str() {
@@ -218,12 +232,11 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
             "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
             "order" => order = count::<u32>(diags, v, &at, 0, bounds::ORDER),
             "region_name" => region = string(diags, v, &at),
-            "timeout" | "stream_timeout" => {
-                diags.warn(&at, format!("{IGNORED} per deployment; server.timeouts.request applies"));
-            }
+            _ if options.read_litellm(diags, &key, v, &at) => {}
             _ => diags.warn(&at, IGNORED),
         }
     }
+    let options = options.finish(diags, path);
     let Some((model, model_path)) = model else {
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return None;
@@ -268,6 +281,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         tpm,
         order: order.unwrap_or(0),
         region: region.filter(|r| !r.trim().is_empty()),
+        options,
     })
 }
 

@@ -5,6 +5,7 @@
 //! position), and [`LineIndex`] maps the field paths of later errors back to lines.
 
 mod bounds;
+mod deployment_options;
 mod keylike;
 mod kubernetes;
 mod lines;
@@ -22,6 +23,8 @@ mod walk;
 #[cfg(test)]
 mod cooldown_tests;
 #[cfg(test)]
+mod deployment_options_tests;
+#[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
 mod listener_tests;
@@ -34,6 +37,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use deployment_options::{BodyDefault, DeploymentOptions, TlsProfile};
 pub use lines::LineIndex;
 pub use model::*;
 pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};

@@ -222,6 +222,8 @@ pub struct Deployment {
     /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
     /// lower ones are unavailable.
     pub priority: u32,
+    /// Request defaults, extra headers, timeouts, retries, TLS verification.
+    pub options: super::DeploymentOptions,
 }
 
 impl Deployment {
