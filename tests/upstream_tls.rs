@@ -82,3 +82,31 @@ async fn an_untrusted_certificate_is_refused_before_any_request_is_sent() {
     assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
     assert!(mock.requests().is_empty(), "a request went to a server whose certificate is not trusted");
 }
+
+#[tokio::test]
+async fn ssl_verify_applies_to_its_deployment_only() {
+    let (ca_pem, server) = pki(&[b"h2", b"http/1.1"]);
+    let mock = MockProvider::start_tls(MockConfig::new().key("sk-a", KeyLimit::unlimited()), server).await.unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_path = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let base = format!("https://localhost:{}/v1", mock.addr().port());
+    let entry = |alias: &str, extra: &str| {
+        format!("  - model_name: {alias}\n    litellm_params: {{ model: openai/gpt-4o, api_base: {base}, api_key: os.environ/KA{extra} }}\n")
+    };
+    let config = format!(
+        "model_list:\n{}{}{}",
+        entry("bundle", &format!(", ssl_verify: {}", ca_path.display())),
+        entry("unverified", ", ssl_verify: false"),
+        entry("plain", ""),
+    );
+    let proxy = Proxy::start_with(&config, |dir| std::fs::write(dir.join("KA"), "sk-a").unwrap(), None).await;
+    for alias in ["bundle", "unverified"] {
+        let r = proxy.chat(alias).await;
+        assert_eq!(r.status, 200, "{alias}: {}", r.text());
+    }
+    assert_eq!(mock.requests().len(), 2);
+    let r = proxy.chat("plain").await;
+    assert_eq!(r.status, 502, "a deployment without ssl_verify trusts only the default roots: {}", r.text());
+    assert_eq!(mock.requests().len(), 2);
+}

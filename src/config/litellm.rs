@@ -12,6 +12,7 @@ use serde_yaml::Value;
 use crate::provider::ProviderKind;
 
 use super::bounds;
+use super::deployment_options::{DeploymentOptions, OptionsDraft};
 use super::lines::{join_index, join_key};
 use super::litellm_compat::{self as compat, Section};
 use super::litellm_keys;
@@ -44,6 +45,7 @@ struct Entry {
     pending_base: Option<PendingBase>,
     /// Parameters written as `os.environ/NAME` (other than `api_key`).
     from_secrets: Vec<SecretParam>,
+    options: DeploymentOptions,
 }
 
 impl Entry {
@@ -51,7 +53,7 @@ impl Entry {
     fn merge_key(&self) -> impl PartialEq + '_ {
         // The secrets' names, not where each entry wrote them.
         let from: Vec<(ParamField, &str)> = self.from_secrets.iter().map(|p| (p.field, p.name.as_str())).collect();
-        let params = (&self.api_version, &self.organization, &self.pending_base, from);
+        let params = (&self.api_version, &self.organization, &self.pending_base, from, &self.options);
         (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region, params)
     }
 }
@@ -200,6 +202,7 @@ fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft
                 organization: e.organization,
                 pending_base: e.pending_base,
                 from_secrets: e.from_secrets,
+                options: e.options,
             },
         })
         .collect();
@@ -306,6 +309,7 @@ fn params_entry(
     let (mut model, mut api_key, mut api_base, mut region) = (None, None, None, None);
     let (mut weight, mut rpm, mut tpm, mut order) = (None, None, None, None);
     let (mut api_version, mut organization, mut version_path) = (None, None, None);
+    let mut options = OptionsDraft::default();
     for (key, v) in compat::entries(diags, value, path, Section::Params) {
         let at = join_key(path, &key);
         match key.as_str() {
@@ -326,9 +330,11 @@ fn params_entry(
             "weight" => weight = count::<u32>(diags, v, &at, 1, bounds::WEIGHT),
             "order" => order = count::<u32>(diags, v, &at, 0, bounds::ORDER),
             "region_name" => region = params::written(diags, v, &at, ParamField::Region).map(|w| (w, at)),
+            _ if options.read_litellm(diags, &key, v, &at) => {}
             _ => compat::ignored(diags, Section::Params, &key, path),
         }
     }
+    let options = options.finish(diags, path);
     let Some((model, model_path)) = model else {
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return Read::Broken;
@@ -453,6 +459,7 @@ fn params_entry(
         organization,
         pending_base,
         from_secrets,
+        options,
     }))
 }
 

@@ -5,6 +5,7 @@
 //! position), and [`LineIndex`] maps the field paths of later errors back to lines.
 
 mod bounds;
+mod deployment_options;
 mod dupes;
 mod keylike;
 mod kubernetes;
@@ -27,6 +28,8 @@ mod walk;
 #[cfg(test)]
 mod cooldown_tests;
 #[cfg(test)]
+mod deployment_options_tests;
+#[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
 mod listener_tests;
@@ -45,6 +48,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use deployment_options::{BodyDefault, DeploymentOptions, TlsProfile};
 pub use lines::LineIndex;
 pub use litellm_compat::{render_report, CompatRow, Section as LitellmSection, Support};
 pub use model::*;

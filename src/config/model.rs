@@ -226,6 +226,8 @@ pub struct Deployment {
     /// LiteLLM `order`: lower is preferred; higher priorities are used only when all
     /// lower ones are unavailable.
     pub priority: u32,
+    /// Request defaults, extra headers, timeouts, retries, TLS verification.
+    pub options: super::DeploymentOptions,
     /// The `api-version` query parameter every request carries (Azure; replaces the
     /// client's). For Azure it is already resolved: `api_version`, else
     /// `AZURE_API_VERSION`, else LiteLLM's default.

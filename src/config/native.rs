@@ -13,6 +13,7 @@ use serde_yaml::{Mapping, Value};
 use crate::provider::ProviderKind;
 
 use super::bounds::{self, Zero};
+use super::deployment_options::{NativeFields, OptionsDraft};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
 use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
@@ -102,6 +103,14 @@ struct RawDeployment {
     /// Opt-in to sending this deployment's keys over plain `http://` to a host that
     /// is not loopback (a cluster-internal vLLM without TLS, say).
     send_keys_over_http: Option<bool>,
+    /// Top-level members added to request bodies that lack them (`reasoning_effort`, ...).
+    request_defaults: Option<Value>,
+    extra_headers: Option<Value>,
+    timeout: Option<Value>,
+    stream_timeout: Option<Value>,
+    max_retries: Option<Value>,
+    /// `false`, or the path of a PEM CA bundle for this deployment only.
+    ssl_verify: Option<Value>,
 }
 
 const LITELLM_TOP_LEVEL: [&str; 5] =
@@ -447,6 +456,17 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     let tpm: Option<u64> = limit(diags, path, "tpm", raw.tpm, 1, bounds::TPM);
     let max_inflight: Option<u32> = limit(diags, path, "max_inflight", raw.max_inflight, 1, bounds::MAX_INFLIGHT);
     let order: Option<u32> = limit(diags, path, "order", raw.order, 0, bounds::ORDER);
+    let mut options = OptionsDraft::default();
+    let fields = NativeFields {
+        request_defaults: raw.request_defaults.as_ref(),
+        extra_headers: raw.extra_headers.as_ref(),
+        timeout: raw.timeout.as_ref(),
+        stream_timeout: raw.stream_timeout.as_ref(),
+        max_retries: raw.max_retries.as_ref(),
+        ssl_verify: raw.ssl_verify.as_ref(),
+    };
+    options.read_native(diags, path, fields);
+    let options = options.finish(diags, path);
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -482,6 +502,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             organization: None,
             from_secrets: Vec::new(),
             pending_base: None,
+            options,
         },
     })
 }

@@ -13,6 +13,7 @@ pub mod select;
 pub mod session;
 mod snapshot;
 mod state;
+pub mod wildcard;
 pub mod window;
 
 pub use endpoint::{Endpoint, EndpointId};

@@ -1,6 +1,7 @@
 //! The routing snapshot: everything a request reads, built whole off the request path
 //! and swapped in atomically.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +13,11 @@ use super::queue::WaitQueue;
 use super::select::{self, CandidateView, Select};
 use super::session;
 use super::state::{Availability, EndpointState};
-use crate::config::{Config, Diagnostic, ModelRoute, SecretSource, ServerSettings};
+use super::wildcard::{self, Pattern};
+use crate::config::{Config, Deployment, Diagnostic, ModelRoute, SecretSource, ServerSettings, TlsProfile};
 use crate::provider::{Auth, NO_KEY};
+use crate::proxy::tls_profiles::{self, TlsClients};
+use crate::proxy::upstream::ProxyClient;
 
 /// An immutable routing table plus shared endpoint state. Requests load it once and
 /// keep using it even if a newer one is stored meanwhile.
@@ -23,6 +27,10 @@ pub struct Snapshot {
     pub generation: u64,
     pub server: ServerSettings,
     routes: BTreeMap<String, Route>,
+    /// Aliases with a `*`, most specific first: tried when no alias matches exactly.
+    patterns: Vec<String>,
+    /// Upstream clients of deployments with their own `ssl_verify`.
+    tls_clients: TlsClients,
     /// Set while no configuration has loaded since start: the errors of the latest
     /// version read. Such a snapshot (generation 0) has no routes, and every request
     /// is answered 503 with these errors, so a pod waits for the fix instead of
@@ -38,6 +46,8 @@ pub struct Route {
     /// Where requests wait when no endpoint has capacity.
     pub queue: WaitQueue,
     selector: Box<dyn Select>,
+    /// Set for a wildcard alias (`openai/*`).
+    pattern: Option<Pattern>,
 }
 
 impl Snapshot {
@@ -59,9 +69,25 @@ impl Snapshot {
             .collect();
         let mut errors = Vec::new();
         let mut routes = BTreeMap::new();
+        let mut tls_clients = TlsClients::new();
         for (alias, model) in &config.models {
             let mut endpoints = Vec::new();
             for deployment in &model.deployments {
+                let profile = &deployment.options.tls;
+                if !tls_clients.contains_key(profile) {
+                    let connect = config.server.connect_timeout;
+                    match tls_profiles::client_for(profile, connect, previous.map(|p| &p.tls_clients)) {
+                        Ok(Some(client)) => {
+                            tls_clients.insert(profile.clone(), client);
+                        }
+                        Ok(None) => {}
+                        Err(message) => errors.push(Diagnostic {
+                            file: config.source.clone(),
+                            origin: Default::default(),
+                            message: format!("models.{alias}.{}: {message}", deployment.name),
+                        }),
+                    }
+                }
                 let deployment_arc = Arc::new(deployment.clone());
                 let style = deployment.provider.auth_style_at(&deployment.base_url);
                 if deployment.keys.is_empty() {
@@ -128,23 +154,49 @@ impl Snapshot {
             }
             let selector = select::for_strategy(model.strategy, endpoints.len());
             let queue = WaitQueue::new(model.queue);
-            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector });
+            let pattern = Pattern::parse(alias);
+            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector, pattern });
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         let generation = previous.map_or(1, |p| p.generation + 1);
-        Ok(Snapshot { generation, server: config.server.clone(), routes, config_errors: None })
+        let mut patterns: Vec<(&Pattern, &String)> =
+            routes.iter().filter_map(|(alias, r)| Some((r.pattern.as_ref()?, alias))).collect();
+        patterns.sort_by_key(|(p, alias)| (p.specificity(), *alias));
+        let patterns = patterns.into_iter().map(|(_, alias)| alias.clone()).collect();
+        let server = config.server.clone();
+        Ok(Snapshot { generation, server, routes, patterns, tls_clients, config_errors: None })
     }
 
     /// The snapshot of a process whose configuration has not loaded yet: no routes, the
     /// process settings `server`, and the `errors` that every request is answered with.
     pub fn unconfigured(server: ServerSettings, errors: Vec<Diagnostic>) -> Snapshot {
-        Snapshot { generation: 0, server, routes: BTreeMap::new(), config_errors: Some(errors) }
+        Snapshot {
+            generation: 0,
+            server,
+            routes: BTreeMap::new(),
+            patterns: Vec::new(),
+            tls_clients: TlsClients::new(),
+            config_errors: Some(errors),
+        }
     }
 
+    /// The route for a requested model: the alias of that name, else the most
+    /// specific wildcard alias matching it (see [`super::wildcard`]).
     pub fn route(&self, alias: &str) -> Option<&Route> {
-        self.routes.get(alias)
+        self.routes.get(alias).or_else(|| {
+            let mut matching = self.patterns.iter().filter_map(|p| self.routes.get(p));
+            matching.find(|r| r.pattern.as_ref().is_some_and(|p| p.captures(alias).is_some()))
+        })
+    }
+
+    /// The client for deployments with this TLS profile; `None`: the process's own.
+    pub fn tls_client(&self, profile: &TlsProfile) -> Option<&ProxyClient> {
+        match profile {
+            TlsProfile::Default => None,
+            _ => self.tls_clients.get(profile).map(|(_, client)| client),
+        }
     }
 
     /// All routes, sorted by alias.
@@ -154,6 +206,23 @@ impl Snapshot {
 }
 
 impl Route {
+    /// Whether this is a wildcard alias (not listed by `/v1/models`).
+    pub fn is_wildcard(&self) -> bool {
+        self.pattern.is_some()
+    }
+
+    /// The model `deployment` of this route sends upstream for `requested`: fixed, or
+    /// built from what this route's `*`s matched (the name whole where they did not,
+    /// as when this route serves as another alias's fallback).
+    pub fn upstream_model<'d>(&self, deployment: &'d Deployment, requested: &str) -> Cow<'d, str> {
+        if !deployment.upstream_model.contains('*') {
+            return Cow::Borrowed(&deployment.upstream_model);
+        }
+        let captures = self.pattern.as_ref().and_then(|p| p.captures(requested));
+        let captures = captures.unwrap_or_else(|| vec![requested]);
+        wildcard::upstream_model(&deployment.upstream_model, &captures, requested)
+    }
+
     /// The endpoints to try for one request, best first: those with capacity that
     /// pass `usable`, grouped by priority (`order`), then local region first, each
     /// group in the alias's strategy order. A session's endpoint leads: the weighted

@@ -77,11 +77,14 @@ impl Exchange {
     }
 
     /// The request's model is known; `configured` says whether it names an alias.
-    pub(super) fn routed(&mut self, inbound: &Inbound, configured: bool) {
-        trace::routed(&self.span, inbound, configured);
+    /// `route` is the alias that serves the request: the requested name, or the
+    /// wildcard alias it matched (the metrics label, so that clients cannot grow the
+    /// label set by naming models).
+    pub(super) fn routed(&mut self, inbound: &Inbound, route: Option<&str>) {
+        trace::routed(&self.span, inbound, route.is_some());
         self.alias = Some(trace::clip(&inbound.alias).into_owned());
-        if configured {
-            self.model_label.clone_from(&inbound.alias);
+        if let Some(alias) = route {
+            alias.clone_into(&mut self.model_label);
         }
     }
 

@@ -27,6 +27,7 @@ use super::server::ProxyState;
 use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
+use crate::config::Deployment;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::refusal::{self, KeyRefusal};
@@ -98,7 +99,7 @@ pub(super) async fn forward(
     inbound: Inbound,
     mut exchange: Exchange,
 ) -> Response<ProxyBody> {
-    exchange.routed(&inbound, snapshot.route(&inbound.alias).is_some());
+    exchange.routed(&inbound, snapshot.route(&inbound.alias).map(|r| r.settings.alias.as_str()));
     match route(state, snapshot, &inbound, &mut exchange).await {
         Ok(Routed::Relay(answer)) => {
             let Answer { endpoint, parts, body, mut completion } = *answer;
@@ -160,10 +161,11 @@ async fn route(
     // The request's attempt budget: `1 + num_retries` for the alias and for each of
     // its fallbacks, spent over all passes. Waiting for a reset spends none of it.
     let mut budget: Vec<usize> = chain.iter().map(|r| (r.settings.num_retries as usize).saturating_add(1)).collect();
+    let mut per_deployment = PerDeployment::default();
     let mut place = None;
     let mut last = None;
     loop {
-        match one_pass(&request, &chain, &mut budget, exchange).await {
+        match one_pass(&request, &chain, &mut budget, &mut per_deployment, exchange).await {
             Pass::Answered(answer) => return Ok(Routed::Relay(answer)),
             Pass::Failed(failure) => {
                 // A rate-limited or refused key is out for now; another may serve.
@@ -215,7 +217,13 @@ async fn route(
 /// Tries endpoints of each alias in the chain, in order, as far as the alias's share
 /// of the request's attempt `budget` (`1 + num_retries`, less what earlier passes
 /// spent) goes.
-async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize], exchange: &mut Exchange) -> Pass {
+async fn one_pass(
+    request: &Request<'_>,
+    chain: &[&Route],
+    budget: &mut [usize],
+    per_deployment: &mut PerDeployment,
+    exchange: &mut Exchange,
+) -> Pass {
     let inbound = request.inbound;
     let server = &request.snapshot.server;
     let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
@@ -226,7 +234,13 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize],
         }
         let pick = Pick { now: std::time::Instant::now(), region: server.region.as_deref(), session: request.session };
         let candidates = route.candidates(usable, &pick, &mut rand::rng());
-        for endpoint in candidates.into_iter().take(*left) {
+        for endpoint in candidates {
+            if *left == 0 {
+                break;
+            }
+            if !per_deployment.allows(&endpoint.deployment) {
+                continue;
+            }
             let now = Instant::now();
             if now >= request.deadline {
                 return Pass::Failed(last.unwrap_or(Failure::Timeout));
@@ -237,7 +251,11 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize],
             }
             exchange.tally.attempts += 1;
             *left -= 1;
-            let budget = server.attempt_timeout.map_or(request.deadline - now, |t| t.min(request.deadline - now));
+            per_deployment.record(&endpoint.deployment);
+            let options = &endpoint.deployment.options;
+            let own = if inbound.wants_stream() { options.stream_timeout.or(options.timeout) } else { options.timeout };
+            let budget =
+                own.or(server.attempt_timeout).map_or(request.deadline - now, |t| t.min(request.deadline - now));
             match attempt(request, &endpoint, budget, exchange).await {
                 Ok(answer) => return Pass::Answered(Box::new(answer)),
                 Err(failure) => {
@@ -250,6 +268,29 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize],
         }
     }
     last.map_or(Pass::NoCapacity, Pass::Failed)
+}
+
+/// Attempts spent per deployment in one request, for deployments with LiteLLM's
+/// `max_retries` (at most `1 + max_retries` attempts there, whichever keys they use).
+#[derive(Default)]
+struct PerDeployment(Vec<(Arc<Deployment>, u32)>);
+
+impl PerDeployment {
+    fn allows(&self, deployment: &Arc<Deployment>) -> bool {
+        let Some(max_retries) = deployment.options.max_retries else { return true };
+        let spent = self.0.iter().find(|(d, _)| Arc::ptr_eq(d, deployment)).map_or(0, |(_, n)| *n);
+        spent <= max_retries
+    }
+
+    fn record(&mut self, deployment: &Arc<Deployment>) {
+        if deployment.options.max_retries.is_none() {
+            return;
+        }
+        match self.0.iter_mut().find(|(d, _)| Arc::ptr_eq(d, deployment)) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => self.0.push((Arc::clone(deployment), 1)),
+        }
+    }
 }
 
 /// Whether a deployment of `provider` can serve requests of this API family.
@@ -309,12 +350,18 @@ async fn call(
     metrics: &ProxyMetrics,
 ) -> Result<(http::response::Parts, UpstreamBody, Completion), Failure> {
     let guard = endpoint.state.begin(started.into_std());
-    let mut upstream_request = upstream::request_for(request.inbound, endpoint).map_err(|e| {
+    let route = request.snapshot.route(&endpoint.id.alias);
+    let upstream_model = match route {
+        Some(route) => route.upstream_model(&endpoint.deployment, &request.inbound.alias),
+        None => std::borrow::Cow::Borrowed(endpoint.deployment.upstream_model.as_str()),
+    };
+    let mut upstream_request = upstream::request_for(request.inbound, endpoint, &upstream_model).map_err(|e| {
         tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
         Failure::Connect
     })?;
     span.inject(upstream_request.headers_mut());
-    let response = match tokio::time::timeout(budget, request.state.client.request(upstream_request)).await {
+    let client = request.snapshot.tls_client(&endpoint.deployment.options.tls).unwrap_or(&request.state.client);
+    let response = match tokio::time::timeout(budget, client.request(upstream_request)).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => {
             tracing::debug!(deployment = %endpoint.deployment.name, error = %e, connect = e.is_connect(), "upstream transport error");
@@ -324,7 +371,7 @@ async fn call(
     };
     let latency = started.elapsed();
     ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.deployment.name, latency);
-    let bounds = request.snapshot.route(&endpoint.id.alias).map(|r| r.settings.cooldown_bounds).unwrap_or_default();
+    let bounds = route.map(|r| r.settings.cooldown_bounds).unwrap_or_default();
     let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, std::time::Instant::now());
     let status = response.status();

@@ -5,21 +5,17 @@
 //! `api_base`, so a segment that could climb out of it is refused here, before a key
 //! is chosen.
 
-use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
 
-use bytes::buf::Chain;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::request::Parts;
 use http::Method;
 use http_body_util::BodyExt;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ProxyError;
-use crate::config::ServerSettings;
+use crate::config::{BodyDefault, ServerSettings};
 
 /// The API family of a request, which decides the deployments that may serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +38,8 @@ impl Api {
     }
 }
 
-/// The body of one upstream attempt: the client's bytes before the `model` value,
-/// the deployment's model, the bytes after. All three share the client's buffer, so
-/// no attempt copies the body.
-pub type AttemptBody = Chain<Chain<Bytes, Bytes>, Bytes>;
+pub use super::attempt_body::AttemptBody;
+use super::attempt_body::TopLevel;
 
 /// A client request ready to be routed.
 #[derive(Debug)]
@@ -56,8 +50,8 @@ pub struct Inbound {
     /// The body as received, read once. Its buffer owns the body's [`BodyPermit`],
     /// so the budget gets the bytes back when the last attempt's slice is dropped.
     pub body: Bytes,
-    /// Byte range of the top-level `model` value (quotes included), if in the body.
-    model_span: Option<Range<usize>>,
+    /// The JSON body's top level (where `model` is, which keys are set), if JSON.
+    top: Option<TopLevel>,
 }
 
 impl Inbound {
@@ -102,26 +96,36 @@ impl Inbound {
             },
         };
         let body = read_body(body, server, budget.permit(), declared).await?;
-        let (alias, model_span) = match &api {
+        let (alias, top) = match &api {
             Api::GeminiNative { .. } => {
                 let rest = parts.uri.path().strip_prefix("/v1beta/models/").unwrap_or_default();
                 let (alias, _) = split_gemini(rest).ok_or_else(|| unsupported(&parts))?;
                 (percent_encoding::percent_decode_str(alias).decode_utf8_lossy().into_owned(), None)
             }
             _ => {
-                let (alias, span) = find_model(&body)?;
-                (alias, Some(span))
+                let (alias, top) = find_model(&body)?;
+                (alias, Some(top))
             }
         };
-        Ok(Inbound { parts, api, alias, body, model_span })
+        Ok(Inbound { parts, api, alias, body, top })
     }
 
     /// The body to send upstream: identical to the client's, byte for byte, except
-    /// the `model` value, which becomes the deployment's upstream model.
-    pub fn body_for(&self, upstream_model: &str) -> AttemptBody {
-        let Some(span) = &self.model_span else { return self.body.clone().chain(Bytes::new()).chain(Bytes::new()) };
-        let replacement = Bytes::from(serde_json::Value::from(upstream_model).to_string());
-        self.body.slice(..span.start).chain(replacement).chain(self.body.slice(span.end..))
+    /// the `model` value, which becomes `upstream_model`, and, for OpenAI-format
+    /// requests, each of `defaults` whose key the client did not set, added.
+    pub fn body_for(&self, upstream_model: &str, defaults: &[BodyDefault]) -> AttemptBody {
+        match &self.top {
+            Some(top) => {
+                let defaults = if self.api == Api::OpenAi { defaults } else { &[] };
+                top.attempt(&self.body, upstream_model, defaults)
+            }
+            None => AttemptBody::from_whole(self.body.clone()),
+        }
+    }
+
+    /// Whether the client asked for a streamed response (`"stream": true`).
+    pub fn wants_stream(&self) -> bool {
+        self.top.as_ref().is_some_and(|t| t.stream)
     }
 }
 
@@ -244,14 +248,8 @@ fn safe_segment(segment: &str) -> bool {
     false
 }
 
-#[derive(Deserialize)]
-struct ModelField<'a> {
-    #[serde(borrow)]
-    model: Option<&'a RawValue>,
-}
-
 /// Finds the top-level `model` string and where its JSON value sits in the body.
-fn find_model(body: &[u8]) -> Result<(String, Range<usize>), ProxyError> {
+fn find_model(body: &[u8]) -> Result<(String, TopLevel), ProxyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ProxyError::MissingModel);
     }
@@ -262,12 +260,12 @@ fn find_model(body: &[u8]) -> Result<(String, Range<usize>), ProxyError> {
             Err(e) => ProxyError::InvalidJson(e.to_string()),
         });
     }
-    let parsed: ModelField<'_> = serde_json::from_slice(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    let raw = parsed.model.ok_or(ProxyError::MissingModel)?;
-    let alias: String = serde_json::from_str(raw.get()).map_err(|_| ProxyError::ModelNotString)?;
-    // `raw` borrows from `body`, so its address tells where the value sits.
-    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    Ok((alias, start..start + raw.get().len()))
+    let top = TopLevel::parse(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+    if top.model_not_string {
+        return Err(ProxyError::ModelNotString);
+    }
+    let alias = top.model.as_ref().map(|(alias, _)| alias.clone()).ok_or(ProxyError::MissingModel)?;
+    Ok((alias, top))
 }
 
 /// `gemini-2.5-flash:generateContent` -> (`gemini-2.5-flash`, `generateContent`).
@@ -284,6 +282,7 @@ fn unsupported(parts: &Parts) -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     fn read(path: &str, body: &str, budget: &Arc<BodyBudget>) -> Result<Inbound, ProxyError> {
         let (parts, ()) = http::Request::post(path).body(()).unwrap().into_parts();
@@ -306,7 +305,7 @@ mod tests {
         let body = r#"{"z":1.000000000000000000001,"model" : "fast","messages":[{"content":"héllo \u00e9 🚀"}],"a":{"model":"inner"}}"#;
         let i = inbound(body).unwrap();
         assert_eq!(i.alias, "fast");
-        let out = i.body_for("gemini-2.5-\"flash\"");
+        let out = i.body_for("gemini-2.5-\"flash\"", &[]);
         let expected = r#"{"z":1.000000000000000000001,"model" : "gemini-2.5-\"flash\"","messages":[{"content":"héllo \u00e9 🚀"}],"a":{"model":"inner"}}"#;
         assert_eq!(flat(out), expected);
     }
@@ -314,10 +313,10 @@ mod tests {
     #[test]
     fn attempts_share_the_client_buffer() {
         let i = inbound(r#"{"model":"fast","messages":[]}"#).unwrap();
-        let (a, b) = (i.body_for("up"), i.body_for("other"));
+        let (a, b) = (i.body_for("up", &[]), i.body_for("other", &[]));
         for body in [&a, &b] {
-            assert_eq!(body.first_ref().first_ref().as_ptr(), i.body.as_ptr());
-            assert_eq!(body.last_ref().as_ptr(), i.body[i.body.len() - 15..].as_ptr());
+            assert_eq!(body.pieces()[0].as_ptr(), i.body.as_ptr());
+            assert_eq!(body.pieces()[2].as_ptr(), i.body[i.body.len() - 15..].as_ptr());
         }
         assert_eq!(flat(b), r#"{"model":"other","messages":[]}"#);
     }
@@ -329,7 +328,7 @@ mod tests {
         let first = read("/v1/chat/completions", &body, &budget).unwrap();
         assert!(budget.held() >= body.len());
         assert!(matches!(read("/v1/chat/completions", &body, &budget), Err(ProxyError::BodyBudgetExhausted)));
-        let attempt = first.body_for("up");
+        let attempt = first.body_for("up", &[]);
         drop(first);
         assert!(budget.held() >= body.len(), "an attempt still holds the buffer");
         drop(attempt);

@@ -1,5 +1,6 @@
 //! The request path: accept, read, route, select, forward with failover, relay.
 
+mod attempt_body;
 pub mod body;
 pub mod body_budget;
 pub mod client_headers;
@@ -9,6 +10,7 @@ mod forward;
 mod head;
 pub mod inbound;
 mod server;
+pub mod tls_profiles;
 mod trace;
 pub mod upstream;
 mod usage;

@@ -81,10 +81,12 @@ fn summary(errors: &[Diagnostic]) -> String {
     format!("{} error(s), all listed on the admin port's /readyz: {}", errors.len(), first.join("; "))
 }
 
-/// `GET /v1/models`: the aliases, in OpenAI's list shape.
+/// `GET /v1/models`: the aliases, in OpenAI's list shape (wildcard aliases are
+/// patterns, not models, and are left out).
 fn list_models(snapshot: &Snapshot) -> Response<ProxyBody> {
     let data: Vec<serde_json::Value> = snapshot
         .routes()
+        .filter(|r| !r.is_wildcard())
         .map(|r| serde_json::json!({ "id": r.settings.alias, "object": "model", "created": 0, "owned_by": "keyrelay" }))
         .collect();
     let body = serde_json::json!({ "object": "list", "data": data });

@@ -54,6 +54,15 @@ where
         }
     }
     let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(client_with_tls(connect_timeout, tls))
+}
+
+/// A pooled client checking upstream certificates as `tls` says.
+pub fn client_with_tls<B>(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpsClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -64,7 +73,7 @@ where
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https))
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
 }
 
 /// The extra CA bundle could not be used.
@@ -101,14 +110,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request for one attempt at `endpoint`.
-pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<AttemptBody>>, http::Error> {
+/// The request for one attempt at `endpoint`, asking for `upstream_model` (the
+/// deployment's, or what a wildcard alias made of the requested name).
+pub fn request_for(
+    inbound: &Inbound,
+    endpoint: &Endpoint,
+    upstream_model: &str,
+) -> Result<Request<Full<AttemptBody>>, http::Error> {
     let deployment = &endpoint.deployment;
-    let uri =
-        upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model, deployment.api_version.as_deref())?;
-    let body = inbound.body_for(&deployment.upstream_model);
+    let uri = upstream_uri(&deployment.base_url, inbound, upstream_model, deployment.api_version.as_deref())?;
+    let body = inbound.body_for(upstream_model, &deployment.options.body_defaults);
 
     let mut headers = forwarded_headers(&inbound.parts.headers);
+    // Names keyrelay sets itself were refused when the config loaded; the key is
+    // applied last, so no extra header can replace it.
+    for (name, value) in &deployment.options.extra_headers {
+        headers.insert(name, value.clone());
+    }
     // Identity encoding keeps bodies readable for usage and retry hints.
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
