@@ -14,7 +14,7 @@ use crate::provider::ProviderKind;
 use super::bounds;
 use super::lines::{join_index, join_key};
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
-use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, ServerSettings};
+use super::model::{destination, Config, Deployment, KeyRef, KeyRefKind, Mode, ServerSettings};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values;
 use super::walk::{count, entries, ignore_all, names, string, IGNORED};
@@ -32,12 +32,24 @@ struct Entry {
     tpm: Option<u64>,
     order: u32,
     region: Option<String>,
+    /// `model_info.mode`, set by `entry` after `params_entry`.
+    mode: Option<Mode>,
 }
 
 impl Entry {
     /// Entries that agree on all of this are one deployment with several keys.
     fn merge_key(&self) -> impl PartialEq + '_ {
-        (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region)
+        (
+            self.provider,
+            &self.model,
+            &self.base_url,
+            self.weight,
+            self.rpm,
+            self.tpm,
+            self.order,
+            &self.region,
+            self.mode,
+        )
     }
 }
 
@@ -93,15 +105,24 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
 
     let mut routes: Vec<RouteDraft> =
         groups.into_iter().map(|(alias, list, fallbacks)| route(diags, alias, list, fallbacks, &settings)).collect();
-    for (alias, alias_path, fb) in settings.fallbacks {
-        if alias == "*" {
-            for r in routes.iter_mut().filter(|r| r.alias != fb.value) {
-                r.fallbacks.push(fb.clone());
+    type Field = fn(&mut RouteDraft) -> &mut Vec<Named>;
+    let kinds: [(Vec<_>, Field); 3] = [
+        (settings.fallbacks, |r| &mut r.fallbacks),
+        (settings.context_window_fallbacks, |r| &mut r.context_window_fallbacks),
+        (settings.content_policy_fallbacks, |r| &mut r.content_policy_fallbacks),
+    ];
+    for (list, field) in kinds {
+        for (alias, alias_path, fb) in list {
+            if alias == "*" {
+                for r in routes.iter_mut().filter(|r| r.alias != fb.value) {
+                    field(r).push(fb.clone());
+                }
+            } else if let Some(r) = routes.iter_mut().find(|r| r.alias == alias) {
+                field(r).push(fb);
+            } else if !declared.contains(&alias) {
+                let message = format!("fallbacks given for {alias:?}, which is not a model_name in model_list");
+                diags.error(&alias_path, message);
             }
-        } else if let Some(r) = routes.iter_mut().find(|r| r.alias == alias) {
-            r.fallbacks.push(fb);
-        } else if !declared.contains(&alias) {
-            diags.error(&alias_path, format!("fallbacks given for {alias:?}, which is not a model_name in model_list"));
         }
     }
 
@@ -151,6 +172,7 @@ fn route(
                 region: e.region,
                 max_inflight: None,
                 priority: e.order,
+                mode: e.mode,
             },
         })
         .collect();
@@ -164,6 +186,8 @@ fn route(
         allowed_fails: settings.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: Default::default(),
         fallbacks,
+        context_window_fallbacks: Vec::new(),
+        content_policy_fallbacks: Vec::new(),
         deployments,
     }
 }
@@ -177,14 +201,14 @@ fn entry(diags: &mut Diags<'_>, item: &Value, path: &str) -> (Option<String>, Op
         return (None, None, Vec::new());
     }
     let errors_before = diags.errors.len();
-    let (mut alias, mut params, mut fallbacks) = (None, None, Vec::new());
+    let (mut alias, mut params, mut fallbacks, mut mode) = (None, None, Vec::new(), None);
     for (key, value) in entries(diags, item, path) {
         let at = join_key(path, &key);
         match key.as_str() {
             "model_name" => alias = string(diags, value, &at).filter(|a| !a.trim().is_empty()),
             "litellm_params" => params = Some(value),
             "fallbacks" => fallbacks = names(diags, value, &at),
-            "model_info" => diags.warn(&at, format!("{IGNORED} (model metadata)")),
+            "model_info" => mode = model_info(diags, value, &at),
             _ => diags.warn(&at, IGNORED),
         }
     }
@@ -195,11 +219,32 @@ fn entry(diags: &mut Diags<'_>, item: &Value, path: &str) -> (Option<String>, Op
         diags.error(path, "missing field `litellm_params`");
         return (alias, None, fallbacks);
     };
-    let entry = params_entry(diags, params, &join_key(path, "litellm_params"));
+    let entry = params_entry(diags, params, &join_key(path, "litellm_params")).map(|e| Entry { mode, ..e });
     if diags.errors.len() != errors_before {
         return (alias, None, fallbacks);
     }
     (alias, entry, fallbacks)
+}
+
+/// `model_info`: only `mode` changes routing (which endpoints the entry serves); the
+/// rest is metadata. A mode keyrelay has no endpoint for is reported and ignored.
+fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Mode> {
+    let mut mode = None;
+    for (key, v) in entries(diags, value, path) {
+        let at = join_key(path, &key);
+        match key.as_str() {
+            "mode" => {
+                let Some(name) = string(diags, v, &at) else { continue };
+                mode = Mode::from_name(name.trim());
+                if mode.is_none() {
+                    let message = format!("mode {name:?} has no endpoint in keyrelay: the entry serves every endpoint");
+                    diags.warn(&at, message);
+                }
+            }
+            _ => diags.warn(&at, format!("{IGNORED} (model metadata)")),
+        }
+    }
+    mode
 }
 
 /// Reads `litellm_params`: where the deployment is and which key it uses.
@@ -268,6 +313,7 @@ fn params_entry(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Entr
         tpm,
         order: order.unwrap_or(0),
         region: region.filter(|r| !r.trim().is_empty()),
+        mode: None,
     })
 }
 

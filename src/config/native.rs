@@ -15,7 +15,9 @@ use crate::provider::ProviderKind;
 use super::bounds::{self, Zero};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
-use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
+use super::model::{
+    Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, Mode, QueueSettings, ServerSettings, Strategy,
+};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
@@ -100,6 +102,8 @@ struct RawDeployment {
     /// Opt-in to sending this deployment's keys over plain `http://` to a host that
     /// is not loopback (a cluster-internal vLLM without TLS, say).
     send_keys_over_http: Option<bool>,
+    /// The one kind of endpoint this deployment serves (LiteLLM's `model_info.mode`).
+    mode: Option<String>,
 }
 
 const LITELLM_TOP_LEVEL: [&str; 5] =
@@ -339,6 +343,8 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
             .unwrap_or(defaults.allowed_fails),
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
+        context_window_fallbacks: Vec::new(),
+        content_policy_fallbacks: Vec::new(),
         deployments,
     })
 }
@@ -431,6 +437,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     let tpm: Option<u64> = limit(diags, path, "tpm", raw.tpm, 1, bounds::TPM);
     let max_inflight: Option<u32> = limit(diags, path, "max_inflight", raw.max_inflight, 1, bounds::MAX_INFLIGHT);
     let order: Option<u32> = limit(diags, path, "order", raw.order, 0, bounds::ORDER);
+    let mode = raw.mode.as_deref().and_then(|m| mode_named(diags, m, &join_key(path, "mode")));
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -462,6 +469,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             region: raw.region.filter(|r| !r.trim().is_empty()),
             max_inflight,
             priority: order.unwrap_or(0),
+            mode,
         },
     })
 }
@@ -476,6 +484,16 @@ fn limit<T: TryFrom<u64>>(
     max: u64,
 ) -> Option<T> {
     bounds::count_at(diags, &join_key(path, field), value?, min, max)
+}
+
+/// Parses a `mode` (LiteLLM's `model_info.mode` names), reporting unknown ones.
+pub(crate) fn mode_named(diags: &mut Diags<'_>, name: &str, path: &str) -> Option<Mode> {
+    let parsed = Mode::from_name(name.trim());
+    if parsed.is_none() {
+        let known: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+        diags.error(path, format!("unknown mode {name:?} (expected one of {})", known.join(", ")));
+    }
+    parsed
 }
 
 /// Parses a native strategy name, reporting unknown ones.

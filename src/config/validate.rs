@@ -65,6 +65,9 @@ pub(crate) struct RouteDraft {
     pub allowed_fails: u32,
     pub queue: super::model::QueueSettings,
     pub fallbacks: Vec<Named>,
+    /// LiteLLM `context_window_fallbacks` / `content_policy_fallbacks` (native: none).
+    pub context_window_fallbacks: Vec<Named>,
+    pub content_policy_fallbacks: Vec<Named>,
     pub deployments: Vec<DeploymentDraft>,
 }
 
@@ -184,6 +187,8 @@ pub(crate) fn finish(
     let mut models = BTreeMap::new();
     for route in routes {
         let fallbacks = check_fallbacks(diags, &route.alias, &route.fallbacks, declared);
+        let context_window_fallbacks = check_fallbacks(diags, &route.alias, &route.context_window_fallbacks, declared);
+        let content_policy_fallbacks = check_fallbacks(diags, &route.alias, &route.content_policy_fallbacks, declared);
         for draft in &route.deployments {
             check_keys_over_http(diags, draft);
         }
@@ -199,6 +204,8 @@ pub(crate) fn finish(
                 strategy: route.strategy,
                 num_retries: route.num_retries,
                 fallbacks,
+                context_window_fallbacks,
+                content_policy_fallbacks,
                 cooldown: route.cooldown,
                 cooldown_bounds: route.cooldown_bounds,
                 allowed_fails: route.allowed_fails,

@@ -9,6 +9,8 @@ use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
 use http::request::Parts;
@@ -17,9 +19,12 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::body::BoxError;
 use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ProxyError;
-use crate::config::ServerSettings;
+use super::multipart;
+use super::outbound::{self, OutboundBody, Rest, RestStream};
+use crate::config::{Mode, ServerSettings};
 
 /// The API family of a request, which decides the deployments that may serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +58,27 @@ pub struct Inbound {
     pub parts: Parts,
     pub api: Api,
     pub alias: String,
-    /// The body as received, read once. Its buffer owns the body's [`BodyPermit`],
-    /// so the budget gets the bytes back when the last attempt's slice is dropped.
+    /// The kind of endpoint the path names (`None`: no particular kind): only
+    /// deployments whose `mode` serves it are candidates.
+    pub wants: Option<Mode>,
+    /// The body as received, read once (for a streamed form: its head, up to and
+    /// past the `model` field). Its buffer owns the body's [`BodyPermit`], so the
+    /// budget gets the bytes back when the last attempt's slice is dropped.
     pub body: Bytes,
-    /// Byte range of the top-level `model` value (quotes included), if in the body.
+    /// Byte range of the `model` value (JSON: quotes included), if in the body.
     model_span: Option<Range<usize>>,
+    /// A form field is rewritten as raw text, a JSON value as a JSON string.
+    form: bool,
+    /// The rest of a streamed form, sent by one attempt only.
+    rest: Option<Arc<Rest>>,
 }
 
 impl Inbound {
     /// Checks the path, then reads and classifies a request. `server.body_limit`
     /// bounds the body's size, `server.client_body_timeout` the time the client may
     /// take to send it, and `budget` (up to `server.max_buffered_bodies`) the bytes
-    /// of all bodies held at once.
+    /// of all bodies held at once. A `multipart/form-data` body is read only up to
+    /// its `model` field (see `multipart`); the rest streams to the upstream.
     pub async fn read<B>(
         parts: Parts,
         body: B,
@@ -72,7 +86,7 @@ impl Inbound {
         budget: &Arc<BodyBudget>,
     ) -> Result<Inbound, ProxyError>
     where
-        B: http_body::Body<Data = Bytes>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = parts.uri.path();
@@ -91,6 +105,7 @@ impl Inbound {
         } else {
             return Err(unsupported(&parts));
         };
+        let wants = wanted_mode(&api, path);
         let limit = server.body_limit;
         let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
             None => None,
@@ -101,7 +116,26 @@ impl Inbound {
                 None => None,
             },
         };
-        let body = read_body(body, server, budget.permit(), declared).await?;
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if api == Api::OpenAi && content_type.is_some_and(multipart::is_form) {
+            let boundary = content_type.and_then(multipart::boundary).ok_or(ProxyError::FormWithoutBoundary)?;
+            let form = read_form(body, server, budget.permit(), declared, boundary).await?;
+            let alias = std::str::from_utf8(&form.head[form.span.clone()])
+                .map_err(|_| ProxyError::ModelNotString)?
+                .trim()
+                .to_owned();
+            return Ok(Inbound {
+                parts,
+                api,
+                alias,
+                wants,
+                body: form.head,
+                model_span: Some(form.span),
+                form: true,
+                rest: form.rest,
+            });
+        }
+        let body = read_body(body, server, budget.permit(), declared, Vec::new()).await?;
         let (alias, model_span) = match &api {
             Api::GeminiNative { .. } => {
                 let rest = parts.uri.path().strip_prefix("/v1beta/models/").unwrap_or_default();
@@ -113,16 +147,123 @@ impl Inbound {
                 (alias, Some(span))
             }
         };
-        Ok(Inbound { parts, api, alias, body, model_span })
+        Ok(Inbound { parts, api, alias, wants, body, model_span, form: false, rest: None })
     }
 
     /// The body to send upstream: identical to the client's, byte for byte, except
     /// the `model` value, which becomes the deployment's upstream model.
     pub fn body_for(&self, upstream_model: &str) -> AttemptBody {
         let Some(span) = &self.model_span else { return self.body.clone().chain(Bytes::new()).chain(Bytes::new()) };
-        let replacement = Bytes::from(serde_json::Value::from(upstream_model).to_string());
+        let replacement = if self.form {
+            Bytes::copy_from_slice(upstream_model.as_bytes())
+        } else {
+            Bytes::from(serde_json::Value::from(upstream_model).to_string())
+        };
         self.body.slice(..span.start).chain(replacement).chain(self.body.slice(span.end..))
     }
+
+    /// [`Inbound::body_for`] as a request body, followed by the rest of a streamed form.
+    pub fn outbound_body(&self, upstream_model: &str) -> OutboundBody {
+        let (head, suffix) = self.body_for(upstream_model).into_inner();
+        let (prefix, model) = head.into_inner();
+        OutboundBody::new([prefix, model, suffix], self.rest.clone())
+    }
+
+    /// Whether another attempt can still send the whole body: always, unless an
+    /// attempt has started streaming the rest of a form.
+    pub fn replayable(&self) -> bool {
+        self.rest.as_ref().is_none_or(|rest| rest.available())
+    }
+}
+
+/// The kind of endpoint a request path names, in `model_info.mode` terms.
+fn wanted_mode(api: &Api, path: &str) -> Option<Mode> {
+    let path = path.trim_end_matches('/');
+    match api {
+        Api::AnthropicMessages | Api::GeminiNative { .. } => return Some(Mode::Chat),
+        Api::OpenAi => {}
+    }
+    Some(match path {
+        "/v1/chat/completions" => Mode::Chat,
+        "/v1/completions" => Mode::Completion,
+        "/v1/embeddings" => Mode::Embedding,
+        "/v1/moderations" => Mode::Moderation,
+        "/v1/rerank" => Mode::Rerank,
+        "/v1/audio/transcriptions" | "/v1/audio/translations" => Mode::AudioTranscription,
+        "/v1/audio/speech" => Mode::AudioSpeech,
+        "/v1/responses" => Mode::Responses,
+        _ if path.starts_with("/v1/images/") => Mode::ImageGeneration,
+        _ => return None,
+    })
+}
+
+/// A form read up to its `model` field.
+struct FormHead {
+    head: Bytes,
+    span: Range<usize>,
+    rest: Option<Arc<Rest>>,
+}
+
+/// Reads a form until its `model` value has arrived (and past it, to the end of the
+/// frame), within [`multipart::HEAD_LIMIT`]; the rest is left to stream. A form
+/// whose `model` comes later is read whole, like a JSON body.
+async fn read_form<B>(
+    body: B,
+    server: &ServerSettings,
+    mut permit: BodyPermit,
+    declared: Option<usize>,
+    boundary: &str,
+) -> Result<FormHead, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
+    let deadline = Instant::now() + server.client_body_timeout;
+    let mut body = Box::pin(body);
+    let mut head = Vec::new();
+    let span = loop {
+        let frame = match tokio::time::timeout_at(deadline, body.as_mut().frame()).await {
+            Err(_) => return Err(ProxyError::BodyTimeout),
+            Ok(None) => match multipart::find_model(&head, boundary) {
+                multipart::Scan::Found(span) => break span,
+                _ => return Err(ProxyError::MissingModel),
+            },
+            Ok(Some(frame)) => frame.map_err(|_| ProxyError::BodyRead)?,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if head.len().saturating_add(data.len()) > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        permit.grow(data.len(), budget).map_err(|_| ProxyError::BodyBudgetExhausted)?;
+        head.reserve_exact(data.len());
+        head.extend_from_slice(&data);
+        match multipart::find_model(&head, boundary) {
+            multipart::Scan::Found(span) => break span,
+            multipart::Scan::Absent => return Err(ProxyError::MissingModel),
+            multipart::Scan::NeedMore if head.len() > multipart::HEAD_LIMIT => {
+                let whole = read_body(body, server, permit, None, head).await?;
+                let multipart::Scan::Found(span) = multipart::find_model(&whole, boundary) else {
+                    return Err(ProxyError::MissingModel);
+                };
+                return Ok(FormHead { head: whole, span, rest: None });
+            }
+            multipart::Scan::NeedMore => {}
+        }
+    };
+    let received = head.len();
+    let head = Bytes::from_owner(Buffered { bytes: head, _permit: permit });
+    if body.is_end_stream() {
+        return Ok(FormHead { head, span, rest: None });
+    }
+    let stream = RestStream {
+        body: body.map_err(BoxError::from).boxed_unsync(),
+        received,
+        limit,
+        deadline: outbound::deadline(deadline),
+    };
+    let remaining = declared.and_then(|d| d.checked_sub(received)).map(|n| n as u64);
+    Ok(FormHead { head, span, rest: Some(Rest::new(stream, remaining)) })
 }
 
 /// A body's bytes together with the budget they are counted against.
@@ -149,13 +290,15 @@ async fn read_body<B>(
     server: &ServerSettings,
     mut permit: BodyPermit,
     declared: Option<usize>,
+    read_already: Vec<u8>,
 ) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
-    let mut bytes = Vec::new();
+    // What was read already (a form's head) is charged to `permit` already.
+    let mut bytes = read_already;
     let mut refused = false;
     if let Some(len) = declared {
         refused = permit.grow(len, budget).is_err();
@@ -165,7 +308,7 @@ where
     }
     let read = async {
         let mut body = pin!(body);
-        let mut received = 0usize;
+        let mut received = bytes.len();
         while let Some(frame) = body.as_mut().frame().await {
             let Ok(data) = frame.map_err(|_| ProxyError::BodyRead)?.into_data() else { continue };
             received = received.saturating_add(data.len());

@@ -19,7 +19,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::client_headers::{forwarded_headers, forwarded_query};
-use super::inbound::{Api, AttemptBody, Inbound};
+use super::inbound::{Api, Inbound};
+use super::outbound::OutboundBody;
 use crate::pool::Endpoint;
 
 /// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
@@ -29,8 +30,9 @@ pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 /// The client for whole in-memory bodies (the OTLP exporter's).
 pub type UpstreamClient = HttpsClient<Full<Bytes>>;
 
-/// The request path's client: an attempt's body shares the client's buffer.
-pub type ProxyClient = HttpsClient<Full<AttemptBody>>;
+/// The request path's client: an attempt's body shares the client's buffer (and
+/// streams the rest of a multipart form).
+pub type ProxyClient = HttpsClient<OutboundBody>;
 
 /// Builds a client. Upstream certificates are checked against the Mozilla roots
 /// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
@@ -102,17 +104,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request for one attempt at `endpoint`.
-pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<Full<AttemptBody>>, http::Error> {
+pub fn request_for(inbound: &Inbound, endpoint: &Endpoint) -> Result<Request<OutboundBody>, http::Error> {
     let deployment = &endpoint.deployment;
     let uri = upstream_uri(&deployment.base_url, inbound, &deployment.upstream_model)?;
-    let body = inbound.body_for(&deployment.upstream_model);
+    let body = inbound.outbound_body(&deployment.upstream_model);
 
     let mut headers = forwarded_headers(&inbound.parts.headers);
     // Identity encoding keeps bodies readable for usage and retry hints.
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     endpoint.auth.apply(&mut headers, matches!(inbound.api, Api::GeminiNative { .. }));
 
-    let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(Full::new(body))?;
+    let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(body)?;
     *request.headers_mut() = headers;
     Ok(request)
 }
