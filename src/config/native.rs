@@ -15,9 +15,7 @@ use crate::provider::ProviderKind;
 use super::bounds::{self, Zero};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
-use super::model::{
-    Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, Mode, QueueSettings, ServerSettings, Strategy,
-};
+use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
@@ -437,7 +435,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     let tpm: Option<u64> = limit(diags, path, "tpm", raw.tpm, 1, bounds::TPM);
     let max_inflight: Option<u32> = limit(diags, path, "max_inflight", raw.max_inflight, 1, bounds::MAX_INFLIGHT);
     let order: Option<u32> = limit(diags, path, "order", raw.order, 0, bounds::ORDER);
-    let mode = raw.mode.as_deref().and_then(|m| mode_named(diags, m, &join_key(path, "mode")));
+    let mode = raw.mode.as_deref().and_then(|m| validate::mode_named(diags, m, &join_key(path, "mode")));
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -484,16 +482,6 @@ fn limit<T: TryFrom<u64>>(
     max: u64,
 ) -> Option<T> {
     bounds::count_at(diags, &join_key(path, field), value?, min, max)
-}
-
-/// Parses a `mode` (LiteLLM's `model_info.mode` names), reporting unknown ones.
-pub(crate) fn mode_named(diags: &mut Diags<'_>, name: &str, path: &str) -> Option<Mode> {
-    let parsed = Mode::from_name(name.trim());
-    if parsed.is_none() {
-        let known: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
-        diags.error(path, format!("unknown mode {name:?} (expected one of {})", known.join(", ")));
-    }
-    parsed
 }
 
 /// Parses a native strategy name, reporting unknown ones.

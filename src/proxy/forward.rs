@@ -23,16 +23,15 @@ use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::fallback_kind::FallbackKind;
 use super::head::UpstreamBody;
-use super::inbound::{Api, Inbound};
+use super::inbound::Inbound;
 use super::server::ProxyState;
+use super::serves::{no_deployment, usable};
 use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
-use crate::config::Mode;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::refusal::{self, KeyRefusal};
-use crate::provider::ProviderKind;
 use crate::telemetry::metrics::{ProxyMetrics, RetryLabels};
 
 /// Error bodies of retryable responses are read to find retry hints, and those that
@@ -246,31 +245,6 @@ fn conclude(inbound: &Inbound, chain: &[&Route], last: Option<Failure>) -> Resul
     }
 }
 
-/// Whether an endpoint may serve this request: its provider speaks the request's
-/// API, and its deployment's `mode` serves the endpoint the path names.
-fn usable(inbound: &Inbound, endpoint: &Endpoint) -> bool {
-    serves(&inbound.api, endpoint.deployment.provider) && Mode::serves(endpoint.deployment.mode, inbound.wants)
-}
-
-/// The 4xx for an alias none of whose deployments serves this request.
-fn no_deployment(inbound: &Inbound, chain: &[&Route]) -> ProxyError {
-    let api_ok = chain.iter().flat_map(|r| &r.endpoints).any(|e| serves(&inbound.api, e.deployment.provider));
-    match inbound.wants {
-        Some(wanted) if api_ok => {
-            let mut modes: Vec<&str> =
-                chain.iter().flat_map(|r| &r.endpoints).filter_map(|e| e.deployment.mode.map(Mode::as_str)).collect();
-            modes.sort_unstable();
-            modes.dedup();
-            ProxyError::NoDeploymentForMode {
-                alias: inbound.alias.clone(),
-                endpoint: wanted.endpoints(),
-                modes: modes.join(", "),
-            }
-        }
-        _ => ProxyError::NoDeploymentForApi { alias: inbound.alias.clone(), api: inbound.api.describe() },
-    }
-}
-
 /// Tries endpoints of each alias in the chain, in order, as far as the alias's share
 /// of the request's attempt `budget` (`1 + num_retries`, less what earlier passes
 /// spent) goes.
@@ -317,15 +291,6 @@ async fn one_pass(request: &Request<'_>, chain: &[&Route], budget: &mut [usize],
         }
     }
     last.map_or(Pass::NoCapacity, Pass::Failed)
-}
-
-/// Whether a deployment of `provider` can serve requests of this API family.
-fn serves(api: &Api, provider: ProviderKind) -> bool {
-    match api {
-        Api::OpenAi => true,
-        Api::AnthropicMessages => provider == ProviderKind::Anthropic,
-        Api::GeminiNative { .. } => provider == ProviderKind::Gemini,
-    }
 }
 
 /// One upstream attempt, under its own client span. `Ok` is a response to relay;

@@ -9,8 +9,6 @@ use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
 use http::request::Parts;
@@ -19,11 +17,10 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::body::BoxError;
 use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ProxyError;
 use super::multipart;
-use super::outbound::{self, OutboundBody, Rest, RestStream};
+use super::outbound::{OutboundBody, Rest};
 use crate::config::{Mode, ServerSettings};
 
 /// The API family of a request, which decides the deployments that may serve it.
@@ -119,7 +116,7 @@ impl Inbound {
         let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if api == Api::OpenAi && content_type.is_some_and(multipart::is_form) {
             let boundary = content_type.and_then(multipart::boundary).ok_or(ProxyError::FormWithoutBoundary)?;
-            let form = read_form(body, server, budget.permit(), declared, boundary).await?;
+            let form = multipart::read_form(body, server, budget.permit(), declared, boundary).await?;
             let alias = std::str::from_utf8(&form.head[form.span.clone()])
                 .map_err(|_| ProxyError::ModelNotString)?
                 .trim()
@@ -197,79 +194,10 @@ fn wanted_mode(api: &Api, path: &str) -> Option<Mode> {
     })
 }
 
-/// A form read up to its `model` field.
-struct FormHead {
-    head: Bytes,
-    span: Range<usize>,
-    rest: Option<Arc<Rest>>,
-}
-
-/// Reads a form until its `model` value has arrived (and past it, to the end of the
-/// frame), within [`multipart::HEAD_LIMIT`]; the rest is left to stream. A form
-/// whose `model` comes later is read whole, like a JSON body.
-async fn read_form<B>(
-    body: B,
-    server: &ServerSettings,
-    mut permit: BodyPermit,
-    declared: Option<usize>,
-    boundary: &str,
-) -> Result<FormHead, ProxyError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
-    let deadline = Instant::now() + server.client_body_timeout;
-    let mut body = Box::pin(body);
-    let mut head = Vec::new();
-    let span = loop {
-        let frame = match tokio::time::timeout_at(deadline, body.as_mut().frame()).await {
-            Err(_) => return Err(ProxyError::BodyTimeout),
-            Ok(None) => match multipart::find_model(&head, boundary) {
-                multipart::Scan::Found(span) => break span,
-                _ => return Err(ProxyError::MissingModel),
-            },
-            Ok(Some(frame)) => frame.map_err(|_| ProxyError::BodyRead)?,
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        if head.len().saturating_add(data.len()) > limit {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        permit.grow(data.len(), budget).map_err(|_| ProxyError::BodyBudgetExhausted)?;
-        head.reserve_exact(data.len());
-        head.extend_from_slice(&data);
-        match multipart::find_model(&head, boundary) {
-            multipart::Scan::Found(span) => break span,
-            multipart::Scan::Absent => return Err(ProxyError::MissingModel),
-            multipart::Scan::NeedMore if head.len() > multipart::HEAD_LIMIT => {
-                let whole = read_body(body, server, permit, None, head).await?;
-                let multipart::Scan::Found(span) = multipart::find_model(&whole, boundary) else {
-                    return Err(ProxyError::MissingModel);
-                };
-                return Ok(FormHead { head: whole, span, rest: None });
-            }
-            multipart::Scan::NeedMore => {}
-        }
-    };
-    let received = head.len();
-    let head = Bytes::from_owner(Buffered { bytes: head, _permit: permit });
-    if body.is_end_stream() {
-        return Ok(FormHead { head, span, rest: None });
-    }
-    let stream = RestStream {
-        body: body.map_err(BoxError::from).boxed_unsync(),
-        received,
-        limit,
-        deadline: outbound::deadline(deadline),
-    };
-    let remaining = declared.and_then(|d| d.checked_sub(received)).map(|n| n as u64);
-    Ok(FormHead { head, span, rest: Some(Rest::new(stream, remaining)) })
-}
-
 /// A body's bytes together with the budget they are counted against.
-struct Buffered {
-    bytes: Vec<u8>,
-    _permit: BodyPermit,
+pub(super) struct Buffered {
+    pub bytes: Vec<u8>,
+    pub _permit: BodyPermit,
 }
 
 impl AsRef<[u8]> for Buffered {
@@ -285,7 +213,7 @@ impl AsRef<[u8]> for Buffered {
 /// A refused body is still read to its end (up to `body_limit`), and dropped chunk by
 /// chunk: a client still sending would otherwise see its connection reset instead of
 /// the 503 that tells it to retry.
-async fn read_body<B>(
+pub(super) async fn read_body<B>(
     body: B,
     server: &ServerSettings,
     mut permit: BodyPermit,

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod multipart;
 pub mod outbound;
 mod server;
+mod serves;
 mod trace;
 pub mod upstream;
 mod usage;

@@ -9,8 +9,19 @@
 //! wrote it.
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use memchr::memmem;
+use tokio::time::Instant;
+
+use super::body::BoxError;
+use super::body_budget::BodyPermit;
+use super::error::ProxyError;
+use super::inbound::{read_body, Buffered};
+use super::outbound::{self, Rest, RestStream};
+use crate::config::ServerSettings;
 
 /// How much of a form is read looking for `model` before routing. The `openai` SDKs
 /// write the plain fields before the file; a form with `model` after a large file is
@@ -155,6 +166,75 @@ fn disposition_params(value: &str) -> Vec<(String, String)> {
         params.push((name.trim().to_owned(), value.trim().to_owned()));
     }
     params
+}
+
+/// A form read up to its `model` field.
+pub(super) struct FormHead {
+    pub head: Bytes,
+    pub span: Range<usize>,
+    pub rest: Option<Arc<Rest>>,
+}
+
+/// Reads a form until its `model` value has arrived (and past it, to the end of the
+/// frame), within [`HEAD_LIMIT`]; the rest is left to stream. A form
+/// whose `model` comes later is read whole, like a JSON body.
+pub(super) async fn read_form<B>(
+    body: B,
+    server: &ServerSettings,
+    mut permit: BodyPermit,
+    declared: Option<usize>,
+    boundary: &str,
+) -> Result<FormHead, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
+    let deadline = Instant::now() + server.client_body_timeout;
+    let mut body = Box::pin(body);
+    let mut head = Vec::new();
+    let span = loop {
+        let frame = match tokio::time::timeout_at(deadline, body.as_mut().frame()).await {
+            Err(_) => return Err(ProxyError::BodyTimeout),
+            Ok(None) => match find_model(&head, boundary) {
+                Scan::Found(span) => break span,
+                _ => return Err(ProxyError::MissingModel),
+            },
+            Ok(Some(frame)) => frame.map_err(|_| ProxyError::BodyRead)?,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if head.len().saturating_add(data.len()) > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        permit.grow(data.len(), budget).map_err(|_| ProxyError::BodyBudgetExhausted)?;
+        head.reserve_exact(data.len());
+        head.extend_from_slice(&data);
+        match find_model(&head, boundary) {
+            Scan::Found(span) => break span,
+            Scan::Absent => return Err(ProxyError::MissingModel),
+            Scan::NeedMore if head.len() > HEAD_LIMIT => {
+                let whole = read_body(body, server, permit, None, head).await?;
+                let Scan::Found(span) = find_model(&whole, boundary) else {
+                    return Err(ProxyError::MissingModel);
+                };
+                return Ok(FormHead { head: whole, span, rest: None });
+            }
+            Scan::NeedMore => {}
+        }
+    };
+    let received = head.len();
+    let head = Bytes::from_owner(Buffered { bytes: head, _permit: permit });
+    if body.is_end_stream() {
+        return Ok(FormHead { head, span, rest: None });
+    }
+    let stream = RestStream {
+        body: body.map_err(BoxError::from).boxed_unsync(),
+        received,
+        limit,
+        deadline: outbound::deadline(deadline),
+    };
+    let remaining = declared.and_then(|d| d.checked_sub(received)).map(|n| n as u64);
+    Ok(FormHead { head, span, rest: Some(Rest::new(stream, remaining)) })
 }
 
 #[cfg(test)]
