@@ -18,7 +18,7 @@ use super::litellm_compat::{self as compat, Section};
 use super::litellm_keys;
 use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
 use super::model::{
-    destination, Config, Deployment, KeyRef, KeyRefKind, ParamField, PendingBase, SecretParam, ServerSettings,
+    destination, Config, Deployment, KeyRef, KeyRefKind, Mode, ParamField, PendingBase, SecretParam, ServerSettings,
 };
 use super::params::{self, Written};
 use super::secret::Secret;
@@ -46,6 +46,8 @@ struct Entry {
     /// Parameters written as `os.environ/NAME` (other than `api_key`).
     from_secrets: Vec<SecretParam>,
     options: DeploymentOptions,
+    /// `model_info.mode`, set by `entry` after `params_entry`.
+    mode: Option<Mode>,
 }
 
 impl Entry {
@@ -53,7 +55,7 @@ impl Entry {
     fn merge_key(&self) -> impl PartialEq + '_ {
         // The secrets' names, not where each entry wrote them.
         let from: Vec<(ParamField, &str)> = self.from_secrets.iter().map(|p| (p.field, p.name.as_str())).collect();
-        let params = (&self.api_version, &self.organization, &self.pending_base, from, &self.options);
+        let params = (&self.api_version, &self.organization, &self.pending_base, from, &self.options, self.mode);
         (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region, params)
     }
 }
@@ -120,15 +122,24 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
     }
 
     let mut routes: Vec<RouteDraft> = groups.into_iter().map(|group| route(diags, group, &settings)).collect();
-    for (alias, alias_path, fb) in settings.fallbacks {
-        if alias == "*" {
-            for r in routes.iter_mut().filter(|r| r.alias != fb.value) {
-                r.fallbacks.push(fb.clone());
+    type Field = fn(&mut RouteDraft) -> &mut Vec<Named>;
+    let kinds: [(Vec<_>, Field); 3] = [
+        (settings.fallbacks, |r| &mut r.fallbacks),
+        (settings.context_window_fallbacks, |r| &mut r.context_window_fallbacks),
+        (settings.content_policy_fallbacks, |r| &mut r.content_policy_fallbacks),
+    ];
+    for (list, field) in kinds {
+        for (alias, alias_path, fb) in list {
+            if alias == "*" {
+                for r in routes.iter_mut().filter(|r| r.alias != fb.value) {
+                    field(r).push(fb.clone());
+                }
+            } else if let Some(r) = routes.iter_mut().find(|r| r.alias == alias) {
+                field(r).push(fb);
+            } else if !declared.contains(&alias) {
+                let message = format!("fallbacks given for {alias:?}, which is not a model_name in model_list");
+                diags.error(&alias_path, message);
             }
-        } else if let Some(r) = routes.iter_mut().find(|r| r.alias == alias) {
-            r.fallbacks.push(fb);
-        } else if !declared.contains(&alias) {
-            diags.error(&alias_path, format!("fallbacks given for {alias:?}, which is not a model_name in model_list"));
         }
     }
 
@@ -203,6 +214,7 @@ fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft
                 pending_base: e.pending_base,
                 from_secrets: e.from_secrets,
                 options: e.options,
+                mode: e.mode,
             },
         })
         .collect();
@@ -216,6 +228,8 @@ fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft
         allowed_fails: settings.allowed_fails.unwrap_or(validate::DEFAULT_ALLOWED_FAILS),
         queue: Default::default(),
         fallbacks,
+        context_window_fallbacks: Vec::new(),
+        content_policy_fallbacks: Vec::new(),
         deployments,
         unservable,
     }
@@ -236,7 +250,7 @@ fn entry(
         return (None, Read::Broken, Vec::new());
     }
     let errors_before = diags.errors.len();
-    let (mut alias, mut params, mut fallbacks) = (None, None, Vec::new());
+    let (mut alias, mut params, mut fallbacks, mut mode) = (None, None, Vec::new(), None);
     // LiteLLM's own examples put rpm/tpm beside litellm_params; its router reads them
     // there first.
     let (mut rpm, mut tpm) = (None, None);
@@ -248,6 +262,7 @@ fn entry(
             "fallbacks" => fallbacks = names(diags, value, &at),
             "rpm" => rpm = count::<u32>(diags, value, &at, 0, bounds::RPM),
             "tpm" => tpm = count::<u64>(diags, value, &at, 0, bounds::TPM),
+            "model_info" => mode = model_info(diags, value, &at),
             _ => compat::ignored(diags, Section::Entry, &key, path),
         }
     }
@@ -267,6 +282,7 @@ fn entry(
         Read::Served(mut e) => {
             e.rpm = rpm.or(e.rpm);
             e.tpm = tpm.or(e.tpm);
+            e.mode = mode;
             Read::Served(e)
         }
         other => other,
@@ -287,6 +303,27 @@ fn unservable(model: &str, settings: &Settings) -> Option<String> {
         &settings.custom_providers,
         &validate::known_providers(),
     ))
+}
+
+/// `model_info`: only `mode` changes routing (which endpoints the entry serves); the
+/// rest is metadata. A mode keyrelay has no endpoint for is reported and ignored.
+fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Mode> {
+    let mut mode = None;
+    for (key, v) in entries(diags, value, path) {
+        let at = join_key(path, &key);
+        match key.as_str() {
+            "mode" => {
+                let Some(name) = string(diags, v, &at) else { continue };
+                mode = Mode::from_name(name.trim());
+                if mode.is_none() {
+                    let message = format!("mode {name:?} has no endpoint in keyrelay: the entry serves every endpoint");
+                    diags.warn(&at, message);
+                }
+            }
+            _ => diags.warn(&at, format!("{} (model metadata)", super::walk::IGNORED)),
+        }
+    }
+    mode
 }
 
 /// Reads `litellm_params`: where the deployment is and which key it uses.
@@ -460,6 +497,7 @@ fn params_entry(
         pending_base,
         from_secrets,
         options,
+        mode: None,
     }))
 }
 

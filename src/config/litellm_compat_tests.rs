@@ -14,6 +14,8 @@ litellm_settings:
   num_retries: 1
   request_timeout: 10
   fallbacks: []
+  context_window_fallbacks: []
+  content_policy_fallbacks: []
   drop_params: true
   custom_provider_map: []
   success_callback: [langfuse]
@@ -26,6 +28,8 @@ router_settings:
   num_retries: 1
   timeout: 10
   fallbacks: []
+  context_window_fallbacks: []
+  content_policy_fallbacks: []
   allowed_fails: 1
   cooldown_time: 1
 general_settings:
@@ -35,9 +39,9 @@ general_settings:
 model_list:
   - model_name: m
     litellm_params:
-      model: groq/x
+      model: azure/x
       api_key: os.environ/K
-      api_base: https://api.groq.com/openai/v1
+      api_base: https://r.openai.azure.com
       rpm: 1
       tpm: 1
       weight: 1
@@ -45,6 +49,15 @@ model_list:
       region_name: eu
       timeout: 5
       stream_timeout: 5
+      api_version: 2024-10-21
+      organization: org-1
+      max_retries: 2
+      ssl_verify: true
+      extra_headers: {x-team: a}
+      extra_body: {top_k: 3}
+      temperature: 0.2
+      max_tokens: 100
+      reasoning_effort: low
     fallbacks: []
     rpm: 1
     tpm: 1

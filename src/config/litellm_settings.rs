@@ -28,6 +28,10 @@ pub(crate) struct Settings {
     pub fallbacks: Vec<(String, String, Named)>,
     /// `custom_provider_map` providers: Python handlers, whose entries are not served.
     pub custom_providers: Vec<String>,
+    /// `context_window_fallbacks`, the same shape: taken on a context-length error.
+    pub context_window_fallbacks: Vec<(String, String, Named)>,
+    /// `content_policy_fallbacks`, the same shape: taken on a content-policy refusal.
+    pub content_policy_fallbacks: Vec<(String, String, Named)>,
 }
 
 /// LiteLLM's routing strategy names in ours.
@@ -47,7 +51,9 @@ pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
         match key.as_str() {
             "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
             "request_timeout" => s.request_timeout = timeout(diags, v, &at).or(s.request_timeout),
-            "fallbacks" => global_fallbacks(diags, v, &at, s),
+            "fallbacks" => global_fallbacks(diags, v, &at, &mut s.fallbacks),
+            "context_window_fallbacks" => global_fallbacks(diags, v, &at, &mut s.context_window_fallbacks),
+            "content_policy_fallbacks" => global_fallbacks(diags, v, &at, &mut s.content_policy_fallbacks),
             // keyrelay never rejects unknown request params: it passes them through.
             "drop_params" => {}
             "custom_provider_map" => {
@@ -81,7 +87,9 @@ pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Sett
             "cooldown_time" => s.cooldown = seconds(diags, v, &at, bounds::COOLDOWN, Zero::Allowed).or(s.cooldown),
             "num_retries" => s.num_retries = count(diags, v, &at, 0, bounds::NUM_RETRIES).or(s.num_retries),
             "timeout" => s.request_timeout = timeout(diags, v, &at).or(s.request_timeout),
-            "fallbacks" => global_fallbacks(diags, v, &at, s),
+            "fallbacks" => global_fallbacks(diags, v, &at, &mut s.fallbacks),
+            "context_window_fallbacks" => global_fallbacks(diags, v, &at, &mut s.context_window_fallbacks),
+            "content_policy_fallbacks" => global_fallbacks(diags, v, &at, &mut s.content_policy_fallbacks),
             _ => compat::ignored(diags, Section::RouterSettings, &key, "router_settings"),
         }
     }
@@ -99,7 +107,7 @@ fn timeout(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Duration>
 }
 
 /// `fallbacks: [{gpt-4o: [gpt-4o-mini, claude]}]`; `*` applies to every alias.
-fn global_fallbacks(diags: &mut Diags<'_>, value: &Value, path: &str, s: &mut Settings) {
+fn global_fallbacks(diags: &mut Diags<'_>, value: &Value, path: &str, out: &mut Vec<(String, String, Named)>) {
     let Value::Sequence(items) = value else {
         diags.error(path, "fallbacks must be a list of {model_name: [fallback model_names]}");
         return;
@@ -109,7 +117,7 @@ fn global_fallbacks(diags: &mut Diags<'_>, value: &Value, path: &str, s: &mut Se
         for (alias, list) in entries(diags, item, &item_path) {
             let alias_path = join_key(&item_path, &alias);
             for fb in names(diags, list, &alias_path) {
-                s.fallbacks.push((alias.clone(), alias_path.clone(), fb));
+                out.push((alias.clone(), alias_path.clone(), fb));
             }
         }
     }

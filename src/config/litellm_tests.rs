@@ -136,7 +136,7 @@ fn ignored_keys_and_inline_secrets_are_warnings_without_values() {
         "router_settings.redis_host",
         "general_settings.master_key",
         "general_settings.database_url",
-        "model_list[3].model_info",
+        "model_list[3].model_info.id",
     ] {
         assert!(find(w, path).message.contains("ignored: not implemented by keyrelay"), "{path}");
     }

@@ -111,6 +111,8 @@ struct RawDeployment {
     max_retries: Option<Value>,
     /// `false`, or the path of a PEM CA bundle for this deployment only.
     ssl_verify: Option<Value>,
+    /// The one kind of endpoint this deployment serves (LiteLLM's `model_info.mode`).
+    mode: Option<String>,
 }
 
 const LITELLM_TOP_LEVEL: [&str; 5] =
@@ -350,6 +352,8 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
             .unwrap_or(defaults.allowed_fails),
         queue: queue(diags, raw.queue.as_ref(), defaults.queue, &join_key(path, "queue")),
         fallbacks,
+        context_window_fallbacks: Vec::new(),
+        content_policy_fallbacks: Vec::new(),
         deployments,
         unservable: Vec::new(),
     })
@@ -467,6 +471,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     };
     options.read_native(diags, path, fields);
     let options = options.finish(diags, path);
+    let mode = raw.mode.as_deref().and_then(|m| validate::mode_named(diags, m, &join_key(path, "mode")));
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -503,6 +508,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             from_secrets: Vec::new(),
             pending_base: None,
             options,
+            mode,
         },
     })
 }

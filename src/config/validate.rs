@@ -67,6 +67,9 @@ pub(crate) struct RouteDraft {
     pub allowed_fails: u32,
     pub queue: super::model::QueueSettings,
     pub fallbacks: Vec<Named>,
+    /// LiteLLM `context_window_fallbacks` / `content_policy_fallbacks` (native: none).
+    pub context_window_fallbacks: Vec<Named>,
+    pub content_policy_fallbacks: Vec<Named>,
     pub deployments: Vec<DeploymentDraft>,
     /// Reasons of the entries that cannot be served (LiteLLM only).
     pub unservable: Vec<String>,
@@ -224,6 +227,8 @@ pub(crate) fn finish(
     let mut models = BTreeMap::new();
     for route in routes {
         let fallbacks = check_fallbacks(diags, &route.alias, &route.fallbacks, declared);
+        let context_window_fallbacks = check_fallbacks(diags, &route.alias, &route.context_window_fallbacks, declared);
+        let content_policy_fallbacks = check_fallbacks(diags, &route.alias, &route.content_policy_fallbacks, declared);
         for draft in &route.deployments {
             check_keys_over_http(diags, draft);
         }
@@ -239,6 +244,8 @@ pub(crate) fn finish(
                 strategy: route.strategy,
                 num_retries: route.num_retries,
                 fallbacks,
+                context_window_fallbacks,
+                content_policy_fallbacks,
                 cooldown: route.cooldown,
                 cooldown_bounds: route.cooldown_bounds,
                 allowed_fails: route.allowed_fails,
@@ -392,6 +399,16 @@ pub(crate) fn report<T>(diags: &mut Diags<'_>, path: &str, result: Result<T, Str
             None
         }
     }
+}
+
+/// Parses a `mode` (LiteLLM's `model_info.mode` names), reporting unknown ones.
+pub(crate) fn mode_named(diags: &mut Diags<'_>, name: &str, path: &str) -> Option<super::model::Mode> {
+    let parsed = super::model::Mode::from_name(name.trim());
+    if parsed.is_none() {
+        let known: Vec<&str> = super::model::Mode::ALL.iter().map(|m| m.as_str()).collect();
+        diags.error(path, format!("unknown mode {name:?} (expected one of {})", known.join(", ")));
+    }
+    parsed
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //!
 //! Paths are matched by suffix so any base works (`/v1`, `/openai/v1`, `/api/v1`):
 //! `POST .../chat/completions`, `.../completions`, `.../embeddings`, `.../messages`
-//! (Anthropic native), `.../models/{model}:generateContent` and
+//! (Anthropic native), `.../responses`, `.../moderations`, `.../images/{generations,edits,
+//! variations}`, `.../rerank`, `.../audio/{transcriptions,translations}` (forms: the
+//! model is read from the form's `model` field), `.../models/{model}:generateContent` and
 //! `:streamGenerateContent` (Gemini native), `GET .../models`. Anything else is 404.
 //!
 //! Keys are fake test values: the mock reports them in [`RecordedRequest::key`] and in
@@ -258,8 +260,11 @@ pub struct RecordedRequest {
     pub version: http::Version,
     /// The body as received (after keyrelay's `model` rewrite).
     pub body: Bytes,
-    /// The JSON body's `model`, or the Gemini-native path's model segment.
+    /// The JSON body's `model`, a multipart form's `model` field, or the Gemini-native
+    /// path's model segment.
     pub model: Option<String>,
+    /// The body was a `multipart/form-data` form (`body.len()`: the bytes received).
+    pub form: bool,
     /// `"stream": true` in the body, or a Gemini `:streamGenerateContent` path.
     pub stream: bool,
 }

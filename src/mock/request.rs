@@ -16,6 +16,17 @@ pub(crate) enum Endpoint {
     Models,
     /// Gemini native `models/{model}:generateContent` / `:streamGenerateContent`.
     GeminiGenerate,
+    /// OpenAI's Responses API, `.../responses`.
+    Responses,
+    Moderations,
+    /// `.../images/generations`, `/edits`, `/variations` (the last two: forms).
+    Images,
+    /// `.../rerank` (Cohere's shape, as LiteLLM serves it).
+    Rerank,
+    /// `.../audio/transcriptions` (a form).
+    Transcriptions,
+    /// `.../audio/translations` (a form).
+    Translations,
     NotFound,
 }
 
@@ -46,18 +57,30 @@ pub(crate) struct Parsed {
     pub stream: bool,
     /// `Some(true)` when the endpoint takes a JSON body and got a JSON object.
     pub json_ok: Option<bool>,
+    /// The body is a `multipart/form-data` form (its `model` is a field).
+    pub form: bool,
 }
 
 /// Describes a request from its head and complete body.
 pub(crate) fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Parsed {
     let (endpoint, path_model, path_stream) = classify(method, path);
     let key = extract_key(headers, query);
+    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if crate::proxy::multipart::is_form(content_type) {
+        let model = crate::proxy::multipart::boundary(content_type).and_then(|b| {
+            let crate::proxy::multipart::Scan::Found(span) = crate::proxy::multipart::find_model(body, b) else {
+                return None;
+            };
+            Some(String::from_utf8_lossy(&body[span]).trim().to_owned())
+        });
+        return Parsed { endpoint, key, model, stream: false, json_ok: None, form: true };
+    }
     let takes_json = !matches!(endpoint, Endpoint::Models | Endpoint::NotFound);
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
     let object = json.as_ref().and_then(|v| v.as_object());
     let model = path_model.or_else(|| object.and_then(|o| o.get("model")).and_then(|m| m.as_str()).map(str::to_string));
     let stream = path_stream || object.and_then(|o| o.get("stream")).and_then(|s| s.as_bool()) == Some(true);
-    Parsed { endpoint, key, model, stream, json_ok: takes_json.then_some(object.is_some()) }
+    Parsed { endpoint, key, model, stream, json_ok: takes_json.then_some(object.is_some()), form: false }
 }
 
 /// Endpoint, model from the path (Gemini native), streaming implied by the path.
@@ -80,6 +103,18 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, bool) {
             Endpoint::Embeddings
         } else if path.ends_with("/messages") {
             Endpoint::Messages
+        } else if path.ends_with("/responses") {
+            Endpoint::Responses
+        } else if path.ends_with("/moderations") {
+            Endpoint::Moderations
+        } else if ["/images/generations", "/images/edits", "/images/variations"].iter().any(|p| path.ends_with(p)) {
+            Endpoint::Images
+        } else if path.ends_with("/rerank") {
+            Endpoint::Rerank
+        } else if path.ends_with("/audio/transcriptions") {
+            Endpoint::Transcriptions
+        } else if path.ends_with("/audio/translations") {
+            Endpoint::Translations
         } else {
             Endpoint::NotFound
         };
@@ -159,6 +194,10 @@ mod tests {
         assert_eq!(post("/v1/embeddings"), Endpoint::Embeddings);
         assert_eq!(post("/v1/messages"), Endpoint::Messages);
         assert_eq!(post("/v1/nope"), Endpoint::NotFound);
+        assert_eq!(post("/v1/responses"), Endpoint::Responses);
+        assert_eq!(post("/v1/images/edits"), Endpoint::Images);
+        assert_eq!(post("/v1/audio/translations"), Endpoint::Translations);
+        assert_eq!(post("/v1/rerank"), Endpoint::Rerank);
         assert_eq!(classify(&Method::GET, "/v1/models").0, Endpoint::Models);
         assert_eq!(classify(&Method::GET, "/v1/chat/completions").0, Endpoint::NotFound);
         let (e, m, s) = classify(&Method::POST, "/v1beta/models/gemini-2.5-flash:streamGenerateContent");

@@ -49,7 +49,8 @@ impl Reply {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let mut pieces = vec![format!("Hello from mock ({key_label}).")];
         pieces.extend((1..chunks.max(1)).map(|i| format!(" Chunk {i}.")));
-        let completion_tokens = if endpoint == Endpoint::Embeddings { 0 } else { tokens_for(pieces.concat().len()) };
+        let no_output = matches!(endpoint, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank);
+        let completion_tokens = if no_output { 0 } else { tokens_for(pieces.concat().len()) };
         Reply {
             endpoint,
             id,
@@ -105,6 +106,53 @@ impl Reply {
                     "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens()},
                 })
             }
+            Endpoint::Responses => json!({
+                "id": format!("resp_mock{}", self.id.trim_start_matches("chatcmpl-mock")),
+                "object": "response", "created_at": self.created, "status": "completed", "model": self.model,
+                "output": [{
+                    "type": "message", "id": format!("msg_{}", self.id), "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": content, "annotations": []}],
+                }],
+                "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
+                "incomplete_details": null, "instructions": null, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
+                "usage": {
+                    "input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens,
+                    "total_tokens": self.total_tokens(),
+                    "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            }),
+            Endpoint::Moderations => json!({
+                "id": format!("modr-{}", self.id), "model": self.model,
+                "results": [{
+                    "flagged": false,
+                    "categories": {"harassment": false, "hate": false, "self-harm": false, "sexual": false, "violence": false},
+                    "category_scores": {"harassment": 0.0, "hate": 0.0, "self-harm": 0.0, "sexual": 0.0, "violence": 0.0},
+                }],
+            }),
+            Endpoint::Images => json!({
+                "created": self.created,
+                // "mock", base64: no real image, but the shape the SDK reads.
+                "data": [{"b64_json": "bW9jaw==", "revised_prompt": content}],
+                "usage": {
+                    "input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens,
+                    "total_tokens": self.total_tokens(),
+                    "input_tokens_details": {"text_tokens": self.prompt_tokens, "image_tokens": 0},
+                },
+            }),
+            Endpoint::Rerank => json!({
+                "id": self.id, "model": self.model,
+                "results": [{"index": 0, "relevance_score": 0.9}, {"index": 1, "relevance_score": 0.1}],
+                "meta": {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": self.prompt_tokens}},
+                "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens()},
+            }),
+            // gpt-4o-transcribe's shape: the text and token usage.
+            Endpoint::Transcriptions | Endpoint::Translations => json!({
+                "text": content,
+                "usage": {
+                    "type": "tokens", "input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens,
+                    "total_tokens": self.total_tokens(),
+                },
+            }),
             Endpoint::GeminiGenerate => json!({
                 "candidates": [{
                     "content": {"parts": [{"text": content}], "role": "model"},
@@ -194,7 +242,16 @@ impl Reply {
                 })));
                 out.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
-            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models | Endpoint::NotFound => {
+            Endpoint::Chat
+            | Endpoint::Embeddings
+            | Endpoint::Models
+            | Endpoint::NotFound
+            | Endpoint::Responses
+            | Endpoint::Moderations
+            | Endpoint::Images
+            | Endpoint::Rerank
+            | Endpoint::Transcriptions
+            | Endpoint::Translations => {
                 for (i, piece) in self.pieces.iter().enumerate() {
                     let delta =
                         if i == 0 { json!({"role": "assistant", "content": piece}) } else { json!({"content": piece}) };

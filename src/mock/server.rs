@@ -74,6 +74,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         body: bytes.clone(),
         model: parsed.model.clone(),
         stream: parsed.stream,
+        form: parsed.form,
     });
     let mut resp = respond(&shared, &parsed, seq, bytes.len(), body_error).await?;
     if let Ok(id) = HeaderValue::from_str(&format!("req_mock{seq:06}")) {

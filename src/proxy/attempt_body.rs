@@ -35,6 +35,11 @@ impl AttemptBody {
         AttemptBody { parts, next: 0 }
     }
 
+    /// Pieces sent in order (a form: before the model, the model, after it).
+    pub fn from_pieces(pieces: [Bytes; 3]) -> AttemptBody {
+        AttemptBody::new(pieces)
+    }
+
     /// The client's body as it is (not JSON, or a native API's).
     pub fn from_whole(body: Bytes) -> AttemptBody {
         AttemptBody::new([body])

@@ -19,8 +19,10 @@ pub enum ProxyError {
     InvalidJson(String),
     #[error("request body must be a JSON object")]
     NotAnObject,
-    #[error("request body has no \"model\" field; keyrelay routes requests by model")]
+    #[error("request body has no \"model\" field (a form: no `model` part); keyrelay routes requests by model")]
     MissingModel,
+    #[error("a multipart/form-data body needs a boundary parameter in its content-type")]
+    FormWithoutBoundary,
     #[error("\"model\" must be a string")]
     ModelNotString,
     #[error("the model `{0}` does not exist")]
@@ -31,6 +33,9 @@ pub enum ProxyError {
     /// needs request signing, ...): `reasons` says why, from the config.
     #[error("model `{alias}` is configured, but keyrelay cannot serve it: {}", .reasons.join("; "))]
     NotServable { alias: String, reasons: Vec<String> },
+    /// Every deployment's `model_info.mode` names another kind of endpoint.
+    #[error("model `{alias}` has no deployment that serves {endpoint} (its deployments' model_info.mode: {modes})")]
+    NoDeploymentForMode { alias: String, endpoint: &'static str, modes: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the request body was not received in time")]
@@ -67,9 +72,10 @@ impl ProxyError {
             ProxyError::InvalidJson(_)
             | ProxyError::NotAnObject
             | ProxyError::MissingModel
-            | ProxyError::ModelNotString => StatusCode::BAD_REQUEST,
+            | ProxyError::ModelNotString
+            | ProxyError::FormWithoutBoundary => StatusCode::BAD_REQUEST,
             ProxyError::UnknownModel(_) | ProxyError::UnsupportedPath { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoDeploymentForApi { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NoDeploymentForApi { .. } | ProxyError::NoDeploymentForMode { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NotServable { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -93,12 +99,15 @@ impl ProxyError {
     /// OpenAI's `error.type` and `error.code` for this error.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
-            ProxyError::InvalidJson(_) | ProxyError::NotAnObject | ProxyError::BodyRead => {
-                ("invalid_request_error", "invalid_body")
-            }
+            ProxyError::InvalidJson(_)
+            | ProxyError::NotAnObject
+            | ProxyError::BodyRead
+            | ProxyError::FormWithoutBoundary => ("invalid_request_error", "invalid_body"),
             ProxyError::MissingModel | ProxyError::ModelNotString => ("invalid_request_error", "invalid_model"),
             ProxyError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
-            ProxyError::NoDeploymentForApi { .. } => ("invalid_request_error", "unsupported_api"),
+            ProxyError::NoDeploymentForApi { .. } | ProxyError::NoDeploymentForMode { .. } => {
+                ("invalid_request_error", "unsupported_api")
+            }
             ProxyError::NotServable { .. } => ("invalid_request_error", "unsupported_provider"),
             ProxyError::UnsupportedPath { .. } => ("invalid_request_error", "unknown_url"),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),

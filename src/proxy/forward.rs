@@ -21,9 +21,11 @@ use tokio::time::Instant;
 use super::body::{full, Completion, ProxyBody, Relay};
 use super::error::ProxyError;
 use super::exchange::Exchange;
+use super::fallback_kind::FallbackKind;
 use super::head::UpstreamBody;
-use super::inbound::{Api, Inbound};
+use super::inbound::Inbound;
 use super::server::ProxyState;
+use super::serves::{no_deployment, usable};
 use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
@@ -31,7 +33,6 @@ use crate::config::Deployment;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::refusal::{self, KeyRefusal};
-use crate::provider::ProviderKind;
 use crate::telemetry::metrics::{ProxyMetrics, RetryLabels};
 
 /// Error bodies of retryable responses are read to find retry hints, and those that
@@ -49,6 +50,9 @@ enum Failure {
     },
     Connect,
     Timeout,
+    /// A client error that the alias's `context_window_fallbacks` or
+    /// `content_policy_fallbacks` answer; kept whole in case none can.
+    Special(FallbackKind, Box<FailedResponse>),
 }
 
 /// A retryable upstream answer, read whole (it is small: an error body).
@@ -141,13 +145,13 @@ async fn route(
     let primary = snapshot.route(&inbound.alias).ok_or_else(|| ProxyError::UnknownModel(inbound.alias.clone()))?;
     let chain: Vec<&Route> =
         std::iter::once(primary).chain(primary.settings.fallbacks.iter().filter_map(|a| snapshot.route(a))).collect();
-    let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
+    let usable = |e: &Endpoint| usable(inbound, e);
     if !chain.iter().any(|r| r.endpoints.iter().any(|e| usable(e))) {
         if primary.endpoints.is_empty() && !primary.settings.unservable.is_empty() {
             let reasons = primary.settings.unservable.clone();
             return Err(ProxyError::NotServable { alias: inbound.alias.clone(), reasons });
         }
-        return Err(ProxyError::NoDeploymentForApi { alias: inbound.alias.clone(), api: inbound.api.describe() });
+        return Err(no_deployment(inbound, &chain));
     }
     let server = &snapshot.server;
     let request = Request {
@@ -157,7 +161,31 @@ async fn route(
         session: inbound.parts.headers.get(&server.session_header).and_then(|v| v.to_str().ok()),
         deadline: Instant::now() + server.request_timeout,
     };
+    let mut ran = chain;
+    let mut outcome = run(&request, &ran, exchange).await;
+    // A context-window or content-policy error: the alias's fallbacks of that kind,
+    // once (their own such errors are the client's).
+    if let Err(Some(Failure::Special(kind, failed))) = &outcome {
+        let settings = snapshot.route(&failed.endpoint.id.alias).map(|r| &r.settings);
+        let special: Vec<&Route> =
+            settings.map_or(&[][..], |s| kind.fallbacks(s)).iter().filter_map(|a| snapshot.route(a)).collect();
+        if inbound.replayable() && special.iter().any(|r| r.endpoints.iter().any(|e| usable(e))) {
+            tracing::debug!(alias = %super::trace::clip(&inbound.alias), reason = kind.reason(), "taking the alias's fallbacks for this error");
+            ran = special;
+            outcome = run(&request, &ran, exchange).await;
+        }
+    }
+    match outcome {
+        Ok(answer) => Ok(Routed::Relay(answer)),
+        Err(last) => conclude(inbound, &ran, last),
+    }
+}
 
+/// Passes over `chain` until one answers, nothing more can be tried, or the wait for
+/// capacity ends; `Err` holds the last failure, if any attempt was made.
+async fn run(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -> Result<Box<Answer>, Option<Failure>> {
+    let inbound = request.inbound;
+    let usable = |e: &Endpoint| usable(inbound, e);
     // The request's attempt budget: `1 + num_retries` for the alias and for each of
     // its fallbacks, spent over all passes. Waiting for a reset spends none of it.
     let mut budget: Vec<usize> = chain.iter().map(|r| (r.settings.num_retries as usize).saturating_add(1)).collect();
@@ -165,26 +193,26 @@ async fn route(
     let mut place = None;
     let mut last = None;
     loop {
-        match one_pass(&request, &chain, &mut budget, &mut per_deployment, exchange).await {
-            Pass::Answered(answer) => return Ok(Routed::Relay(answer)),
+        match one_pass(request, chain, &mut budget, &mut per_deployment, exchange).await {
+            Pass::Answered(answer) => return Ok(answer),
             Pass::Failed(failure) => {
                 // A rate-limited or refused key is out for now; another may serve.
                 let look_again = failure.is_rate_limit() || matches!(failure, Failure::Refused { .. });
                 last = Some(failure);
-                if !look_again || budget.iter().all(|&left| left == 0) {
+                if !look_again || !inbound.replayable() || budget.iter().all(|&left| left == 0) {
                     break;
                 }
             }
             Pass::NoCapacity => {}
         }
-        if refused_everywhere(&chain, usable).is_some() {
+        if refused_everywhere(chain, usable).is_some() {
             break;
         }
         // Every endpoint is cooling down or out of quota: wait for the earliest reset.
         let next = || chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
         let waiting = Instant::now();
         if place.is_none() {
-            place = primary.queue.join(request.deadline);
+            place = chain[0].queue.join(request.deadline);
         }
         let go_on = match &place {
             Some(p) => p.wait_for(next).await,
@@ -195,15 +223,24 @@ async fn route(
             break;
         }
     }
+    Err(last)
+}
 
+/// What the client gets when no attempt produced an answer to relay.
+fn conclude(inbound: &Inbound, chain: &[&Route], last: Option<Failure>) -> Result<Routed, ProxyError> {
+    let usable = |e: &Endpoint| usable(inbound, e);
     match last {
-        Some(Failure::Status(failed)) if failed.parts.status != StatusCode::TOO_MANY_REQUESTS => {
+        // A streamed body that was sent cannot go elsewhere: even a 429 is the answer.
+        Some(Failure::Status(failed))
+            if failed.parts.status != StatusCode::TOO_MANY_REQUESTS || !inbound.replayable() =>
+        {
             Ok(Routed::Failed(failed))
         }
+        Some(Failure::Special(_, failed)) => Ok(Routed::Failed(failed)),
         Some(Failure::Connect) => Err(ProxyError::UpstreamConnect),
         Some(Failure::Timeout) => Err(ProxyError::UpstreamTimeout),
         _ => {
-            if let Some(refused) = refused_everywhere(&chain, usable) {
+            if let Some(refused) = refused_everywhere(chain, usable) {
                 return Err(ProxyError::KeysRefused { alias: inbound.alias.clone(), refused });
             }
             let now = std::time::Instant::now();
@@ -226,7 +263,7 @@ async fn one_pass(
 ) -> Pass {
     let inbound = request.inbound;
     let server = &request.snapshot.server;
-    let usable = |e: &Endpoint| serves(&inbound.api, e.deployment.provider);
+    let usable = |e: &Endpoint| usable(inbound, e);
     let mut last = None;
     for (route, left) in chain.iter().zip(budget.iter_mut()) {
         if *left == 0 {
@@ -245,6 +282,10 @@ async fn one_pass(
             if now >= request.deadline {
                 return Pass::Failed(last.unwrap_or(Failure::Timeout));
             }
+            // The rest of a streamed form went with an earlier attempt.
+            if !inbound.replayable() {
+                return last.map_or(Pass::NoCapacity, Pass::Failed);
+            }
             if let Some(reason) = exchange.tally.last_failure {
                 let labels = RetryLabels { model: exchange.model_label().to_owned(), reason };
                 exchange.metrics().retries.get_or_create(&labels).inc();
@@ -262,6 +303,10 @@ async fn one_pass(
                     note_failure(&failure, &endpoint, route);
                     tracing::debug!(alias = %super::trace::clip(&inbound.alias), key = %endpoint.key_name(), deployment = %endpoint.deployment.name, reason = failure.reason(), "attempt failed, trying the next endpoint");
                     exchange.tally.last_failure = Some(failure.reason());
+                    // The same prompt fails the same way on every endpoint of the alias.
+                    if matches!(failure, Failure::Special(..)) {
+                        return Pass::Failed(failure);
+                    }
                     last = Some(failure);
                 }
             }
@@ -290,15 +335,6 @@ impl PerDeployment {
             Some((_, n)) => *n = n.saturating_add(1),
             None => self.0.push((Arc::clone(deployment), 1)),
         }
-    }
-}
-
-/// Whether a deployment of `provider` can serve requests of this API family.
-fn serves(api: &Api, provider: ProviderKind) -> bool {
-    match api {
-        Api::OpenAi => true,
-        Api::AnthropicMessages => provider == ProviderKind::Anthropic,
-        Api::GeminiNative { .. } => provider == ProviderKind::Gemini,
     }
 }
 
@@ -388,6 +424,13 @@ async fn call(
             let endpoint = Arc::clone(endpoint);
             return Err(Failure::Status(Box::new(FailedResponse { parts, body: head, report, endpoint })));
         }
+        let route = request.snapshot.route(&endpoint.id.alias);
+        if let Some(kind) = FallbackKind::classify(status, &head) {
+            if route.is_some_and(|r| !kind.fallbacks(&r.settings).is_empty()) {
+                let endpoint = Arc::clone(endpoint);
+                return Err(Failure::Special(kind, Box::new(FailedResponse { parts, body: head, report, endpoint })));
+            }
+        }
         // About this request only (a missing scope, a bad parameter): the client's.
         body
     } else {
@@ -417,6 +460,8 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
         }
         // Recorded when the answer was read: a refusal is neither a rate limit nor a failure.
         Failure::Refused { .. } => {}
+        // About the request, not the endpoint: it answered.
+        Failure::Special(..) => endpoint.state.record_success(false),
         _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, bounds, now),
     }
 }
@@ -429,7 +474,7 @@ impl Failure {
     /// The status of a failed answer, if there was one.
     fn status(&self) -> Option<u16> {
         match self {
-            Failure::Status(f) => Some(f.parts.status.as_u16()),
+            Failure::Status(f) | Failure::Special(_, f) => Some(f.parts.status.as_u16()),
             Failure::Refused { status, .. } => Some(status.as_u16()),
             Failure::Connect | Failure::Timeout => None,
         }
@@ -438,7 +483,7 @@ impl Failure {
     /// The trace's `error.type`: the status code, or what went wrong without one.
     fn error_type(&self) -> String {
         match self {
-            Failure::Status(f) => f.parts.status.as_u16().to_string(),
+            Failure::Status(f) | Failure::Special(_, f) => f.parts.status.as_u16().to_string(),
             Failure::Refused { status, .. } => status.as_u16().to_string(),
             Failure::Connect => "connect_error".to_owned(),
             Failure::Timeout => "timeout".to_owned(),
@@ -449,6 +494,7 @@ impl Failure {
         match self {
             Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             Failure::Status(_) => "upstream_5xx",
+            Failure::Special(kind, _) => kind.reason(),
             Failure::Refused { reason, .. } => reason.as_str(),
             Failure::Connect => "connect_error",
             Failure::Timeout => "timeout",

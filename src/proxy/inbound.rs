@@ -5,6 +5,7 @@
 //! `api_base`, so a segment that could climb out of it is refused here, before a key
 //! is chosen.
 
+use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -15,7 +16,9 @@ use http_body_util::BodyExt;
 
 use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ProxyError;
-use crate::config::{BodyDefault, ServerSettings};
+use super::multipart;
+use super::outbound::{OutboundBody, Rest};
+use crate::config::{BodyDefault, Mode, ServerSettings};
 
 /// The API family of a request, which decides the deployments that may serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,18 +50,26 @@ pub struct Inbound {
     pub parts: Parts,
     pub api: Api,
     pub alias: String,
-    /// The body as received, read once. Its buffer owns the body's [`BodyPermit`],
-    /// so the budget gets the bytes back when the last attempt's slice is dropped.
+    /// The kind of endpoint the path names (`None`: no particular kind): only
+    /// deployments whose `mode` serves it are candidates.
+    pub wants: Option<Mode>,
+    /// The body as received, read once (for a streamed form: its head, up to and
+    /// past the `model` field). Its buffer owns the body's [`BodyPermit`], so the
+    /// budget gets the bytes back when the last attempt's slice is dropped.
     pub body: Bytes,
     /// The JSON body's top level (where `model` is, which keys are set), if JSON.
     top: Option<TopLevel>,
+    /// A streamed form: the byte range of its `model` field's value in `body`, and
+    /// the rest of the form, sent by one attempt only.
+    form: Option<(Range<usize>, Option<Arc<Rest>>)>,
 }
 
 impl Inbound {
     /// Checks the path, then reads and classifies a request. `server.body_limit`
     /// bounds the body's size, `server.client_body_timeout` the time the client may
     /// take to send it, and `budget` (up to `server.max_buffered_bodies`) the bytes
-    /// of all bodies held at once.
+    /// of all bodies held at once. A `multipart/form-data` body is read only up to
+    /// its `model` field (see `multipart`); the rest streams to the upstream.
     pub async fn read<B>(
         parts: Parts,
         body: B,
@@ -66,7 +77,7 @@ impl Inbound {
         budget: &Arc<BodyBudget>,
     ) -> Result<Inbound, ProxyError>
     where
-        B: http_body::Body<Data = Bytes>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = parts.uri.path();
@@ -85,6 +96,7 @@ impl Inbound {
         } else {
             return Err(unsupported(&parts));
         };
+        let wants = wanted_mode(&api, path);
         let limit = server.body_limit;
         let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
             None => None,
@@ -95,7 +107,25 @@ impl Inbound {
                 None => None,
             },
         };
-        let body = read_body(body, server, budget.permit(), declared).await?;
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if api == Api::OpenAi && content_type.is_some_and(multipart::is_form) {
+            let boundary = content_type.and_then(multipart::boundary).ok_or(ProxyError::FormWithoutBoundary)?;
+            let form = multipart::read_form(body, server, budget.permit(), declared, boundary).await?;
+            let alias = std::str::from_utf8(&form.head[form.span.clone()])
+                .map_err(|_| ProxyError::ModelNotString)?
+                .trim()
+                .to_owned();
+            return Ok(Inbound {
+                parts,
+                api,
+                alias,
+                wants,
+                body: form.head,
+                top: None,
+                form: Some((form.span, form.rest)),
+            });
+        }
+        let body = read_body(body, server, budget.permit(), declared, Vec::new()).await?;
         let (alias, top) = match &api {
             Api::GeminiNative { .. } => {
                 let rest = parts.uri.path().strip_prefix("/v1beta/models/").unwrap_or_default();
@@ -107,13 +137,18 @@ impl Inbound {
                 (alias, Some(top))
             }
         };
-        Ok(Inbound { parts, api, alias, body, top })
+        Ok(Inbound { parts, api, alias, wants, body, top, form: None })
     }
 
     /// The body to send upstream: identical to the client's, byte for byte, except
     /// the `model` value, which becomes `upstream_model`, and, for OpenAI-format
-    /// requests, each of `defaults` whose key the client did not set, added.
+    /// JSON requests, each of `defaults` whose key the client did not set, added.
     pub fn body_for(&self, upstream_model: &str, defaults: &[BodyDefault]) -> AttemptBody {
+        if let Some((span, _)) = &self.form {
+            // A form field's value is raw text.
+            let model = Bytes::copy_from_slice(upstream_model.as_bytes());
+            return AttemptBody::from_pieces([self.body.slice(..span.start), model, self.body.slice(span.end..)]);
+        }
         match &self.top {
             Some(top) => {
                 let defaults = if self.api == Api::OpenAi { defaults } else { &[] };
@@ -127,12 +162,45 @@ impl Inbound {
     pub fn wants_stream(&self) -> bool {
         self.top.as_ref().is_some_and(|t| t.stream)
     }
+
+    /// [`Inbound::body_for`] as a request body, followed by the rest of a streamed form.
+    pub fn outbound_body(&self, upstream_model: &str, defaults: &[BodyDefault]) -> OutboundBody {
+        let rest = self.form.as_ref().and_then(|(_, rest)| rest.clone());
+        OutboundBody::new(self.body_for(upstream_model, defaults).pieces().iter().cloned(), rest)
+    }
+
+    /// Whether another attempt can still send the whole body: always, unless an
+    /// attempt has started streaming the rest of a form.
+    pub fn replayable(&self) -> bool {
+        self.form.as_ref().and_then(|(_, rest)| rest.as_ref()).is_none_or(|rest| rest.available())
+    }
+}
+
+/// The kind of endpoint a request path names, in `model_info.mode` terms.
+fn wanted_mode(api: &Api, path: &str) -> Option<Mode> {
+    let path = path.trim_end_matches('/');
+    match api {
+        Api::AnthropicMessages | Api::GeminiNative { .. } => return Some(Mode::Chat),
+        Api::OpenAi => {}
+    }
+    Some(match path {
+        "/v1/chat/completions" => Mode::Chat,
+        "/v1/completions" => Mode::Completion,
+        "/v1/embeddings" => Mode::Embedding,
+        "/v1/moderations" => Mode::Moderation,
+        "/v1/rerank" => Mode::Rerank,
+        "/v1/audio/transcriptions" | "/v1/audio/translations" => Mode::AudioTranscription,
+        "/v1/audio/speech" => Mode::AudioSpeech,
+        "/v1/responses" => Mode::Responses,
+        _ if path.starts_with("/v1/images/") => Mode::ImageGeneration,
+        _ => return None,
+    })
 }
 
 /// A body's bytes together with the budget they are counted against.
-struct Buffered {
-    bytes: Vec<u8>,
-    _permit: BodyPermit,
+pub(super) struct Buffered {
+    pub bytes: Vec<u8>,
+    pub _permit: BodyPermit,
 }
 
 impl AsRef<[u8]> for Buffered {
@@ -148,18 +216,20 @@ impl AsRef<[u8]> for Buffered {
 /// A refused body is still read to its end (up to `body_limit`), and dropped chunk by
 /// chunk: a client still sending would otherwise see its connection reset instead of
 /// the 503 that tells it to retry.
-async fn read_body<B>(
+pub(super) async fn read_body<B>(
     body: B,
     server: &ServerSettings,
     mut permit: BodyPermit,
     declared: Option<usize>,
+    read_already: Vec<u8>,
 ) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (limit, budget) = (server.body_limit, server.max_buffered_bodies);
-    let mut bytes = Vec::new();
+    // What was read already (a form's head) is charged to `permit` already.
+    let mut bytes = read_already;
     let mut refused = false;
     if let Some(len) = declared {
         refused = permit.grow(len, budget).is_err();
@@ -169,7 +239,7 @@ where
     }
     let read = async {
         let mut body = pin!(body);
-        let mut received = 0usize;
+        let mut received = bytes.len();
         while let Some(frame) = body.as_mut().frame().await {
             let Ok(data) = frame.map_err(|_| ProxyError::BodyRead)?.into_data() else { continue };
             received = received.saturating_add(data.len());

@@ -19,7 +19,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::client_headers::{forwarded_headers, forwarded_query};
-use super::inbound::{Api, AttemptBody, Inbound};
+use super::inbound::{Api, Inbound};
+use super::outbound::OutboundBody;
 use crate::pool::Endpoint;
 
 /// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
@@ -29,8 +30,9 @@ pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 /// The client for whole in-memory bodies (the OTLP exporter's).
 pub type UpstreamClient = HttpsClient<Full<Bytes>>;
 
-/// The request path's client: an attempt's body shares the client's buffer.
-pub type ProxyClient = HttpsClient<Full<AttemptBody>>;
+/// The request path's client: an attempt's body shares the client's buffer (and
+/// streams the rest of a multipart form).
+pub type ProxyClient = HttpsClient<OutboundBody>;
 
 /// Builds a client. Upstream certificates are checked against the Mozilla roots
 /// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
@@ -116,10 +118,10 @@ pub fn request_for(
     inbound: &Inbound,
     endpoint: &Endpoint,
     upstream_model: &str,
-) -> Result<Request<Full<AttemptBody>>, http::Error> {
+) -> Result<Request<OutboundBody>, http::Error> {
     let deployment = &endpoint.deployment;
     let uri = upstream_uri(&deployment.base_url, inbound, upstream_model, deployment.api_version.as_deref())?;
-    let body = inbound.body_for(upstream_model, &deployment.options.body_defaults);
+    let body = inbound.outbound_body(upstream_model, &deployment.options.body_defaults);
 
     let mut headers = forwarded_headers(&inbound.parts.headers);
     // Names keyrelay sets itself were refused when the config loaded; the key is
@@ -135,7 +137,7 @@ pub fn request_for(
         headers.insert(HeaderName::from_static("openai-organization"), org);
     }
 
-    let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(Full::new(body))?;
+    let mut request = Request::builder().method(inbound.parts.method.clone()).uri(uri).body(body)?;
     *request.headers_mut() = headers;
     Ok(request)
 }
