@@ -166,7 +166,13 @@ async fn wait_for_signal() {
 /// (with `--strict`, also if there is any warning).
 fn check(check: &CheckArgs) -> ExitCode {
     let args = &check.source;
-    let loaded = match config::load_file(&args.config) {
+    let text = config::read_config_text(&args.config);
+    let early = SecretSource::new(args.secrets_dir.clone(), Default::default());
+    let loaded = text.map_err(|message| {
+        let origin = config::Origin::default();
+        config::ConfigErrors(vec![config::Diagnostic { file: args.config.clone(), origin, message }])
+    });
+    let loaded = match loaded.and_then(|text| config::load_str_with_secrets(&text, &args.config, Some(&early)).0) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");

@@ -62,14 +62,16 @@ const IMPLICIT_NAMES: &[&str] = &[
     "AWS_REGION_NAME",
 ];
 
-/// A plausible fake for `name`, chosen by its suffix so that URLs look like URLs and
+/// A plausible fake for `name`, chosen by its name's parts so that URLs look like URLs and
 /// versions like versions (a key-shaped `api_base` would hide what `check` prints).
 /// scripts/corpus-summary applies the same rules.
 fn fake_value(name: &str) -> String {
     let upper = name.to_ascii_uppercase();
-    if upper.starts_with("AZURE") && ["_BASE", "_URL", "_ENDPOINT"].iter().any(|s| upper.ends_with(s)) {
+    // `AZURE_API_BASE_ANTHROPIC` is a URL too.
+    let is_url = ["_BASE", "_URL", "_ENDPOINT"].iter().any(|s| upper.contains(s));
+    if upper.starts_with("AZURE") && is_url {
         "https://example-resource.openai.azure.com".to_owned()
-    } else if ["_BASE", "_URL", "_ENDPOINT"].iter().any(|s| upper.ends_with(s)) {
+    } else if is_url {
         format!("https://{}.example.com/v1", name.to_ascii_lowercase().replace('_', "-"))
     } else if upper.ends_with("_VERSION") {
         "2024-10-21".to_owned()

@@ -143,3 +143,43 @@ async fn a_new_url_does_not_inherit_the_old_urls_cooldown() {
     assert_eq!(r.status, 200, "the new URL is still resting: {}", r.text());
     assert_eq!(two.requests_for_key("sk-k"), 1);
 }
+
+/// The model a request reached the mock with.
+fn last_model(mock: &MockProvider) -> String {
+    let last = mock.requests().pop().expect("a request");
+    let body: serde_json::Value = serde_json::from_slice(&last.body).expect("JSON body");
+    body["model"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_model_from_a_secret_is_read_with_the_config_and_follows_its_secret() {
+    let one = mock().await;
+    let config = "model_list:
+  - model_name: m
+    litellm_params:
+      model: os.environ/UPSTREAM_MODEL
+      api_key: os.environ/KEY
+      api_base: os.environ/UPSTREAM_BASE
+";
+    let base = one.base_url();
+    let m =
+        Mounted::start(config, &[("KEY", "sk-k"), ("UPSTREAM_BASE", &base), ("UPSTREAM_MODEL", "openai/first")]).await;
+    assert_eq!(m.proxy.chat("m").await.status, 200);
+    assert_eq!(last_model(&one), "first");
+
+    // The Secret changes the model: the config is read again with it.
+    let g = m.generation();
+    m.secrets.write(&[("KEY", "sk-k"), ("UPSTREAM_BASE", &base), ("UPSTREAM_MODEL", "openai/second")]);
+    m.wait_generation_past(g).await;
+    assert_eq!(m.proxy.chat("m").await.status, 200);
+    assert_eq!(last_model(&one), "second");
+
+    // Gone: a reload error naming the secret; the running model keeps serving.
+    let (health, g) = (&m.proxy.running.health, m.generation());
+    m.secrets.write(&[("KEY", "sk-k"), ("UPSTREAM_BASE", &base)]);
+    eventually(LONG, "the missing model secret is rejected", || async { health.reload_failures() == 1 }).await;
+    assert_eq!(m.generation(), g);
+    assert!(m.readyz().await.contains("UPSTREAM_MODEL"));
+    assert_eq!(m.proxy.chat("m").await.status, 200);
+    assert_eq!(last_model(&one), "second");
+}

@@ -128,6 +128,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
         (settings.context_window_fallbacks, |r| &mut r.context_window_fallbacks),
         (settings.content_policy_fallbacks, |r| &mut r.content_policy_fallbacks),
     ];
+    let mut unknown = BTreeSet::new();
     for (list, field) in kinds {
         for (alias, alias_path, fb) in list {
             if alias == "*" {
@@ -136,9 +137,11 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
                 }
             } else if let Some(r) = routes.iter_mut().find(|r| r.alias == alias) {
                 field(r).push(fb);
-            } else if !declared.contains(&alias) {
-                let message = format!("fallbacks given for {alias:?}, which is not a model_name in model_list");
-                diags.error(&alias_path, message);
+            } else if !declared.contains(&alias) && unknown.insert(alias_path.clone()) {
+                // LiteLLM loads such a file (its router looks fallbacks up per request).
+                let message =
+                    format!("fallbacks given for {alias:?}, which is not a model_name in model_list: never used");
+                diags.warn(&alias_path, message);
             }
         }
     }
@@ -372,15 +375,22 @@ fn params_entry(
         }
     }
     let options = options.finish(diags, path);
-    let Some((model, model_path)) = model else {
+    let Some((mut model, model_path)) = model else {
         diags.error(path, "missing field `model` (e.g. gemini/gemini-2.5-flash)");
         return Read::Broken;
     };
-    if model.trim().starts_with("os.environ/") {
-        let message = "model from os.environ/ is not supported: write the model itself (its provider prefix \
-                       decides the URL, the auth and the default key, which validation checks)";
-        diags.error(&model_path, message);
-        return Read::Broken;
+    let mut model_secret = None;
+    if let Some(name) = model.trim().strip_prefix("os.environ/").map(str::to_owned) {
+        let Some(value) = model_from_secret(diags, &name, &model_path, inline) else {
+            return Read::Broken;
+        };
+        if let Some(reason) = unservable(&value, settings) {
+            diags.warn(&model_path, format!("this entry is not served: {reason}"));
+            return Read::Unservable(format!("{value}: {reason}"));
+        }
+        model = value;
+        model_secret =
+            Some(SecretParam { field: ParamField::Model, name, origin: diags.origin(&model_path), implicit: false });
     }
     // As LiteLLM: an unprefixed model on a known provider's `api_base` is that provider.
     let written_base = match &api_base {
@@ -405,7 +415,7 @@ fn params_entry(
         }
     }
     let base_path = api_base.as_ref().map_or_else(|| model_path.clone(), |(_, at)| at.clone());
-    let mut from_secrets = Vec::new();
+    let mut from_secrets: Vec<SecretParam> = model_secret.into_iter().collect();
     let mut text = |field, written: Option<(Written, String)>| match written? {
         // An empty region is no region, as before.
         (Written::Text(value), _) if field == ParamField::Region && value.trim().is_empty() => None,
@@ -415,11 +425,14 @@ fn params_entry(
             None
         }
     };
-    let api_version = text(ParamField::ApiVersion, api_version);
+    let mut api_version = text(ParamField::ApiVersion, api_version);
     let organization = text(ParamField::Organization, organization);
     let region = text(ParamField::Region, region);
-    if let Some(at) = api_version.as_ref().and(version_path.as_ref()).filter(|_| !provider.takes_api_version()) {
-        diags.error(at, format!("api_version applies to azure and azure_ai entries, not {provider}"));
+    // LiteLLM sends no api-version to other providers: the key is read past.
+    if let Some(at) = version_path.filter(|_| !provider.takes_api_version()) {
+        diags.warn(&at, format!("ignored: api_version applies to azure and azure_ai entries, not {provider}"));
+        api_version = None;
+        from_secrets.retain(|p| p.field != ParamField::ApiVersion);
     }
     // LiteLLM reads AZURE_API_VERSION for azure/ entries without api_version.
     let version_from_secret = from_secrets.iter().any(|p| p.field == ParamField::ApiVersion);
@@ -458,7 +471,7 @@ fn params_entry(
     let key = match api_key {
         Some((v, at)) => key_ref(diags, v, &at, alias, inline).map(Some),
         // A local server that needs no key: nothing is sent (`check` shows it).
-        None if base_url.as_ref().is_some_and(|b| !provider.needs_key(b)) => Some(None),
+        None if !base_url.as_ref().map_or(provider.needs_key_anywhere(), |b| provider.needs_key(b)) => Some(None),
         None => match provider.implicit_key() {
             Some(name) => {
                 let to = match (&base_secret, &base_url) {
@@ -499,6 +512,36 @@ fn params_entry(
         options,
         mode: None,
     }))
+}
+
+/// The value of `model: os.environ/NAME`, looked up like a key (API Secret, secrets
+/// dir, environment, then `environment_variables`) while the config is read: its
+/// provider prefix decides how the entry is validated. Not a key: shown by `check`.
+fn model_from_secret(
+    diags: &mut Diags<'_>,
+    name: &str,
+    path: &str,
+    inline: &BTreeMap<String, Secret>,
+) -> Option<String> {
+    report(diags, path, values::check_secret_name(name))?;
+    diags.consulted.push(name.to_owned());
+    let found = match diags.secrets.map(|s| s.value(name)) {
+        Some(Ok(value)) => Ok(value),
+        _ if inline.contains_key(name) => Ok(inline[name].expose().trim().to_owned()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("secret {name:?} cannot be read here (no secrets given)")),
+    };
+    match found {
+        Ok(value) if value.is_empty() || value.starts_with("os.environ/") => {
+            diags.error(path, format!("model from secret {name:?} is empty or another reference"));
+            None
+        }
+        Ok(value) => Some(value),
+        Err(e) => {
+            diags.error(path, format!("model from os.environ/{name}: {e}"));
+            None
+        }
+    }
 }
 
 /// `os.environ/NAME` -> a reference to the secret `NAME`; anything else is a key

@@ -84,11 +84,33 @@ pub fn read_config_text(path: &Path) -> Result<String, String> {
 /// over [`MAX_CONFIG_BYTES`] is refused before parsing, wherever it came from (the
 /// file or the ConfigMap through the API).
 pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
+    load_str_with_secrets(text, source, None).0
+}
+
+/// [`load_str`], reading `model: os.environ/NAME` from `secrets` (a LiteLLM entry's
+/// model decides its provider, so it is needed to validate the entry). Also returns
+/// the secret names read that way, found or not, for the reloader to watch.
+pub fn load_str_with_secrets(
+    text: &str,
+    source: &Path,
+    secrets: Option<&SecretSource>,
+) -> (Result<Loaded, ConfigErrors>, Vec<String>) {
+    let mut consulted = Vec::new();
+    let loaded = load_checked(text, source, secrets, &mut consulted);
+    (loaded, consulted)
+}
+
+fn load_checked(
+    text: &str,
+    source: &Path,
+    secrets: Option<&SecretSource>,
+    consulted: &mut Vec<String>,
+) -> Result<Loaded, ConfigErrors> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         let limit = read::size(MAX_CONFIG_BYTES);
         return Err(single(source, format!("config is larger than the limit of {limit}")));
     }
-    let Converted { config, mut errors, mut warnings, compat } = convert(text, source)?;
+    let Converted { config, mut errors, mut warnings, compat } = convert(text, source, secrets, consulted)?;
     if !errors.is_empty() {
         sort_by_line(&mut errors);
         return Err(ConfigErrors(errors));
@@ -102,7 +124,7 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
 /// that section has no error of its own, else the defaults (and no API watch). A
 /// typo in a model must not move the ports, nor slow the fix by dropping the API watch.
 pub fn process_settings_despite_errors(text: &str, source: &Path) -> (ServerSettings, Option<KubernetesSource>) {
-    let Ok(Converted { config, errors, .. }) = convert(text, source) else {
+    let Ok(Converted { config, errors, .. }) = convert(text, source, None, &mut Vec::new()) else {
         return (ServerSettings::default(), None);
     };
     let clean = |section: &str| {
@@ -122,7 +144,12 @@ struct Converted {
 
 /// Parses and converts either format, collecting errors and warnings (unsorted); the
 /// config is complete but, where there are errors, partly made of defaults.
-fn convert(text: &str, source: &Path) -> Result<Converted, ConfigErrors> {
+fn convert(
+    text: &str,
+    source: &Path,
+    secrets: Option<&SecretSource>,
+    consulted: &mut Vec<String>,
+) -> Result<Converted, ConfigErrors> {
     // A key written twice: the last one counts, as in PyYAML (and so in LiteLLM).
     let (text, duplicates) = dupes::dedupe(text);
     let text = text.as_ref();
@@ -136,6 +163,7 @@ fn convert(text: &str, source: &Path) -> Result<Converted, ConfigErrors> {
     }
     let lines = LineIndex::build(text);
     let mut diags = Diags::new(source, &lines);
+    diags.secrets = secrets;
     for d in duplicates {
         let message =
             format!("written twice: line {} counts, line {} is ignored (as in LiteLLM)", d.kept_line, d.dropped_line);
@@ -169,6 +197,7 @@ fn convert(text: &str, source: &Path) -> Result<Converted, ConfigErrors> {
         }
     };
     let compat = litellm_compat::report(&diags.seen);
+    consulted.append(&mut diags.consulted);
     Ok(Converted { config, errors: diags.errors, warnings: diags.warnings, compat })
 }
 

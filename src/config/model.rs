@@ -287,6 +287,9 @@ impl SecretParam {
 /// The deployment fields a secret may supply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ParamField {
+    /// Read while the config loads (it decides the provider); listed so that `check`
+    /// shows where it came from.
+    Model,
     ApiBase,
     ApiVersion,
     Organization,
@@ -297,6 +300,7 @@ impl ParamField {
     /// The LiteLLM spelling, for messages.
     pub fn as_str(self) -> &'static str {
         match self {
+            ParamField::Model => "model",
             ParamField::ApiBase => "api_base",
             ParamField::ApiVersion => "api_version",
             ParamField::Organization => "organization",

@@ -45,7 +45,17 @@ pub(crate) fn written(diags: &mut Diags<'_>, value: &Value, path: &str, field: P
                 implicit: false,
             }))
         }
-        None => Some(Written::Text(text)),
+        None => {
+            if let Some(name) = super::litellm_keys::unexpanded_reference(&text) {
+                let message = format!(
+                    "{text:?} is not expanded (LiteLLM sends it as written too): write os.environ/{name} to read \
+                     it from a secret or the environment"
+                );
+                diags.error(path, message);
+                return None;
+            }
+            Some(Written::Text(text))
+        }
     }
 }
 
@@ -63,7 +73,7 @@ pub(crate) fn checked(field: ParamField, value: &str) -> Result<String, String> 
         // It goes into the query string as is.
         ParamField::ApiVersion => value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
         ParamField::Organization => http::HeaderValue::from_str(value).is_ok(),
-        ParamField::ApiBase | ParamField::Region => true,
+        ParamField::Model | ParamField::ApiBase | ParamField::Region => true,
     };
     if !fits {
         let allowed = match field {
@@ -146,6 +156,8 @@ struct Shape {
 fn apply(d: &mut Deployment, param: &SecretParam, value: &str, shape: &mut Shape) -> Result<(), String> {
     let from = format!("{} from secret {:?}", param.field.as_str(), param.name);
     match param.field {
+        // Applied when the config was read; its value is in the reload digest.
+        ParamField::Model => {}
         ParamField::ApiBase => {
             if value.len() > MAX_PARAM_LEN {
                 return Err(format!("{from} is longer than {MAX_PARAM_LEN} bytes"));

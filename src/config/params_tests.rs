@@ -152,10 +152,26 @@ fn entries_that_differ_in_a_parameter_secret_stay_two_deployments() {
 }
 
 #[test]
-fn a_model_from_a_secret_is_refused_with_the_reason() {
-    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: os.environ/MODEL\n      api_key: os.environ/K\n";
+fn a_model_from_a_secret_decides_the_provider_and_is_watched() {
+    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: os.environ/PARAMS_T_MODEL\n      api_key: os.environ/K\n";
+    // Without secrets there is nothing to read it from: an error at the field.
     let errors = load_str(text, Path::new("c.yaml")).unwrap_err().0;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].origin.path, "model_list[0].litellm_params.model");
-    assert!(errors[0].message.contains("os.environ/ is not supported"), "{errors:?}");
+    assert!(errors[0].message.contains("PARAMS_T_MODEL"), "{errors:?}");
+
+    let (_dir, source) = secrets(&[("PARAMS_T_MODEL", "groq/llama-3.3-70b\n")]);
+    let (loaded, consulted) = load_str_with_secrets(text, Path::new("c.yaml"), Some(&source));
+    let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+    let d = only(&loaded.config);
+    assert_eq!((d.provider.as_str(), d.upstream_model.as_str()), ("groq", "llama-3.3-70b"));
+    assert_eq!(d.base_url.to_string(), "https://api.groq.com/openai/v1");
+    assert_eq!(d.from_secrets[0].field, ParamField::Model);
+    assert_eq!(consulted, ["PARAMS_T_MODEL"], "the reloader must watch it");
+
+    // A secret that is missing is still watched (it may arrive later).
+    let (_dir, empty) = secrets(&[]);
+    let (loaded, consulted) = load_str_with_secrets(text, Path::new("c.yaml"), Some(&empty));
+    assert!(loaded.unwrap_err().to_string().contains("PARAMS_T_MODEL"));
+    assert_eq!(consulted, ["PARAMS_T_MODEL"]);
 }

@@ -22,11 +22,25 @@ pub(crate) struct Diags<'a> {
     pub warnings: Vec<Diagnostic>,
     /// LiteLLM keys met while reading, for the compatibility report.
     pub seen: super::litellm_compat::Seen,
+    /// Where `model: os.environ/NAME` is looked up while reading (the provider prefix
+    /// it holds decides how the entry is validated); `None`: nowhere.
+    pub secrets: Option<&'a super::secret::SecretSource>,
+    /// The secret names read while reading, whether found or not: their values are part
+    /// of what a reload compares, so a change (or a late arrival) reloads.
+    pub consulted: Vec<String>,
 }
 
 impl<'a> Diags<'a> {
     pub fn new(file: &'a Path, lines: &'a LineIndex) -> Self {
-        Self { file, lines, errors: Vec::new(), warnings: Vec::new(), seen: Default::default() }
+        Self {
+            file,
+            lines,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            seen: Default::default(),
+            secrets: None,
+            consulted: Vec::new(),
+        }
     }
 
     pub fn origin(&self, path: &str) -> Origin {

@@ -126,3 +126,13 @@ fn api_versions_are_query_safe() {
         assert!(check_api_version(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn azure_series_markers_are_not_part_of_the_deployment() {
+    let base: http::Uri = "https://r.openai.azure.com".parse().unwrap();
+    let (uri, version) =
+        crate::provider::deployment_base(ProviderKind::Azure, base, "o_series/my-o1", Some("2024-12-01-preview"))
+            .unwrap();
+    assert_eq!(uri.to_string(), "https://r.openai.azure.com/openai/deployments/my-o1");
+    assert_eq!(version.as_deref(), Some("2024-12-01-preview"));
+}

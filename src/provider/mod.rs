@@ -119,6 +119,11 @@ impl ProviderKind {
         }
     }
 
+    /// Whether a key is needed wherever the server is (ollama and the like: never).
+    pub fn needs_key_anywhere(self) -> bool {
+        self.spec().key != catalog::KeyNeed::Never
+    }
+
     /// Whether `api_version` means anything for this provider.
     pub fn takes_api_version(self) -> bool {
         matches!(self.spec().shape, catalog::Shape::Azure | catalog::Shape::AzureAi)

@@ -52,6 +52,10 @@ pub fn deployment_base(
 /// OpenAI SDK does for Azure's v1 API. An `api_base` that already names a deployment
 /// (`.../openai/deployments/x`) is used as written.
 fn azure(path: &str, deployment: &str, api_version: Option<&str>) -> Result<(String, ApiVersion), String> {
+    // LiteLLM's `azure/o_series/<deployment>` (and `gpt5_series/`) only marks the model
+    // family (for parameter mapping): the deployment is the rest.
+    let deployment =
+        ["o_series/", "gpt5_series/"].iter().find_map(|p| deployment.strip_prefix(p)).unwrap_or(deployment);
     if path.contains("/openai/deployments/") {
         return Ok((path.to_owned(), api_version.map(str::to_owned)));
     }

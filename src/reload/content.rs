@@ -84,7 +84,19 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
         }
     };
     digest.str(&text);
-    let loaded = match config::load_str(&text, &source) {
+    // `model: os.environ/NAME` is read with the config (it decides the provider): its
+    // value, found or not, is part of the hash, so a change or a late arrival reloads.
+    let mut early = SecretSource::new(sources.secrets_dir.clone(), Default::default());
+    early.api = api.secret.clone();
+    let (loaded, consulted) = config::load_str_with_secrets(&text, &source, Some(&early));
+    for name in consulted {
+        digest.str(&name);
+        match early.value(&name) {
+            Ok(value) => digest.str(&value),
+            Err(e) => digest.str(&e.to_string()),
+        }
+    }
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(ConfigErrors(errors)) => return Read { hash: digest.finish(), result: Err(errors) },
     };
