@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::litellm::split_model;
+use super::litellm_params::split_model;
 use super::litellm_settings::map_strategy;
 use super::*;
 use crate::provider::ProviderKind;

@@ -13,6 +13,7 @@ mod lines;
 mod litellm;
 mod litellm_compat;
 mod litellm_keys;
+mod litellm_params;
 mod litellm_settings;
 mod litellm_unsupported;
 mod model;

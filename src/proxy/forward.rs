@@ -24,12 +24,12 @@ use super::exchange::Exchange;
 use super::fallback_kind::FallbackKind;
 use super::head::UpstreamBody;
 use super::inbound::Inbound;
+use super::per_deployment::PerDeployment;
 use super::server::ProxyState;
 use super::serves::{no_deployment, usable};
 use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
-use crate::config::Deployment;
 use crate::pool::{Endpoint, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::refusal::{self, KeyRefusal};
@@ -313,29 +313,6 @@ async fn one_pass(
         }
     }
     last.map_or(Pass::NoCapacity, Pass::Failed)
-}
-
-/// Attempts spent per deployment in one request, for deployments with LiteLLM's
-/// `max_retries` (at most `1 + max_retries` attempts there, whichever keys they use).
-#[derive(Default)]
-struct PerDeployment(Vec<(Arc<Deployment>, u32)>);
-
-impl PerDeployment {
-    fn allows(&self, deployment: &Arc<Deployment>) -> bool {
-        let Some(max_retries) = deployment.options.max_retries else { return true };
-        let spent = self.0.iter().find(|(d, _)| Arc::ptr_eq(d, deployment)).map_or(0, |(_, n)| *n);
-        spent <= max_retries
-    }
-
-    fn record(&mut self, deployment: &Arc<Deployment>) {
-        if deployment.options.max_retries.is_none() {
-            return;
-        }
-        match self.0.iter_mut().find(|(d, _)| Arc::ptr_eq(d, deployment)) {
-            Some((_, n)) => *n = n.saturating_add(1),
-            None => self.0.push((Arc::clone(deployment), 1)),
-        }
-    }
 }
 
 /// One upstream attempt, under its own client span. `Ok` is a response to relay;

@@ -12,6 +12,7 @@ mod head;
 pub mod inbound;
 pub mod multipart;
 pub mod outbound;
+mod per_deployment;
 mod server;
 mod serves;
 pub mod tls_profiles;
