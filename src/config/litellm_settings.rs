@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub cooldown: Option<Duration>,
     /// (alias, its path, one fallback)
     pub fallbacks: Vec<(String, String, Named)>,
+    /// `redis_host`, `redis_port`, `redis_password`, `redis_url`.
+    pub redis: super::shared::Litellm,
 }
 
 /// LiteLLM's routing strategy names in ours.
@@ -55,6 +57,9 @@ pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
 pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
     for (key, v) in entries(diags, value, "router_settings") {
         let at = join_key("router_settings", &key);
+        if s.redis.read(diags, &key, v, &at) {
+            continue;
+        }
         match key.as_str() {
             "routing_strategy" => {
                 if let Some(name) = string(diags, v, &at) {

@@ -15,6 +15,7 @@ mod native;
 mod read;
 mod render;
 mod secret;
+pub mod shared;
 mod validate;
 mod values;
 mod walk;

@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// is answered 503 with these errors, so a pod waits for the fix instead of
     /// crash-looping.
     pub config_errors: Option<Vec<Diagnostic>>,
+    /// The Redis replicas share key state through, its secrets resolved.
+    pub shared: Option<Arc<crate::shared::Target>>,
 }
 
 /// One alias: its settings, its endpoints and the strategy that orders them.
@@ -99,6 +101,7 @@ impl Snapshot {
                             deployment: Arc::clone(&deployment_arc),
                             auth,
                             key_fingerprint: fingerprint,
+                            shared_fingerprint: key.secret.shared_fingerprint(),
                             state,
                         }));
                     }
@@ -108,17 +111,19 @@ impl Snapshot {
             let queue = WaitQueue::new(model.queue);
             routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector });
         }
+        let shared =
+            crate::shared::Target::resolve(config, secrets).map_err(|e| errors.push(e)).ok().flatten().map(Arc::new);
         if !errors.is_empty() {
             return Err(errors);
         }
         let generation = previous.map_or(1, |p| p.generation + 1);
-        Ok(Snapshot { generation, server: config.server.clone(), routes, config_errors: None })
+        Ok(Snapshot { generation, server: config.server.clone(), routes, config_errors: None, shared })
     }
 
     /// The snapshot of a process whose configuration has not loaded yet: no routes, the
     /// process settings `server`, and the `errors` that every request is answered with.
     pub fn unconfigured(server: ServerSettings, errors: Vec<Diagnostic>) -> Snapshot {
-        Snapshot { generation: 0, server, routes: BTreeMap::new(), config_errors: Some(errors) }
+        Snapshot { generation: 0, server, routes: BTreeMap::new(), config_errors: Some(errors), shared: None }
     }
 
     pub fn route(&self, alias: &str) -> Option<&Route> {
