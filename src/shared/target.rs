@@ -41,7 +41,8 @@ impl Target {
     /// `None` when the config shares nothing. A secret it names that does not
     /// resolve, or a URL built from secrets that does not parse, is a config error.
     pub fn resolve(config: &Config, secrets: &SecretSource) -> Result<Option<Target>, Diagnostic> {
-        let Some(settings) = &config.shared else { return Ok(None) };
+        let from_env = config.shared.is_none().then(from_environment).flatten();
+        let Some(settings) = config.shared.as_ref().or(from_env.as_ref()) else { return Ok(None) };
         let error = |origin: Origin, message: String| Diagnostic { file: config.source.clone(), origin, message };
         let value = |v: &SharedValue| -> Result<Option<String>, Diagnostic> {
             match v {
@@ -125,4 +126,27 @@ impl Target {
     pub fn same_server(&self, other: &Target) -> bool {
         self.identity == other.identity
     }
+}
+
+/// The chart's `sidecar.sharedState`: `KEYRELAY_SHARED_URL` (and the optional
+/// `KEYRELAY_SHARED_PASSWORD`) point a sidecar whose config has no `shared:` at a Redis.
+fn from_environment() -> Option<SharedSettings> {
+    std::env::var_os("KEYRELAY_SHARED_URL")?;
+    let named = |name: &str, optional| SharedValue::Named {
+        key: crate::config::KeyRef {
+            name: name.into(),
+            kind: crate::config::KeyRefKind::Single,
+            origin: Origin { line: None, path: format!("${name}") },
+            implicit: false,
+        },
+        optional,
+    };
+    Some(SharedSettings {
+        address: SharedAddress::Url(named("KEYRELAY_SHARED_URL", false)),
+        password: Some(named("KEYRELAY_SHARED_PASSWORD", true)),
+        key_prefix: SharedSettings::DEFAULT_PREFIX.to_owned(),
+        timeout: SharedSettings::DEFAULT_TIMEOUT,
+        sync_interval: SharedSettings::DEFAULT_SYNC_INTERVAL,
+        cluster: false,
+    })
 }
