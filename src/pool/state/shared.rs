@@ -208,16 +208,26 @@ impl EndpointState {
         let mut s = self.lock();
         let linked = s.shared.live(now).is_some();
         let out = std::mem::take(&mut s.shared.out);
-        let (release, release_second, demanded) = match &mut s.shared.link {
-            Some(link) => (std::mem::take(&mut link.lease), link.lease_second, link.demanded_at.is_some()),
+        let idle = out.sent == 0;
+        let (held, release_second, demanded) = match &s.shared.link {
+            Some(link) => (link.lease, link.lease_second, link.demanded_at.is_some()),
             None => (0, 0, false),
         };
-        let want = limits.rpm.map_or(0, |rpm| {
+        let target = limits.rpm.map_or(0, |rpm| {
             // Enough for the next interval at the pace of the last one, twice over.
             let recent = out.sent.saturating_mul(2);
-            let want = if recent > 0 || demanded || !linked { recent.max(1) } else { 0 };
-            want.min(u64::from(rpm).div_ceil(10).max(1))
+            let target = if recent > 0 || demanded || !linked { recent.max(1) } else { 0 };
+            target.min(u64::from(rpm).div_ceil(10).max(1))
         });
+        // A lease in use stays usable while the exchange is under way (taking it away
+        // would block every request for a round trip); an idle one goes back.
+        let release = if idle && !demanded { held } else { 0 };
+        if release > 0 {
+            if let Some(link) = &mut s.shared.link {
+                link.lease = 0;
+            }
+        }
+        let want = target.saturating_sub(held - release);
         let cooldown = out.cooldown_until.map(|u| u.saturating_duration_since(now)).filter(|d| !d.is_zero());
         ExchangeOut {
             rpm: limits.rpm,
@@ -254,16 +264,17 @@ impl EndpointState {
         let mut s = self.lock();
         let Inner { shared, .. } = &mut *s;
         let spent_until = |free_in: Option<Duration>| free_in.map(|d| later(now, d));
+        let (held, held_second) = shared.link.as_ref().map_or((0, 0), |l| (l.lease, l.lease_second));
         shared.link = Some(Link {
             signal: Arc::clone(&link.signal),
             synced_at: now,
             stale_after: link.stale_after,
             bound: link.bound,
-            lease: reply.granted,
-            lease_second: reply.grant_second,
+            lease: held.saturating_add(reply.granted),
+            lease_second: if reply.granted > 0 { reply.grant_second } else { held_second },
             requests_used: reply.requests_used,
             tokens_used: reply.tokens_used,
-            exhausted_until: if reply.granted == 0 { spent_until(reply.requests_free_in) } else { None },
+            exhausted_until: if held == 0 && reply.granted == 0 { spent_until(reply.requests_free_in) } else { None },
             tokens_spent_until: spent_until(reply.tokens_free_in),
             demanded_at: None,
         });
