@@ -77,6 +77,12 @@ async fn declared_rpm_holds_across_four_replicas_without_provider_headers() {
             }
         }
     }
+    // Past the shared capacity: every replica answers itself, none tries upstream.
+    let wave = proxies.iter().flat_map(|p| [p.chat("m"), p.chat("m")]);
+    for reply in futures_util::future::join_all(wave).await {
+        assert_eq!(reply.status, 429, "{}", reply.text());
+        own_429s.push(reply);
+    }
     let total = mock.stats().total();
     assert_eq!(total.ok, 30, "the capacity used, not more: {total:?}");
     assert!(total.rate_limited <= 2, "upstream 429s: {total:?}");
