@@ -9,6 +9,12 @@
 //!
 //! Run: `cargo bench --bench goodput` (env: BENCH_SECONDS, BENCH_STRATEGIES
 //! comma-separated, BENCH_RATES comma-separated requests/s).
+//!
+//! `BENCH_MODE=replicas cargo bench --bench goodput`: several instances sharing keys
+//! with and without Redis (see `goodput_replicas.rs`).
+
+#[path = "goodput_replicas.rs"]
+mod replicas;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,6 +133,9 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var("BENCH_MODE").is_ok_and(|m| m == "replicas") {
+        return replicas::main().await;
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let strategies = std::env::var("BENCH_STRATEGIES")
         .unwrap_or_else(|_| "usage,round-robin,weighted,least-busy,latency".to_owned());

@@ -16,4 +16,5 @@ pub mod provider;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
+pub mod shared;
 pub mod telemetry;

@@ -82,8 +82,10 @@ pub struct Running {
     reload: ReloadHandle,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
+    stop_shared: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
+    shared_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -144,6 +146,9 @@ impl Running {
             Arc::new(AdminState { health: Arc::clone(&health), store: Arc::clone(&store), metrics, listeners });
         let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin, until_stopped(admin_stopped)));
 
+        let (stop_shared, shared_stopped) = watch::channel(false);
+        let shared_task = crate::shared::spawn(Arc::clone(&store), Arc::clone(&health.shared), shared_stopped);
+
         let sources_config = sources.config.clone();
         let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
 
@@ -158,7 +163,19 @@ impl Running {
                 "keyrelay started without a valid configuration: every request gets 503 until a good version loads");
         }
         drop(serving);
-        Ok(Running { proxy_addr, admin_addr, store, health, reload, stop_proxy, stop_admin, proxy_task, admin_task })
+        Ok(Running {
+            proxy_addr,
+            admin_addr,
+            store,
+            health,
+            reload,
+            stop_proxy,
+            stop_admin,
+            stop_shared,
+            proxy_task,
+            admin_task,
+            shared_task,
+        })
     }
 
     /// The serving snapshot's generation, updated right after each reload's swap
@@ -182,6 +199,8 @@ impl Running {
         let _ = self.proxy_task.await;
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        let _ = self.stop_shared.send(true);
+        let _ = self.shared_task.await;
         // The drained requests' spans have ended: export them before the process exits.
         telemetry::flush().await;
     }

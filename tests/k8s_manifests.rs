@@ -50,6 +50,8 @@ const PLAIN_SIDECAR: Case<'static> = Case {
         "sidecar.image.repository=registry.example/keyrelay",
         "sidecar.image.tag=9.9.9",
         "sidecar.apiWatch=true",
+        "sidecar.sharedState.url=redis://redis.keyrelay.svc:6379/0",
+        "sidecar.sharedState.passwordSecret=keyrelay-redis",
     ],
 };
 
@@ -266,6 +268,11 @@ fn plain_sidecar_values_flow_into_the_webhook() {
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_DEFAULT_CONFIG"), Some("shared-llm-config"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_DEFAULT_SECRET"), Some("shared-llm-keys"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_API_WATCH"), Some("true"));
+    let env: Value = serde_json::from_str(webhook_env(&objects, "KEYRELAY_SIDECAR_ENV").unwrap()).unwrap();
+    let env = env.as_array().unwrap();
+    assert!(env.contains(&json!({"name": "KEYRELAY_SHARED_URL", "value": "redis://redis.keyrelay.svc:6379/0"})));
+    let password = json!({"secretKeyRef": {"name": "keyrelay-redis", "key": "password"}});
+    assert!(env.contains(&json!({"name": "KEYRELAY_SHARED_PASSWORD", "valueFrom": password})), "{env:?}");
     let hook = &one(&objects, "MutatingWebhookConfiguration")["webhooks"][0];
     assert_eq!(hook["failurePolicy"], "Ignore");
     assert_eq!(hook["timeoutSeconds"], 10);
@@ -283,6 +290,7 @@ fn the_schema_rejects_unknown_and_invalid_values() {
         "sidecar.imagee.tag=x",
         "webhook.timeoutSeconds=60",
         "sidecar.apiWatch=maybe",
+        "sidecar.sharedState.url=memcached://x",
     ] {
         let out = helm(&Case { name: "bad", set: &[set] }, "template");
         assert!(!out.status.success(), "--set {set} was accepted");

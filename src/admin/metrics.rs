@@ -199,6 +199,23 @@ impl Collector for SnapshotCollector {
             MetricType::Counter,
         )?)?;
 
+        let shared = &self.health.shared;
+        let help =
+            "1 while the shared state (Redis) answers; 0 while keyrelay serves on local state or none is configured";
+        ConstGauge::new(i64::from(shared.is_up())).encode(encoder.encode_descriptor(
+            "shared_state_up",
+            help,
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let help = "Requests sent on local state because Redis did not hand out a lease within shared.timeout";
+        ConstCounter::new(shared.lease_timeouts()).encode(encoder.encode_descriptor(
+            "shared_state_lease_timeouts",
+            help,
+            None,
+            MetricType::Counter,
+        )?)?;
+
         for (name, help, field) in COUNTERS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for row in &rows {

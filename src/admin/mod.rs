@@ -35,6 +35,8 @@ pub struct Health {
     /// Settings changed in the config that only a restart applies (listen address...),
     /// shown on `/readyz` until the config matches the running process again.
     restart_note: Mutex<Option<String>>,
+    /// Whether replicas' shared state (Redis) is reachable, and why not.
+    pub shared: Arc<crate::shared::Status>,
 }
 
 impl Health {
@@ -157,6 +159,10 @@ fn readyz(state: &AdminState) -> Response<BoxBody> {
     }
     if let Some(note) = health.restart_note() {
         body.push_str(&format!("restart required: {}\n", note.trim_end()));
+    }
+    // Readiness does not depend on Redis: every replica serves on local state.
+    if let Some(shared) = health.shared.describe() {
+        body.push_str(&format!("{shared}\n"));
     }
     text(StatusCode::OK, body)
 }

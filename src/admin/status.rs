@@ -30,7 +30,22 @@ pub(super) fn status(state: &AdminState) -> Value {
             "last_error": health.last_error(),
             "restart_required": health.restart_note(),
         },
+        "shared": shared(&health.shared),
         "models": models,
+    })
+}
+
+/// `null` unless a Redis is configured.
+fn shared(status: &crate::shared::Status) -> Value {
+    let text = status.text();
+    let Some(redis) = text.redis else { return Value::Null };
+    json!({
+        "redis": redis,
+        "up": status.is_up(),
+        "error": text.error,
+        "rounds": status.rounds.load(std::sync::atomic::Ordering::Relaxed),
+        "failed_rounds": status.failed_rounds.load(std::sync::atomic::Ordering::Relaxed),
+        "lease_timeouts": status.lease_timeouts(),
     })
 }
 

@@ -146,7 +146,10 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
     if let Some(t) = settings.request_timeout {
         server.request_timeout = t;
     }
-    validate::finish(diags, source, server, routes, &declared, inline)
+    let shared = std::mem::take(&mut settings.redis).finish(diags);
+    let mut config = validate::finish(diags, source, server, routes, &declared, inline);
+    config.shared = shared;
+    config
 }
 
 /// The `model_list` entries of one alias.

@@ -30,6 +30,10 @@ router_settings:
   fallbacks: []
   context_window_fallbacks: []
   content_policy_fallbacks: []
+  redis_host: redis.default.svc
+  redis_port: 6379
+  redis_password: os.environ/REDIS_PASSWORD
+  redis_url: redis://redis.default.svc:6379
   allowed_fails: 1
   cooldown_time: 1
 general_settings:

@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub context_window_fallbacks: Vec<(String, String, Named)>,
     /// `content_policy_fallbacks`, the same shape: taken on a content-policy refusal.
     pub content_policy_fallbacks: Vec<(String, String, Named)>,
+    /// `redis_host`, `redis_port`, `redis_password`, `redis_url`.
+    pub redis: super::shared::Litellm,
 }
 
 /// LiteLLM's routing strategy names in ours.
@@ -68,6 +70,9 @@ pub(crate) fn litellm_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
 pub(crate) fn router_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
     for (key, v) in compat::entries(diags, value, "router_settings", Section::RouterSettings) {
         let at = join_key("router_settings", &key);
+        if s.redis.read(diags, &key, v, &at) {
+            continue;
+        }
         match key.as_str() {
             "routing_strategy" => {
                 if let Some(name) = string(diags, v, &at) {

@@ -133,7 +133,6 @@ fn ignored_keys_and_inline_secrets_are_warnings_without_values() {
     let w = &loaded.warnings;
     for path in [
         "litellm_settings.set_verbose",
-        "router_settings.redis_host",
         "general_settings.master_key",
         "general_settings.database_url",
         "model_list[3].model_info.id",
@@ -141,6 +140,9 @@ fn ignored_keys_and_inline_secrets_are_warnings_without_values() {
         assert!(find(w, path).message.contains("ignored: not implemented by keyrelay"), "{path}");
     }
     assert_eq!(find(w, "general_settings.master_key").origin.line, Some(20));
+    // Implemented (shared state through Redis): not reported as ignored.
+    assert!(!w.iter().any(|d| d.origin.path == "router_settings.redis_host"), "{w:?}");
+    assert!(loaded.config.shared.is_some());
     let env = find(w, "environment_variables.GEMINI_API_KEY");
     assert!(env.message.contains("not secret"));
     assert_eq!(env.origin.line, Some(3));

@@ -22,6 +22,7 @@ mod params;
 mod read;
 mod render;
 mod secret;
+pub mod shared;
 mod validate;
 mod values;
 mod walk;

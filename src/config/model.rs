@@ -25,6 +25,73 @@ pub struct Config {
     /// Native `kubernetes:`: also watch the Secret and ConfigMap through the API server,
     /// so a rotation lands in about a second instead of kubelet's 60-90 s file sync.
     pub kubernetes: Option<KubernetesSource>,
+    /// Native `shared:` / LiteLLM `router_settings.redis_*`: the Redis through which
+    /// replicas sharing keys share their limits (see `crate::shared`).
+    pub shared: Option<SharedSettings>,
+}
+
+/// Where replicas share per-key state. Values that may come from a secret (the
+/// password; in LiteLLM files also the host and URL) are resolved with the keys, when
+/// a snapshot is built, so a rotated password or a fixed typo applies on reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSettings {
+    /// The whole URL, or host and port to build one from (LiteLLM's `redis_host`).
+    pub address: SharedAddress,
+    pub password: Option<SharedValue>,
+    /// Prefix of every Redis key keyrelay writes (`keyrelay` by default).
+    pub key_prefix: String,
+    /// The longest a request may wait for anything from Redis, and the budget of one
+    /// sync round trip (50 ms by default).
+    pub timeout: Duration,
+    /// How often counts, cooldowns and leases are exchanged (100 ms by default).
+    pub sync_interval: Duration,
+    /// Redis Cluster: the URL names one seed node, the client finds the others.
+    pub cluster: bool,
+}
+
+impl SharedSettings {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+    pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+    pub const DEFAULT_PREFIX: &'static str = "keyrelay";
+
+    /// The secrets these settings are read from: a change to one is a reload.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut values = vec![self.password.as_ref()];
+        match &self.address {
+            SharedAddress::Url(url) => values.push(Some(url)),
+            SharedAddress::HostPort { host, port, tls } => values.extend([Some(host), port.as_ref(), tls.as_ref()]),
+        }
+        values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match v {
+                SharedValue::Named { key, .. } => Some(key.name.as_str()),
+                SharedValue::Literal(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// How the Redis address is given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedAddress {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://...` (TLS).
+    Url(SharedValue),
+    /// LiteLLM's `redis_host` + `redis_port` (default 6379); `tls` from `REDIS_SSL`.
+    HostPort { host: SharedValue, port: Option<SharedValue>, tls: Option<SharedValue> },
+}
+
+/// A setting written into the file, or the name of a secret (file in the secrets dir,
+/// then environment variable) that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedValue {
+    Literal(crate::config::Secret),
+    /// `optional`: a name keyrelay looks up on its own (LiteLLM's `REDIS_*`
+    /// variables), not one the file asked for: missing is no error.
+    Named {
+        key: KeyRef,
+        optional: bool,
+    },
 }
 
 /// The objects to watch through the Kubernetes API (`kubernetes:` section). Their data

@@ -131,12 +131,14 @@ struct Defaults {
 /// Converts a parsed native document. `root` is known to be a mapping.
 pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Config {
     let (mut server_v, mut defaults_v, mut models_v, mut kubernetes_v) = (None, None, None, None);
+    let mut shared_v = None;
     for (key, value) in root {
         let slot = match key.as_str() {
             Some("server") => &mut server_v,
             Some("defaults") => &mut defaults_v,
             Some("models") => &mut models_v,
             Some("kubernetes") => &mut kubernetes_v,
+            Some("shared") => &mut shared_v,
             Some(k) => {
                 let hint = if LITELLM_TOP_LEVEL.contains(&k) {
                     " (a LiteLLM config needs a top-level `model_list`)"
@@ -147,7 +149,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
                 diags.error(
                     k,
                     format!(
-                        "unknown field `{shown}`, expected one of `server`, `defaults`, `models`, `kubernetes`{hint}"
+                        "unknown field `{shown}`, expected one of `server`, `defaults`, `models`, `kubernetes`, `shared`{hint}"
                     ),
                 );
                 continue;
@@ -218,8 +220,10 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
         Some(_) => diags.error("models", "`models` must be a mapping from alias to model settings"),
     }
     let kubernetes = kubernetes_v.and_then(|v| kubernetes::load(diags, v));
+    let shared = shared_v.and_then(|v| super::shared::native(diags, v));
     let mut config = validate::finish(diags, source, server, routes, &declared, BTreeMap::new());
     config.kubernetes = kubernetes;
+    config.shared = shared;
     config
 }
 

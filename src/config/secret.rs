@@ -34,6 +34,16 @@ impl Secret {
         self.0.hash(&mut h);
         h.finish()
     }
+
+    /// The same in every process: names this value in state shared between replicas
+    /// (SHA-256 over a domain-separation prefix and the value, first 128 bits, hex).
+    /// Keys are long random strings, so nothing leads back from it to the value.
+    pub fn shared_fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest =
+            sha2::Sha256::new().chain_update(b"keyrelay/shared-key/v1\0").chain_update(self.0.as_bytes()).finalize();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -269,7 +269,7 @@ pub(crate) fn finish(
             },
         );
     }
-    Config { source: source.to_path_buf(), server, models, inline_secrets, kubernetes: None }
+    Config { source: source.to_path_buf(), server, models, inline_secrets, kubernetes: None, shared: None }
 }
 
 /// Fallbacks must name other aliases of this file; repeats are dropped.

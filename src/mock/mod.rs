@@ -197,6 +197,9 @@ pub enum HeaderStyle {
     /// `X-RateLimit-{Limit,Remaining,Reset}` (reset: unix milliseconds) on 429 only,
     /// also echoed in the body's `error.metadata.headers`; no `retry-after`.
     OpenRouter,
+    /// No rate-limit headers at all; a 429 carries only `retry-after` (whole seconds):
+    /// the provider that tells a client nothing until it is too late.
+    Bare,
     /// No rate-limit headers; a 429's only hint is `RetryInfo.retryDelay` in the body
     /// (the OpenAI-compatible endpoint's list form `[{"error":...}]`).
     Gemini,

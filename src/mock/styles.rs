@@ -35,7 +35,7 @@ pub(crate) fn quota_headers(style: HeaderStyle, quota: &Quota, limited: bool, he
             }
             return;
         }
-        HeaderStyle::Gemini => return,
+        HeaderStyle::Gemini | HeaderStyle::Bare => return,
         HeaderStyle::OpenAi => (
             ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
             ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
@@ -104,7 +104,7 @@ fn openrouter_fields(quota: &Quota, now: SystemTime) -> Vec<(&'static str, Strin
 /// The `retry-after` a provider of this style sends with a limit refusal, if any.
 pub(crate) fn natural_retry_after(style: HeaderStyle, quota: &Quota) -> Option<String> {
     match style {
-        HeaderStyle::OpenAi | HeaderStyle::Anthropic | HeaderStyle::Cerebras => {
+        HeaderStyle::OpenAi | HeaderStyle::Anthropic | HeaderStyle::Cerebras | HeaderStyle::Bare => {
             quota.reset.map(|d| timefmt::retry_after_secs(d).to_string())
         }
         HeaderStyle::OpenRouter | HeaderStyle::Gemini => None,

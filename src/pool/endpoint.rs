@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub auth: Auth,
     /// Process-local hash of the key value, to tell a rotated key from the old one.
     pub key_fingerprint: u64,
+    /// [`crate::config::Secret::shared_fingerprint`]: names the key in Redis.
+    pub shared_fingerprint: String,
     pub state: Arc<EndpointState>,
 }
 

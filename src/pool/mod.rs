@@ -18,4 +18,7 @@ pub mod window;
 
 pub use endpoint::{Endpoint, EndpointId};
 pub use snapshot::{Pick, Route, Snapshot};
-pub use state::{Availability, Counters, EndpointState, InFlightGuard, Limits, StateView};
+pub use state::{
+    Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, InFlightGuard, Limits, LinkSettings, StateView,
+    SyncSignal,
+};

@@ -36,6 +36,8 @@ pub struct Snapshot {
     /// is answered 503 with these errors, so a pod waits for the fix instead of
     /// crash-looping.
     pub config_errors: Option<Vec<Diagnostic>>,
+    /// The Redis replicas share key state through, its secrets resolved.
+    pub shared: Option<Arc<crate::shared::Target>>,
 }
 
 /// One alias: its settings, its endpoints and the strategy that orders them.
@@ -103,6 +105,9 @@ impl Snapshot {
                         deployment: Arc::clone(&deployment_arc),
                         auth: Auth::none(style),
                         key_fingerprint: 0,
+                        // No key: replicas name it by the server it reaches.
+                        shared_fingerprint: crate::config::Secret::new(format!("{NO_KEY}:{}", deployment.base_url))
+                            .shared_fingerprint(),
                         state,
                     }));
                 }
@@ -147,6 +152,7 @@ impl Snapshot {
                             deployment: Arc::clone(&deployment_arc),
                             auth,
                             key_fingerprint: fingerprint,
+                            shared_fingerprint: key.secret.shared_fingerprint(),
                             state,
                         }));
                     }
@@ -157,6 +163,8 @@ impl Snapshot {
             let pattern = Pattern::parse(alias);
             routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector, pattern });
         }
+        let shared =
+            crate::shared::Target::resolve(config, secrets).map_err(|e| errors.push(e)).ok().flatten().map(Arc::new);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -166,7 +174,7 @@ impl Snapshot {
         patterns.sort_by_key(|(p, alias)| (p.specificity(), *alias));
         let patterns = patterns.into_iter().map(|(_, alias)| alias.clone()).collect();
         let server = config.server.clone();
-        Ok(Snapshot { generation, server, routes, patterns, tls_clients, config_errors: None })
+        Ok(Snapshot { generation, server, routes, patterns, tls_clients, config_errors: None, shared })
     }
 
     /// The snapshot of a process whose configuration has not loaded yet: no routes, the
@@ -179,6 +187,7 @@ impl Snapshot {
             patterns: Vec::new(),
             tls_clients: TlsClients::new(),
             config_errors: Some(errors),
+            shared: None,
         }
     }
 

@@ -17,6 +17,9 @@ use crate::config::CooldownBounds;
 use crate::provider::ratelimit::{RateLimitReport, Wait};
 use crate::provider::refusal::KeyRefusal;
 
+mod shared;
+pub use shared::{ExchangeIn, ExchangeOut, LinkSettings, SyncSignal};
+
 /// Configured limits of an endpoint (per key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -57,6 +60,8 @@ struct Inner {
     tokens: MinuteWindow,
     latency: Ewma,
     ttfb: Ewma,
+    /// What other replicas sharing this key know and were told (`crate::shared`).
+    shared: shared::SharedLocal,
 }
 
 /// Monotonic totals, for metrics, status and the demo table.
@@ -121,6 +126,10 @@ impl EndpointState {
             return blocked(Some(until));
         }
         let mut headroom = s.quota.headroom(now).unwrap_or(1.0);
+        match s.shared.admits(limits, now) {
+            Ok(shared) => headroom = headroom.min(shared),
+            Err(until) => return blocked(until),
+        }
         if let Some(rpm) = limits.rpm.map(u64::from) {
             let used = s.requests.sum(now);
             if used >= rpm {
@@ -145,6 +154,7 @@ impl EndpointState {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.requests.add(now, 1);
+        s.shared.on_send(now);
         s.quota.on_send();
         s.breaker.on_start(now);
         if let Some(refused) = &mut s.refused {
@@ -159,6 +169,7 @@ impl EndpointState {
         self.counters.malformed_headers.fetch_add(u64::from(report.malformed), Ordering::Relaxed);
         let mut s = self.lock();
         s.quota.update(report, now);
+        s.shared.on_quota(report);
         s.latency.observe(latency);
     }
 
@@ -172,7 +183,9 @@ impl EndpointState {
         s.breaker.on_success();
         s.rate_limited_streak = 0;
         if ok {
-            s.refused = None;
+            if s.refused.take().is_some() {
+                s.shared.on_refusal_cleared();
+            }
         } else if let Some(refused) = &mut s.refused {
             refused.end_probe();
         }
@@ -213,6 +226,8 @@ impl EndpointState {
         }
         let rest = backoff::after_429(hint, hintless, bounds, s.rate_limited_streak, rand::random());
         self.rest_until(&mut s, later(now, rest.duration), rest.clamped);
+        let until = s.cooldown_until;
+        s.shared.on_cooldown(until);
         rest.duration
     }
 
@@ -252,6 +267,7 @@ impl EndpointState {
             Some(refused) => refused.again(reason, now),
             None => s.refused = Some(Refused::new(reason, now)),
         }
+        s.shared.on_refused(reason);
     }
 
     /// Why the provider refuses this key, if it does.
@@ -263,7 +279,9 @@ impl EndpointState {
     pub fn record_tokens(&self, input: u64, output: u64, now: Instant) {
         self.counters.input_tokens.fetch_add(input, Ordering::Relaxed);
         self.counters.output_tokens.fetch_add(output, Ordering::Relaxed);
-        self.lock().tokens.add(now, input.saturating_add(output));
+        let mut s = self.lock();
+        s.tokens.add(now, input.saturating_add(output));
+        s.shared.on_tokens(input.saturating_add(output));
     }
 
     /// Time to the first body chunk of a streamed response.

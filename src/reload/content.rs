@@ -134,6 +134,7 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
         .flat_map(|m| &m.deployments)
         .flat_map(|d| &d.keys)
         .map(|k| (k.name.as_str(), k.kind == KeyRefKind::Lines))
+        .chain(config.shared.iter().flat_map(|s| s.secret_names()).map(|name| (name, false)))
         .collect();
     let mut digest = keys.digest();
     for (name, lines) in refs {
@@ -239,5 +240,6 @@ fn unconfigured(sources: &Sources) -> Config {
         models: Default::default(),
         inline_secrets: Default::default(),
         kubernetes,
+        shared: None,
     }
 }

@@ -5,6 +5,7 @@ pub mod atomic_writer;
 pub mod daemon;
 pub mod fake_kube;
 pub mod harness;
+pub mod redis;
 pub mod webhook;
 
 use std::future::Future;
