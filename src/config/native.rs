@@ -17,22 +17,9 @@ use super::deployment_options::{NativeFields, OptionsDraft};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
 use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
+use super::native_server::{server, RawServer};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename = "server settings")]
-struct RawServer {
-    listen: Option<String>,
-    admin: Option<String>,
-    region: Option<String>,
-    body_limit: Option<NumOrText>,
-    max_buffered_bodies: Option<NumOrText>,
-    timeouts: Option<RawTimeouts>,
-    session_header: Option<String>,
-    max_connections: Option<u64>,
-    admin_max_connections: Option<u64>,
-}
 
 /// `queue:` in `defaults` or a model: the waiting room for requests that find no key
 /// with capacity.
@@ -41,18 +28,6 @@ struct RawServer {
 struct RawQueue {
     max_waiting: Option<u64>,
     max_wait: Option<NumOrText>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename = "timeouts")]
-struct RawTimeouts {
-    connect: Option<NumOrText>,
-    request: Option<NumOrText>,
-    attempt: Option<NumOrText>,
-    client_body: Option<NumOrText>,
-    shutdown_grace: Option<NumOrText>,
-    header_read: Option<NumOrText>,
-    idle: Option<NumOrText>,
 }
 
 /// Routing settings an alias inherits unless it sets its own.
@@ -225,87 +200,6 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Mapping, source: &Path) -> Conf
     config.kubernetes = kubernetes;
     config.shared = shared;
     config
-}
-
-/// Upper bound of `server.max_buffered_bodies`: far above any sidecar's memory, low
-/// enough that a typo (a missing unit, an extra digit) is caught.
-const MAX_BUFFERED_BODIES_CEILING: u64 = 64 << 30;
-
-fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
-    let mut s = ServerSettings::default();
-    if let Some(listen) = raw.listen {
-        s.listen = report(diags, "server.listen", values::parse_addr(&listen)).unwrap_or(s.listen);
-    }
-    if let Some(admin) = raw.admin {
-        s.admin = report(diags, "server.admin", values::parse_addr(&admin)).unwrap_or(s.admin);
-    }
-    if s.listen == s.admin {
-        diags.error("server.admin", format!("admin address {} is the same as the listen address", s.admin));
-    }
-    s.region = raw.region.filter(|r| !r.trim().is_empty());
-    if let Some(name) = raw.session_header {
-        match http::HeaderName::from_bytes(name.trim().as_bytes()) {
-            Ok(header) => s.session_header = header,
-            Err(_) => diags.error("server.session_header", format!("{name:?} is not a valid HTTP header name")),
-        }
-    }
-    if let Some(limit) = raw.body_limit {
-        let parsed = values::parse_size(&limit).and_then(|n| bounds::count(n as u64, 1, bounds::BODY_LIMIT));
-        s.body_limit = report(diags, "server.body_limit", parsed).unwrap_or(s.body_limit);
-    }
-    let caps = [
-        ("max_connections", raw.max_connections, &mut s.max_connections),
-        ("admin_max_connections", raw.admin_max_connections, &mut s.admin_max_connections),
-    ];
-    for (name, value, slot) in caps {
-        if let Some(n) = value {
-            let path = format!("server.{name}");
-            if let Some(n) = report(diags, &path, connection_cap(n)) {
-                *slot = n;
-            }
-        }
-    }
-    if let Some(total) = raw.max_buffered_bodies {
-        let path = "server.max_buffered_bodies";
-        s.max_buffered_bodies = report(diags, path, values::parse_size(&total)).unwrap_or(s.max_buffered_bodies);
-        if s.max_buffered_bodies as u64 > MAX_BUFFERED_BODIES_CEILING {
-            diags.error(path, "must be at most 64GiB");
-        }
-    }
-    if s.max_buffered_bodies < s.body_limit {
-        let message = "smaller than server.body_limit, so a body of the largest accepted size would never fit";
-        diags.error("server.max_buffered_bodies", message);
-    }
-    if let Some(t) = raw.timeouts {
-        let fields = [
-            ("connect", t.connect, &mut s.connect_timeout, bounds::CONNECT_TIMEOUT),
-            ("request", t.request, &mut s.request_timeout, bounds::REQUEST_TIMEOUT),
-            ("client_body", t.client_body, &mut s.client_body_timeout, bounds::CLIENT_BODY_TIMEOUT),
-            ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace, bounds::SHUTDOWN_GRACE),
-            ("header_read", t.header_read, &mut s.header_read_timeout, bounds::HEADER_READ_TIMEOUT),
-            ("idle", t.idle, &mut s.idle_timeout, bounds::IDLE_TIMEOUT),
-        ];
-        for (name, value, slot, max) in fields {
-            if let Some(value) = value {
-                let path = format!("server.timeouts.{name}");
-                if let Some(d) = bounds::duration_at(diags, &path, &value, max, Zero::Refused) {
-                    *slot = d;
-                }
-            }
-        }
-        if let Some(value) = t.attempt {
-            let (at, max) = ("server.timeouts.attempt", bounds::REQUEST_TIMEOUT);
-            s.attempt_timeout = bounds::duration_at(diags, at, &value, max, Zero::Refused);
-            if s.attempt_timeout.is_some_and(|a| a > s.request_timeout) {
-                diags.warn("server.timeouts.attempt", "longer than timeouts.request, so it never applies");
-            }
-        }
-    }
-    s
-}
-
-fn connection_cap(n: u64) -> Result<usize, String> {
-    bounds::count(n, 1, bounds::MAX_CONNECTIONS)
 }
 
 fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults: &Defaults) -> Option<RouteDraft> {

@@ -416,10 +416,10 @@ pub(crate) fn report<T>(diags: &mut Diags<'_>, path: &str, result: Result<T, Str
 }
 
 /// Parses a `mode` (LiteLLM's `model_info.mode` names), reporting unknown ones.
-pub(crate) fn mode_named(diags: &mut Diags<'_>, name: &str, path: &str) -> Option<super::model::Mode> {
-    let parsed = super::model::Mode::from_name(name.trim());
+pub(crate) fn mode_named(diags: &mut Diags<'_>, name: &str, path: &str) -> Option<super::mode::Mode> {
+    let parsed = super::mode::Mode::from_name(name.trim());
     if parsed.is_none() {
-        let known: Vec<&str> = super::model::Mode::ALL.iter().map(|m| m.as_str()).collect();
+        let known: Vec<&str> = super::mode::Mode::ALL.iter().map(|m| m.as_str()).collect();
         diags.error(path, format!("unknown mode {name:?} (expected one of {})", known.join(", ")));
     }
     parsed
