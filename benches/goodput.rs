@@ -16,34 +16,13 @@
 #[path = "goodput_replicas.rs"]
 mod replicas;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use keyrelay::mock::{KeyLimit, MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
 
 const KEYS: [(&str, &str, u32); 3] = [("K1", "sk-k1", 12), ("K2", "sk-k2", 20), ("K3", "sk-k3", 28)];
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    limited: AtomicU64,
-    other: AtomicU64,
-    latencies: std::sync::Mutex<Vec<Duration>>,
-}
-
-impl Tally {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut all = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
-        all.sort_unstable();
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    }
-}
 
 async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
     let window = Duration::from_secs(1);
@@ -74,41 +53,7 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
     .expect("keyrelay");
 
     let url = format!("http://{}/v1/chat/completions", running.proxy_addr);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let tally = Arc::new(Tally::default());
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = tokio::task::JoinSet::new();
-    while tokio::time::Instant::now() < end {
-        tick.tick().await;
-        let request = http::Request::post(&url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)))
-            .expect("request");
-        let (client, tally) = (client.clone(), Arc::clone(&tally));
-        tasks.spawn(async move {
-            let started = std::time::Instant::now();
-            let slot = match client.request(request).await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let _ = r.into_body().collect().await;
-                    match status {
-                        200 => &tally.ok,
-                        429 => &tally.limited,
-                        _ => &tally.other,
-                    }
-                }
-                Err(_) => &tally.other,
-            };
-            slot.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut l) = tally.latencies.lock() {
-                l.push(started.elapsed());
-            }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+    let tally = replicas::offer(&[url], u64::from(rate), seconds).await;
 
     let stats = mock.stats();
     let attempts: usize = KEYS.iter().map(|(_, v, _)| stats.key(v).ok + stats.key(v).rate_limited).sum();
@@ -124,8 +69,8 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
         attempts,
         per_key.join("/"),
         100.0 * upstream_429 as f64 / attempts.max(1) as f64,
-        tally.percentile(0.5),
-        tally.percentile(0.99),
+        replicas::percentile(&tally, 0.5),
+        replicas::percentile(&tally, 0.99),
     );
     running.shutdown().await;
     line

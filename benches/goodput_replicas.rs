@@ -52,16 +52,17 @@ async fn replica(base: &str, redis: Option<&str>, rpm: Option<u64>) -> (Running,
     (Running::start(options).await.expect("keyrelay"), dir)
 }
 
+/// What the client saw: answers by kind, and each request's latency.
 #[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    limited: AtomicU64,
-    other: AtomicU64,
-    latencies: std::sync::Mutex<Vec<Duration>>,
+pub struct Tally {
+    pub ok: AtomicU64,
+    pub limited: AtomicU64,
+    pub other: AtomicU64,
+    pub latencies: std::sync::Mutex<Vec<Duration>>,
 }
 
 /// Open-loop load at `rate` req/s for `seconds`, spread round-robin over `urls`.
-async fn offer(urls: &[String], rate: u64, seconds: u64) -> Arc<Tally> {
+pub async fn offer(urls: &[String], rate: u64, seconds: u64) -> Arc<Tally> {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let tally = Arc::new(Tally::default());
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -103,7 +104,7 @@ async fn offer(urls: &[String], rate: u64, seconds: u64) -> Arc<Tally> {
     tally
 }
 
-fn percentile(tally: &Tally, p: f64) -> Duration {
+pub fn percentile(tally: &Tally, p: f64) -> Duration {
     let mut all = tally.latencies.lock().map(|l| l.clone()).unwrap_or_default();
     all.sort_unstable();
     all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
