@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cost;
 pub mod demo;
 pub mod http;
 pub mod k8s;

@@ -2,6 +2,7 @@
 //! `/status` (JSON) and `/ui` (a page rendering it) for operators. Kept off the app
 //! port so probes and scrapes never compete with traffic.
 
+mod history;
 mod metrics;
 mod status;
 
@@ -37,6 +38,8 @@ pub struct Health {
     restart_note: Mutex<Option<String>>,
     /// Whether replicas' shared state (Redis) is reachable, and why not.
     pub shared: Arc<crate::shared::Status>,
+    /// The last few reloads and how they ended, for `/status` and `/ui`.
+    reloads: history::ReloadLog,
 }
 
 impl Health {
@@ -64,7 +67,13 @@ impl Health {
     /// A rejected reload: counts it and keeps its errors for `/readyz`.
     pub fn record_reload_failure(&self, errors: String) {
         self.reload_failures.fetch_add(1, Ordering::SeqCst);
+        self.reloads.push(None, false, &errors);
         self.set_last_error(Some(errors));
+    }
+
+    /// A reload applied: `generation` serves now.
+    pub fn record_reload_applied(&self, generation: u64, summary: &str) {
+        self.reloads.push(Some(generation), true, summary);
     }
 
     pub fn reload_failures(&self) -> u64 {
@@ -122,6 +131,7 @@ async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Respons
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n".to_owned()),
         },
         "/status" => typed(StatusCode::OK, "application/json", status::status(state).to_string()),
+        "/status/history" => typed(StatusCode::OK, "application/json", history::history(state).to_string()),
         "/ui" | "/" => typed(StatusCode::OK, "text/html; charset=utf-8", include_str!("ui.html").to_owned()),
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };

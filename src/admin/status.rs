@@ -22,6 +22,7 @@ pub(super) fn status(state: &AdminState) -> Value {
     let health = &state.health;
     let now = Instant::now();
     let models: Vec<Value> = snapshot.routes().map(|route| model(route, now)).collect();
+    let cost_usd: f64 = models.iter().filter_map(|m| m["cost_usd"].as_f64()).sum();
     json!({
         "generation": snapshot.generation,
         "ready": health.is_ready(),
@@ -29,7 +30,10 @@ pub(super) fn status(state: &AdminState) -> Value {
             "failures": health.reload_failures(),
             "last_error": health.last_error(),
             "restart_required": health.restart_note(),
+            "recent": health.reloads.to_json(now),
         },
+        "cost_usd": usd(cost_usd),
+        "builtin_prices_as_of": crate::cost::BUILTIN_PRICES_AS_OF,
         "shared": shared(&health.shared),
         "models": models,
     })
@@ -53,7 +57,9 @@ fn model(route: &Route, now: Instant) -> Value {
     let settings = &route.settings;
     let endpoints: Vec<Value> = route.endpoints.iter().map(|e| endpoint(e, now)).collect();
     let available = endpoints.iter().filter(|e| e["available"] == Value::Bool(true)).count();
+    let cost_usd: f64 = endpoints.iter().filter_map(|e| e["cost_usd"].as_f64()).sum();
     json!({
+        "cost_usd": usd(cost_usd),
         "model": settings.alias,
         "strategy": settings.strategy.as_str(),
         "num_retries": settings.num_retries,
@@ -98,6 +104,8 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
         "remaining_tokens": view.remaining_tokens,
         "quota_reset_seconds": view.quota_reset_at.filter(|&t| t > now).map(|t| secs(t - now)),
         "tokens": { "input": load(&counters.input_tokens), "output": load(&counters.output_tokens) },
+        "cost_usd": usd(e.state.history.cost_usd_total()),
+        "price": price(e),
         "latency_ms": view.latency.map(ms),
         "time_to_first_chunk_ms": view.ttfb.map(ms),
         "counters": {
@@ -111,6 +119,23 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
             "breaker_opens": load(&counters.breaker_opens),
         },
     })
+}
+
+/// The price its answers are costed at, per million tokens, and where it came from.
+fn price(e: &Endpoint) -> Value {
+    let Some((price, source)) = crate::cost::price_for(&e.deployment, &e.deployment.upstream_model) else {
+        return Value::Null;
+    };
+    json!({
+        "input_per_million": usd(price.input_per_token * 1e6),
+        "output_per_million": usd(price.output_per_token * 1e6),
+        "source": source.as_str(),
+    })
+}
+
+/// Dollars to 10^-9, as the history counts them.
+fn usd(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
 }
 
 /// Why and since when the provider refuses the key, and when it is tried again.

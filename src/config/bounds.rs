@@ -42,6 +42,18 @@ pub(crate) const MAX_CONNECTIONS: u64 = 100_000;
 /// nothing.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = minutes(5);
 pub(crate) const IDLE_TIMEOUT: Duration = minutes(60);
+/// USD per million tokens (native `price:`); LiteLLM's per-token fields are held to
+/// the same bound divided by a million. The dearest list price is below 1,000.
+pub(crate) const PRICE_PER_MILLION: f64 = 10_000.0;
+
+/// Checks a price (USD per million tokens) against `0..=PRICE_PER_MILLION`.
+pub(crate) fn price_per_million(value: f64) -> Result<f64, String> {
+    if value.is_finite() && (0.0..=PRICE_PER_MILLION).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("must be a price from 0 to {PRICE_PER_MILLION} (USD per million tokens)"))
+    }
+}
 
 /// Whether zero is a meaningful value of a duration field.
 #[derive(Clone, Copy, PartialEq, Eq)]

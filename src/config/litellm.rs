@@ -45,6 +45,8 @@ pub(super) struct Entry {
     pub(super) options: DeploymentOptions,
     /// `model_info.mode`, set by `entry` after `params_entry`.
     pub(super) mode: Option<Mode>,
+    /// `model_info`'s cost fields, set likewise.
+    pub(super) price: Option<crate::cost::Price>,
 }
 
 impl Entry {
@@ -52,7 +54,8 @@ impl Entry {
     fn merge_key(&self) -> impl PartialEq + '_ {
         // The secrets' names, not where each entry wrote them.
         let from: Vec<(ParamField, &str)> = self.from_secrets.iter().map(|p| (p.field, p.name.as_str())).collect();
-        let params = (&self.api_version, &self.organization, &self.pending_base, from, &self.options, self.mode);
+        let params =
+            (&self.api_version, &self.organization, &self.pending_base, from, &self.options, self.mode, self.price);
         (self.provider, &self.model, &self.base_url, self.weight, self.rpm, self.tpm, self.order, &self.region, params)
     }
 }
@@ -218,6 +221,7 @@ fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft
                 from_secrets: e.from_secrets,
                 options: e.options,
                 mode: e.mode,
+                price: e.price,
             },
         })
         .collect();
@@ -253,7 +257,8 @@ fn entry(
         return (None, Read::Broken, Vec::new());
     }
     let errors_before = diags.errors.len();
-    let (mut alias, mut params, mut fallbacks, mut mode) = (None, None, Vec::new(), None);
+    let (mut alias, mut params, mut fallbacks) = (None, None, Vec::new());
+    let mut info = super::litellm_params::ModelInfo::default();
     // LiteLLM's own examples put rpm/tpm beside litellm_params; its router reads them
     // there first.
     let (mut rpm, mut tpm) = (None, None);
@@ -265,7 +270,7 @@ fn entry(
             "fallbacks" => fallbacks = names(diags, value, &at),
             "rpm" => rpm = count::<u32>(diags, value, &at, 0, bounds::RPM),
             "tpm" => tpm = count::<u64>(diags, value, &at, 0, bounds::TPM),
-            "model_info" => mode = model_info(diags, value, &at),
+            "model_info" => info = model_info(diags, value, &at),
             _ => compat::ignored(diags, Section::Entry, &key, path),
         }
     }
@@ -285,7 +290,8 @@ fn entry(
         Read::Served(mut e) => {
             e.rpm = rpm.or(e.rpm);
             e.tpm = tpm.or(e.tpm);
-            e.mode = mode;
+            e.mode = info.mode;
+            e.price = info.price;
             Read::Served(e)
         }
         other => other,

@@ -65,7 +65,7 @@ model_list:
     fallbacks: []
     rpm: 1
     tpm: 1
-    model_info: {id: x}
+    model_info: {id: x, input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001}
   - model_name: m
     litellm_params: {model: groq/x, api_key: os.environ/K2}
 unknown_top: 1

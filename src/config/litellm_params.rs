@@ -40,25 +40,62 @@ fn unservable(model: &str, settings: &Settings) -> Option<String> {
     ))
 }
 
-/// `model_info`: only `mode` changes routing (which endpoints the entry serves); the
-/// rest is metadata. A mode keyrelay has no endpoint for is reported and ignored.
-pub(super) fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<Mode> {
-    let mut mode = None;
+/// What `model_info` changes: `mode` (which endpoints the entry serves) and the
+/// price of its tokens; the rest is metadata. A mode keyrelay has no endpoint for is
+/// reported and ignored.
+#[derive(Debug, Default)]
+pub(super) struct ModelInfo {
+    pub(super) mode: Option<Mode>,
+    pub(super) price: Option<crate::cost::Price>,
+}
+
+pub(super) fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> ModelInfo {
+    let mut info = ModelInfo::default();
+    let (mut input, mut output) = (None, None);
     for (key, v) in entries(diags, value, path) {
         let at = join_key(path, &key);
         match key.as_str() {
             "mode" => {
                 let Some(name) = string(diags, v, &at) else { continue };
-                mode = Mode::from_name(name.trim());
-                if mode.is_none() {
+                info.mode = Mode::from_name(name.trim());
+                if info.mode.is_none() {
                     let message = format!("mode {name:?} has no endpoint in keyrelay: the entry serves every endpoint");
                     diags.warn(&at, message);
                 }
             }
+            "input_cost_per_token" => input = Some(cost_per_token(diags, v, &at)),
+            "output_cost_per_token" => output = Some(cost_per_token(diags, v, &at)),
             _ => diags.warn(&at, format!("{} (model metadata)", super::walk::IGNORED)),
         }
+        if matches!(key.as_str(), "input_cost_per_token" | "output_cost_per_token") {
+            compat::note(diags, Section::ModelInfo, &key);
+        }
     }
-    mode
+    // One of the two alone prices the other side at 0, as LiteLLM does. `Some(None)`:
+    // written but invalid (already reported).
+    let valid = |side: Option<Option<f64>>| side.map_or(Some(0.0), |v| v);
+    if input.is_some() || output.is_some() {
+        if let (Some(i), Some(o)) = (valid(input), valid(output)) {
+            info.price = Some(crate::cost::Price { input_per_token: i, output_per_token: o });
+        }
+    }
+    info
+}
+
+/// A LiteLLM `*_cost_per_token` (USD per token), within the native bound.
+fn cost_per_token(diags: &mut Diags<'_>, value: &Value, path: &str) -> Option<f64> {
+    let per_token = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let Some(per_token) = per_token else {
+        diags.error(path, "must be a number: USD per token, e.g. 0.0000025");
+        return None;
+    };
+    let checked = bounds::price_per_million(per_token * 1e6)
+        .map_err(|_| format!("must be a price from 0 to {} (USD per token)", bounds::PRICE_PER_MILLION / 1e6));
+    report(diags, path, checked).map(|_| per_token)
 }
 
 /// Reads `litellm_params`: where the deployment is and which key it uses.
@@ -243,6 +280,7 @@ pub(super) fn params_entry(
         from_secrets,
         options,
         mode: None,
+        price: None,
     }))
 }
 

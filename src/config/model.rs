@@ -303,6 +303,9 @@ pub struct Deployment {
     /// LiteLLM `model_info.mode`: the one kind of endpoint this deployment serves, so
     /// an alias can hold an embedding and a chat model side by side. `None`: any.
     pub mode: Option<Mode>,
+    /// What its tokens cost (native `price:`, LiteLLM `model_info` cost fields);
+    /// `None`: the built-in table's price, if any ([`crate::cost`]).
+    pub price: Option<crate::cost::Price>,
     /// Request defaults, extra headers, timeouts, retries, TLS verification.
     pub options: super::DeploymentOptions,
     /// The `api-version` query parameter every request carries (Azure; replaces the

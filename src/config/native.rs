@@ -88,6 +88,16 @@ struct RawDeployment {
     ssl_verify: Option<Value>,
     /// The one kind of endpoint this deployment serves (LiteLLM's `model_info.mode`).
     mode: Option<String>,
+    /// What its tokens cost; without it, the built-in price of the model, if any.
+    price: Option<RawPrice>,
+}
+
+/// `price:`, in USD per million tokens as pricing pages write them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "price")]
+struct RawPrice {
+    input_per_million: f64,
+    output_per_million: f64,
 }
 
 const LITELLM_TOP_LEVEL: [&str; 5] =
@@ -370,6 +380,13 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
     options.read_native(diags, path, fields);
     let options = options.finish(diags, path);
     let mode = raw.mode.as_deref().and_then(|m| validate::mode_named(diags, m, &join_key(path, "mode")));
+    let price = raw.price.and_then(|p| {
+        let at = join_key(path, "price");
+        let input = report(diags, &join_key(&at, "input_per_million"), bounds::price_per_million(p.input_per_million));
+        let output =
+            report(diags, &join_key(&at, "output_per_million"), bounds::price_per_million(p.output_per_million));
+        Some(crate::cost::Price::per_million(input?, output?))
+    });
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {
             diags.error(&join_key(path, "name"), "deployment name must not be empty");
@@ -407,6 +424,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
             pending_base: None,
             options,
             mode,
+            price,
         },
     })
 }

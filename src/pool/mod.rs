@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod breaker;
 mod endpoint;
+pub mod history;
 #[cfg(test)]
 mod proptests;
 pub mod queue;

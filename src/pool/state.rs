@@ -42,6 +42,8 @@ pub struct EndpointState {
     in_flight: AtomicU32,
     inner: Mutex<Inner>,
     pub counters: Counters,
+    /// The last 15 minutes, for `/status/history` (fixed size).
+    pub history: super::history::History,
 }
 
 #[derive(Debug, Default)]

@@ -32,6 +32,8 @@ pub struct IdleTimeout;
 pub struct Completion {
     state: Arc<EndpointState>,
     tap: Option<UsageTap>,
+    /// The price of the model sent upstream, if known ([`crate::cost`]).
+    price: Option<crate::cost::Price>,
     started: Instant,
     /// `text/event-stream`: time to first chunk is traced for streams only.
     stream: bool,
@@ -48,6 +50,7 @@ impl Completion {
         Completion {
             state,
             tap,
+            price: None,
             started,
             stream: false,
             first_chunk: None,
@@ -56,6 +59,12 @@ impl Completion {
             attempt: None,
             exchange: None,
         }
+    }
+
+    /// Prices the usage the body reports.
+    pub(super) fn with_price(mut self, price: Option<crate::cost::Price>) -> Self {
+        self.price = price;
+        self
     }
 
     /// Keeps the attempt's span open until the body ends.
@@ -85,15 +94,18 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let (usage, model) = self.tap.take().map(UsageTap::finish_with_model).unwrap_or_default();
+        let cost = usage.and_then(|u| Some(self.price?.cost(u.input, u.output)));
         if let Some(usage) = usage {
-            self.state.record_tokens(usage.input, usage.output, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            self.state.record_tokens(usage.input, usage.output, now);
+            self.state.history.on_usage(now, usage.input, usage.output, cost);
         }
         let first_chunk = self.first_chunk.filter(|_| self.stream);
         if let Some(attempt) = &self.attempt {
-            attempt.body_done(usage, model.as_deref(), first_chunk.map(|at| at - self.started));
+            attempt.body_done(usage, cost, model.as_deref(), first_chunk.map(|at| at - self.started));
         }
         if let Some(exchange) = &mut self.exchange {
-            exchange.body_done(usage, model, first_chunk.map(|at| (self.started, at)), self.complete);
+            exchange.body_done(usage, cost, model, first_chunk.map(|at| (self.started, at)), self.complete);
         }
     }
 }

@@ -57,6 +57,8 @@ struct Head {
 
 struct BodyEnd {
     usage: Option<Usage>,
+    /// What the usage cost in USD, when the model's price is known.
+    cost_usd: Option<f64>,
     /// Whether the body reached its end (not cut by the client leaving or an error).
     complete: bool,
 }
@@ -132,6 +134,7 @@ impl Exchange {
     pub(super) fn body_done(
         &mut self,
         usage: Option<Usage>,
+        cost_usd: Option<f64>,
         model: Option<String>,
         first_chunk: Option<(Instant, Instant)>,
         complete: bool,
@@ -141,14 +144,14 @@ impl Exchange {
             let model = model.or_else(|| endpoint.map(|e| e.deployment.upstream_model.clone()));
             // The server span counts from the client's request, the histogram from the attempt.
             let since_arrival = first_chunk.map(|(_, at)| at - self.started);
-            trace::body_done(&self.span, usage, model.as_deref(), since_arrival);
+            trace::body_done(&self.span, usage, cost_usd, model.as_deref(), since_arrival);
         }
         let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_ref());
         if let (Some((sent, at)), Some(endpoint)) = (first_chunk, endpoint) {
             let m = &self.metrics.time_to_first_chunk;
             ProxyMetrics::observe(m, &endpoint.id.alias, &endpoint.deployment.name, at - sent);
         }
-        self.body = Some(BodyEnd { usage, complete });
+        self.body = Some(BodyEnd { usage, cost_usd, complete });
     }
 }
 
@@ -186,6 +189,7 @@ impl Drop for Exchange {
             duration_ms = ms(duration),
             input_tokens = usage.map(|u| u.input),
             output_tokens = usage.map(|u| u.output),
+            cost_usd = self.body.as_ref().and_then(|b| b.cost_usd),
             complete = self.body.as_ref().is_none_or(|b| b.complete) && self.head.is_some(),
             "request"
         );

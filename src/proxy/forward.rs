@@ -363,6 +363,7 @@ async fn call(
     metrics: &ProxyMetrics,
 ) -> Result<(http::response::Parts, UpstreamBody, Completion), Failure> {
     let guard = endpoint.state.begin(started.into_std());
+    endpoint.state.history.on_attempt(started.into_std());
     let route = request.snapshot.route(&endpoint.id.alias);
     let upstream_model = match route {
         Some(route) => route.upstream_model(&endpoint.deployment, &request.inbound.alias),
@@ -387,6 +388,7 @@ async fn call(
     let bounds = route.map(|r| r.settings.cooldown_bounds).unwrap_or_default();
     let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, std::time::Instant::now());
+    endpoint.state.history.on_answer(std::time::Instant::now(), latency, (&report).into());
     let status = response.status();
     let (mut parts, body) = response.into_parts();
     let body = if is_retryable(status) || refusal::may_refuse_key(status) {
@@ -395,6 +397,7 @@ async fn call(
         if let Some(reason) = refusal::classify(status, &head) {
             tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), reason = reason.as_str(), "provider refused the key; trying another, and this one again later");
             endpoint.state.record_refused(reason, std::time::Instant::now());
+            endpoint.state.history.on_refused(std::time::Instant::now());
             return Err(Failure::Refused { status, reason });
         }
         if is_retryable(status) {
@@ -415,8 +418,10 @@ async fn call(
     };
     endpoint.state.record_success(status.is_success());
     upstream::strip_hop_by_hop(&mut parts.headers);
+    let price = crate::cost::price_for(&endpoint.deployment, &upstream_model).map(|(price, _)| price);
     let completion =
-        Completion::new(Arc::clone(&endpoint.state), UsageTap::for_response(&parts.headers), started, guard);
+        Completion::new(Arc::clone(&endpoint.state), UsageTap::for_response(&parts.headers), started, guard)
+            .with_price(price);
     Ok((parts, body, completion))
 }
 
@@ -434,14 +439,19 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
         Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => {
             let hint = f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body, bounds.ceiling));
             endpoint.state.record_rate_limited(hint, settings.cooldown, bounds, now);
+            endpoint.state.history.on_rate_limited(now);
         }
         // Recorded when the answer was read: a refusal is neither a rate limit nor a failure.
         Failure::Refused { .. } => {}
         // About the request, not the endpoint: it answered.
         Failure::Special(..) => endpoint.state.record_success(false),
-        _ => endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, bounds, now),
+        _ => {
+            endpoint.state.record_failure(settings.allowed_fails, settings.cooldown, bounds, now);
+            endpoint.state.history.on_failure(now);
+        }
     }
 }
+
 
 impl Failure {
     fn is_rate_limit(&self) -> bool {

@@ -106,13 +106,22 @@ pub(super) fn answered_by(span: &Span, endpoint: &Endpoint, attempts: u32) {
 }
 
 /// What the relayed body told once it ended.
-pub(super) fn body_done(span: &Span, usage: Option<Usage>, model: Option<&str>, first_chunk: Option<Duration>) {
+pub(super) fn body_done(
+    span: &Span,
+    usage: Option<Usage>,
+    cost_usd: Option<f64>,
+    model: Option<&str>,
+    first_chunk: Option<Duration>,
+) {
     if span.is_disabled() {
         return;
     }
     if let Some(usage) = usage {
         span.set_attribute("gen_ai.usage.input_tokens", usage.input as i64);
         span.set_attribute("gen_ai.usage.output_tokens", usage.output as i64);
+    }
+    if let Some(cost) = cost_usd {
+        span.set_attribute("keyrelay.cost_usd", cost);
     }
     if let Some(model) = model {
         span.set_attribute("gen_ai.response.model", model.to_owned());
@@ -178,11 +187,17 @@ impl AttemptSpan {
     }
 
     /// What the relayed body told once it ended.
-    pub(super) fn body_done(&self, usage: Option<Usage>, model: Option<&str>, first_chunk: Option<Duration>) {
+    pub(super) fn body_done(
+        &self,
+        usage: Option<Usage>,
+        cost_usd: Option<f64>,
+        model: Option<&str>,
+        first_chunk: Option<Duration>,
+    ) {
         if !self.recording {
             return;
         }
-        body_done(&self.span, usage, model.or(Some(&self.upstream_model)), first_chunk);
+        body_done(&self.span, usage, cost_usd, model.or(Some(&self.upstream_model)), first_chunk);
     }
 
     /// Puts this attempt's context into the upstream request (`traceparent`, and

@@ -107,6 +107,7 @@ impl Reloader {
         self.store.store(Arc::new(snapshot));
         drop(current);
         self.health.set_last_error(None);
+        self.health.record_reload_applied(generation, &format!("{models} models, {endpoints} endpoints"));
         // The first good version of a process that started unconfigured.
         self.health.set_ready();
         self.set_note(note);

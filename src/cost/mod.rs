@@ -1,0 +1,64 @@
+//! What a response cost: its usage times its model's price per input and output
+//! token. The price comes from the deployment's config (native `price:`, LiteLLM
+//! `model_info.input_cost_per_token` / `output_cost_per_token`), else from the small
+//! built-in table of the providers' common models ([`builtin`]); without either the
+//! cost is unknown, shown as such, never guessed.
+//!
+//! Owns prices only: the request path asks [`price_for`] once per answered body and
+//! records the result in the endpoint's history, the trace and the access log.
+
+mod builtin;
+
+use crate::config::Deployment;
+use crate::provider::ProviderKind;
+
+pub use builtin::BUILTIN_PRICES_AS_OF;
+
+/// USD per token, input and output. Both finite and non-negative (config bounds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_token: f64,
+    pub output_per_token: f64,
+}
+
+/// Where a price came from, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    Config,
+    BuiltIn,
+}
+
+impl PriceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceSource::Config => "config",
+            PriceSource::BuiltIn => "built-in",
+        }
+    }
+}
+
+impl Price {
+    /// From USD per million tokens, as pricing pages write them.
+    pub const fn per_million(input: f64, output: f64) -> Price {
+        Price { input_per_token: input / 1e6, output_per_token: output / 1e6 }
+    }
+
+    /// The cost of `input` and `output` tokens, in USD.
+    pub fn cost(&self, input: u64, output: u64) -> f64 {
+        input as f64 * self.input_per_token + output as f64 * self.output_per_token
+    }
+}
+
+/// The price of `model` (the model sent upstream) at `deployment`: its configured one,
+/// else the built-in one for its provider.
+pub fn price_for(deployment: &Deployment, model: &str) -> Option<(Price, PriceSource)> {
+    if let Some(price) = deployment.price {
+        return Some((price, PriceSource::Config));
+    }
+    builtin::lookup(deployment.provider, model).map(|p| (p, PriceSource::BuiltIn))
+}
+
+/// The built-in price of `model` at `provider`, if the table has it.
+pub fn builtin_price(provider: ProviderKind, model: &str) -> Option<Price> {
+    builtin::lookup(provider, model)
+}
