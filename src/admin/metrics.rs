@@ -226,7 +226,8 @@ impl Collector for SnapshotCollector {
         let help = "What this key's answers cost in USD: their reported tokens times the model's price (config, else built-in)";
         let mut metric = encoder.encode_descriptor("cost_usd", help, None, MetricType::Counter)?;
         for row in &rows {
-            ConstCounter::new(row.endpoint.state.history.cost_usd_total()).encode(metric.encode_family(&row.labels())?)?;
+            ConstCounter::new(row.endpoint.state.history.cost_usd_total())
+                .encode(metric.encode_family(&row.labels())?)?;
         }
         for (name, help, value) in GAUGES {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;

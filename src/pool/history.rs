@@ -145,7 +145,10 @@ impl History {
     pub const BYTES: usize = std::mem::size_of::<History>();
 
     pub fn starting_at(origin: Instant) -> Self {
-        History { ring: Mutex::new(Ring { origin, slots: [Slot::EMPTY; BUCKETS] }), cost_nanos_total: AtomicU64::new(0) }
+        History {
+            ring: Mutex::new(Ring { origin, slots: [Slot::EMPTY; BUCKETS] }),
+            cost_nanos_total: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {
@@ -219,15 +222,14 @@ impl History {
     pub fn series(&self, now: Instant) -> Series {
         let ring = self.lock();
         let current = ring.bucket_of(now);
-        let first = current.saturating_sub(BUCKETS as u32 - 1);
-        let points = (first..=current)
-            .map(|bucket| {
-                let slot = &ring.slots[bucket as usize % BUCKETS];
-                if slot.bucket == bucket {
-                    point(slot)
-                } else {
-                    point(&Slot::EMPTY)
+        // Before the origin there was nothing: those buckets are zeros too.
+        let points = (0..BUCKETS as u32)
+            .rev()
+            .map(|back| match current.checked_sub(back) {
+                Some(bucket) if ring.slots[bucket as usize % BUCKETS].bucket == bucket => {
+                    point(&ring.slots[bucket as usize % BUCKETS])
                 }
+                _ => point(&Slot::EMPTY),
             })
             .collect();
         let into_current = now.saturating_duration_since(ring.origin).as_millis() % BUCKET.as_millis();

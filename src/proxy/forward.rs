@@ -452,7 +452,6 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
     }
 }
 
-
 impl Failure {
     fn is_rate_limit(&self) -> bool {
         matches!(self, Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS)
