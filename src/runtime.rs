@@ -156,6 +156,7 @@ impl Running {
         let generation = serving.generation;
         if serving.config_errors.is_none() {
             health.set_ready();
+            health.record_reload_applied(generation, "loaded at start");
             tracing::info!(%proxy_addr, %admin_addr, generation, "keyrelay serving");
         } else {
             let source = sources_config.display();

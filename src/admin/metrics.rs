@@ -78,6 +78,42 @@ pub(super) fn encode(registry: &Registry) -> Result<String, fmt::Error> {
     Ok(out)
 }
 
+/// Whether a scraper asked for the Prometheus text format (0.0.4) and not for
+/// OpenMetrics: older scrapers and `promtool check metrics` read only that one.
+/// Prometheus itself asks for OpenMetrics first; no `Accept` gets OpenMetrics too.
+pub(super) fn wants_text_format(headers: &http::HeaderMap) -> bool {
+    let accept =
+        headers.get_all(http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
+}
+
+/// The OpenMetrics body in the Prometheus text format: a counter's `HELP` and `TYPE`
+/// name its samples' `_total` name, and there is no `UNIT` or `# EOF` line. The
+/// samples themselves read the same in both.
+pub(super) fn to_text_format(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some((name, "counter")) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split_once(' ')) {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta.and_then(|p| Some((p, line[p.len()..].split_once(' ')?))) {
+            Some((prefix, (name, rest))) if counters.contains(name) => {
+                out.push_str(&format!("{prefix}{name}_total {rest}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 struct SnapshotCollector {
     store: Arc<ArcSwap<Snapshot>>,
     health: Arc<Health>,

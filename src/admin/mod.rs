@@ -127,6 +127,9 @@ async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Respons
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => readyz(state),
         "/metrics" => match metrics::encode(&admin.registry) {
+            Ok(body) if metrics::wants_text_format(request.headers()) => {
+                typed(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::to_text_format(&body))
+            }
             Ok(body) => typed(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n".to_owned()),
         },

@@ -46,6 +46,8 @@ mod litellm_tests;
 #[cfg(test)]
 mod params_tests;
 #[cfg(test)]
+mod price_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
