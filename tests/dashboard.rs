@@ -157,10 +157,13 @@ async fn ui_in_headless_chromium_charts_every_key_and_shows_its_state() {
     .await;
     let url = proxy.admin_url("/ui");
 
-    let dom = chromium(url.clone(), vec!["--dump-dom".into(), "--virtual-time-budget=5000".into()]).await;
+    // A 1366x768 laptop screen: the page must not scroll sideways.
+    let args = vec!["--dump-dom".into(), "--virtual-time-budget=5000".into(), "--window-size=1366,768".into()];
+    let dom = chromium(url.clone(), args).await;
     assert!(dom.status.success(), "chromium failed: {}", String::from_utf8_lossy(&dom.stderr));
     let html = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(html.contains("data-rendered="), "the page's script rendered /status:\n{html}");
+    assert!(html.contains("data-fits-width=\"true\""), "no sideways scrolling at 1366 px");
 
     let charts = tags(&html, "svg");
     for (key, _) in KEYS {
