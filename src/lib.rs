@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod k8s;
+pub mod lifecycle;
 pub mod mock;
 pub mod pool;
 pub mod provider;
