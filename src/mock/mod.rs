@@ -14,7 +14,10 @@
 //! (Anthropic native), `.../responses`, `.../moderations`, `.../images/{generations,edits,
 //! variations}`, `.../rerank`, `.../audio/{transcriptions,translations}` (forms: the
 //! model is read from the form's `model` field), `.../models/{model}:generateContent` and
-//! `:streamGenerateContent` (Gemini native), `GET .../models`. Anything else is 404.
+//! `:streamGenerateContent` (Gemini native), `GET .../models`, and OpenRouter's key
+//! info `GET .../key`. Anything else is 404. The last two are what keyrelay's key
+//! probes call: like a real provider they answer 401 to an unknown key, and each one
+//! is counted per key ([`KeyStats::probes`], [`MockProvider::probe_times`]).
 //!
 //! Keys are fake test values: the mock reports them in [`RecordedRequest::key`] and in
 //! [`MockStats`] on purpose, but never in a response body (responses name the key by
@@ -23,6 +26,7 @@
 mod body;
 mod faults;
 mod limits;
+mod probes;
 mod request;
 mod responses;
 mod server;
@@ -287,6 +291,9 @@ pub struct KeyStats {
     pub faults: usize,
     /// Streams whose client went away before the last event.
     pub aborted_streams: usize,
+    /// Key checks (`GET .../models`, `GET .../key`) carrying this key, whatever their
+    /// answer; they are also counted in `ok`/`unauthorized` like any request.
+    pub probes: usize,
 }
 
 /// A snapshot of [`KeyStats`] for every key seen.
@@ -311,6 +318,7 @@ impl MockStats {
             errors: a.errors + s.errors,
             faults: a.faults + s.faults,
             aborted_streams: a.aborted_streams + s.aborted_streams,
+            probes: a.probes + s.probes,
         })
     }
 }
@@ -429,6 +437,11 @@ impl MockProvider {
     /// Per-key counters.
     pub fn stats(&self) -> MockStats {
         self.shared.stats()
+    }
+
+    /// When key checks carrying `key` arrived, oldest first.
+    pub fn probe_times(&self, key: &str) -> Vec<std::time::Instant> {
+        self.shared.probes.times(key)
     }
 
     /// Streams whose client went away before the last event (all keys).

@@ -64,6 +64,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     let parsed = request::parse(&parts.method, &path, query.as_deref(), &parts.headers, &bytes);
+    if matches!(parsed.endpoint, Endpoint::Models | Endpoint::KeyInfo) {
+        shared.probes.record(parsed.key.as_deref());
+    }
     let seq = shared.record(RecordedRequest {
         method: parts.method.to_string(),
         path,
@@ -143,6 +146,10 @@ fn answer(
         (Endpoint::Models, _, _) => {
             shared.count(key, Outcome::Ok);
             return body::json(StatusCode::OK, &responses::models_list(&shared.models));
+        }
+        (Endpoint::KeyInfo, _, _) => {
+            shared.count(key, Outcome::Ok);
+            return body::json(StatusCode::OK, &responses::key_info(&label));
         }
         (_, _, Some(false)) => {
             let msg = "We could not parse the JSON body of your request: expected a JSON object.";

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) models: Vec<String>,
     /// TCP connections accepted (and open) on the mock's listener.
     pub(crate) connections: std::sync::Arc<crate::http::ConnectionStats>,
+    /// Key checks received, per key.
+    pub(crate) probes: super::probes::ProbeLog,
     inner: Mutex<Inner>,
 }
 
@@ -91,6 +93,7 @@ impl Shared {
             accept_no_key: config.accept_no_key,
             models: config.models,
             connections: Default::default(),
+            probes: Default::default(),
             inner: Mutex::new(inner),
         }
     }
@@ -205,7 +208,11 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> MockStats {
-        MockStats { per_key: self.lock().stats.clone() }
+        let mut per_key = self.lock().stats.clone();
+        for (key, probes) in self.probes.counts() {
+            per_key.entry(key).or_default().probes = probes;
+        }
+        MockStats { per_key }
     }
 
     pub(crate) fn streams_aborted(&self) -> usize {

@@ -116,6 +116,11 @@ impl Snapshot {
             .collect();
         let previous_by_id: HashMap<&EndpointId, &Arc<Endpoint>> =
             previous.into_iter().flat_map(|p| p.routes.values()).flat_map(|r| &r.endpoints).map(|e| (&e.id, e)).collect();
+        // Values already serving somewhere at the same upstream: proven by traffic, so a
+        // key that takes one (a `keys_from` line moving up when the one above it is
+        // removed) needs no probe, and the removed value must not serve on meanwhile.
+        let serving: std::collections::HashSet<(u64, &http::Uri)> =
+            previous_by_id.values().map(|e| (e.key_fingerprint, &e.deployment.base_url)).collect();
         let mut errors = Vec::new();
         let mut routes = BTreeMap::new();
         let mut tls_clients = TlsClients::new();
@@ -196,7 +201,9 @@ impl Snapshot {
                             .unwrap_or_default();
                         state.limit_rest(model.cooldown_bounds.ceiling, Instant::now());
                         let changed = previous_by_id.get(&id).filter(|p| {
-                            p.key_fingerprint != fingerprint && p.deployment.base_url == deployment.base_url
+                            p.key_fingerprint != fingerprint
+                                && p.deployment.base_url == deployment.base_url
+                                && !serving.contains(&(fingerprint, &deployment.base_url))
                         });
                         let choice = changed.map_or(Choice::New, |previous| {
                             values.choose(Changed {
