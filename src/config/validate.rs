@@ -256,8 +256,9 @@ pub(crate) fn finish(
             check_duplicate_keys(diags, &d.keys);
         }
         let alias = route.alias.clone();
-        let (required_regions, regions_path) =
-            route.required_regions.unwrap_or_else(|| (server.required_regions.clone(), "server.required_regions".into()));
+        let (required_regions, regions_path) = route
+            .required_regions
+            .unwrap_or_else(|| (server.required_regions.clone(), "server.required_regions".into()));
         check_required_regions(diags, &alias, &required_regions, &regions_path, &deployments);
         let health_check_interval = route.health_check_interval.or(server.health_check_interval);
         models.insert(

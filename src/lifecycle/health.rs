@@ -56,7 +56,8 @@ pub(super) async fn run(lifecycle: Arc<Lifecycle>, mut stop: watch::Receiver<boo
                 }
                 slot.next = later(now, interval);
                 let busy = Arc::clone(&slot.busy);
-                let (lifecycle, snapshot, endpoint) = (Arc::clone(&lifecycle), Arc::clone(&snapshot), Arc::clone(endpoint));
+                let (lifecycle, snapshot, endpoint) =
+                    (Arc::clone(&lifecycle), Arc::clone(&snapshot), Arc::clone(endpoint));
                 // The answer must come within the interval (and the rotation bound), so
                 // probes of one key never overlap.
                 let deadline = later(now, interval.min(snapshot.server.key_probe_timeout));

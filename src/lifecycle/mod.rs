@@ -95,7 +95,8 @@ impl Lifecycle {
         let deciding: std::collections::HashSet<&EndpointId> =
             endpoints().filter(|e| e.rotation.is_some()).map(|e| &e.id).collect();
         let present: std::collections::HashSet<&EndpointId> = endpoints().map(|e| &e.id).collect();
-        self.lock().retain(|id, still_deciding| if still_deciding { deciding.contains(id) } else { present.contains(id) });
+        self.lock()
+            .retain(|id, still_deciding| if still_deciding { deciding.contains(id) } else { present.contains(id) });
     }
 
     /// Starts the active health checks; they run until `stop` turns true.
@@ -120,7 +121,14 @@ impl Lifecycle {
     }
 
     /// Probes a changed value of `id` and settles its rotation.
-    async fn preflight(self: Arc<Self>, id: EndpointId, deployment: Arc<Deployment>, fresh: Auth, candidate: u64, bound: Duration) {
+    async fn preflight(
+        self: Arc<Self>,
+        id: EndpointId,
+        deployment: Arc<Deployment>,
+        fresh: Auth,
+        candidate: u64,
+        bound: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + bound;
         let snapshot = self.store.load_full();
         let verdict = probe::until_answered(&self.client, &snapshot, &deployment, &fresh, deadline, |v| {

@@ -292,7 +292,8 @@ pub struct KeyStats {
     /// Streams whose client went away before the last event.
     pub aborted_streams: usize,
     /// Key checks (`GET .../models`, `GET .../key`) carrying this key, whatever their
-    /// answer; they are also counted in `ok`/`unauthorized` like any request.
+    /// answer (401 for an unknown key). Counted here only, not in `ok`,
+    /// `unauthorized` or `errors`: those count traffic.
     pub probes: usize,
 }
 

@@ -124,8 +124,12 @@ fn answer(
 ) -> Response<MockBody> {
     let key = parsed.key.as_deref();
     let family = parsed.endpoint.family();
+    // Key checks are counted apart (`KeyStats::probes`), never as traffic.
+    let probe = matches!(parsed.endpoint, Endpoint::Models | Endpoint::KeyInfo);
     let fail = |status: StatusCode, outcome: Outcome, message: &str| {
-        shared.count(key, outcome);
+        if !probe {
+            shared.count(key, outcome);
+        }
         styles::error(status, family, message)
     };
     let label = match shared.authorize(key) {
@@ -144,11 +148,9 @@ fn answer(
         }
         (_, Some(status), _) => return fail(status, Outcome::Error, "Could not read the request body."),
         (Endpoint::Models, _, _) => {
-            shared.count(key, Outcome::Ok);
             return body::json(StatusCode::OK, &responses::models_list(&shared.models));
         }
         (Endpoint::KeyInfo, _, _) => {
-            shared.count(key, Outcome::Ok);
             return body::json(StatusCode::OK, &responses::key_info(&label));
         }
         (_, _, Some(false)) => {

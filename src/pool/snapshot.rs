@@ -114,8 +114,12 @@ impl Snapshot {
             .flat_map(|r| &r.endpoints)
             .map(|e| ((&e.id, e.key_fingerprint, &e.deployment.base_url), &e.state))
             .collect();
-        let previous_by_id: HashMap<&EndpointId, &Arc<Endpoint>> =
-            previous.into_iter().flat_map(|p| p.routes.values()).flat_map(|r| &r.endpoints).map(|e| (&e.id, e)).collect();
+        let previous_by_id: HashMap<&EndpointId, &Arc<Endpoint>> = previous
+            .into_iter()
+            .flat_map(|p| p.routes.values())
+            .flat_map(|r| &r.endpoints)
+            .map(|e| (&e.id, e))
+            .collect();
         // Values already serving somewhere at the same upstream: proven by traffic, so a
         // key that takes one (a `keys_from` line moving up when the one above it is
         // removed) needs no probe, and the removed value must not serve on meanwhile.

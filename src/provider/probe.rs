@@ -142,14 +142,20 @@ mod tests {
             uri("azure", "https://r.openai.azure.com/openai/deployments/gpt4o", Some("2024-10-21")),
             "https://r.openai.azure.com/openai/models?api-version=2024-10-21"
         );
-        assert_eq!(uri("azure", "https://r.openai.azure.com/openai/v1", None), "https://r.openai.azure.com/openai/v1/models");
+        assert_eq!(
+            uri("azure", "https://r.openai.azure.com/openai/v1", None),
+            "https://r.openai.azure.com/openai/v1/models"
+        );
     }
 
     #[test]
     fn headers_are_the_providers_auth() {
         let auth = |p: ProviderKind| Auth::new(p.auth_style(), &Secret::new("sk-x")).unwrap();
         let h = probe_headers(ProviderKind::Anthropic, &auth(ProviderKind::Anthropic));
-        assert_eq!((&h["x-api-key"], &h["anthropic-version"]), (&"sk-x".parse::<http::HeaderValue>().unwrap(), &"2023-06-01".parse::<http::HeaderValue>().unwrap()));
+        assert_eq!(
+            (&h["x-api-key"], &h["anthropic-version"]),
+            (&"sk-x".parse::<http::HeaderValue>().unwrap(), &"2023-06-01".parse::<http::HeaderValue>().unwrap())
+        );
         let h = probe_headers(ProviderKind::Gemini, &auth(ProviderKind::Gemini));
         assert_eq!(h["x-goog-api-key"], "sk-x");
         let h = probe_headers(ProviderKind::Azure, &auth(ProviderKind::Azure));
