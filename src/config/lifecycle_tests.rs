@@ -26,11 +26,17 @@ fn native_fields_inherit_from_the_server_and_aliases_override() {
     );
     let c = load(&text).unwrap().config;
     assert_eq!(c.server.key_probe_timeout, Duration::from_secs(3));
-    assert_eq!((&c.models["a"].required_regions[..], c.models["a"].health_check_interval), (&["eu".to_owned()][..], Some(Duration::from_secs(300))));
+    assert_eq!(
+        (&c.models["a"].required_regions[..], c.models["a"].health_check_interval),
+        (&["eu".to_owned()][..], Some(Duration::from_secs(300)))
+    );
     assert_eq!(c.models["b"].required_regions, ["us", "eu"], "repeats dropped");
     assert_eq!(c.models["b"].health_check_interval, Some(Duration::from_secs(30)));
     let plain = load(&format!("models:\n  a:\n{EU_US}")).unwrap().config;
-    assert_eq!((plain.models["a"].health_check_interval, plain.server.key_probe_timeout), (None, Duration::from_secs(10)));
+    assert_eq!(
+        (plain.models["a"].health_check_interval, plain.server.key_probe_timeout),
+        (None, Duration::from_secs(10))
+    );
     assert!(plain.models["a"].required_regions.is_empty(), "off by default");
 
     let table = render_table(&c);
@@ -68,7 +74,8 @@ fn a_fallback_may_not_leave_the_required_regions() {
 #[test]
 fn litellm_background_health_checks_switch_them_on() {
     let list = "model_list:\n  - model_name: m\n    litellm_params: {model: groq/llama, api_key: os.environ/G, region_name: eu}\n";
-    let on = load(&format!("{list}general_settings:\n  background_health_checks: true\n  health_check_interval: 60\n")).unwrap();
+    let on = load(&format!("{list}general_settings:\n  background_health_checks: true\n  health_check_interval: 60\n"))
+        .unwrap();
     assert_eq!(on.config.models["m"].health_check_interval, Some(Duration::from_secs(60)));
     assert!(on.warnings.iter().all(|w| !w.origin.path.starts_with("general_settings")), "{:#?}", on.warnings);
     let default = load(&format!("{list}general_settings:\n  background_health_checks: true\n")).unwrap();
