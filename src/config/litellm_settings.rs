@@ -72,6 +72,10 @@ pub(crate) fn general_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Set
             _ => compat::ignored(diags, Section::GeneralSettings, &key, "general_settings"),
         }
     }
+    if s.health_check_interval.is_some() && !s.background_health_checks {
+        let message = "has no effect without background_health_checks: true (as in LiteLLM): keys are not probed";
+        diags.warn("general_settings.health_check_interval", message);
+    }
 }
 
 /// LiteLLM's routing strategy names in ours.
