@@ -389,7 +389,8 @@ impl MockProvider {
         self.shared.requests()
     }
 
-    /// How many requests carried `key` (whatever their outcome).
+    /// How many requests carried `key` (whatever their outcome), key checks
+    /// (`GET .../models`, `.../key`: see [`KeyStats::probes`]) apart.
     pub fn requests_for_key(&self, key: &str) -> usize {
         self.shared.requests_for_key(key)
     }

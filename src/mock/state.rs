@@ -172,7 +172,9 @@ impl Shared {
     }
 
     pub(crate) fn requests_for_key(&self, key: &str) -> usize {
-        self.lock().requests.iter().filter(|r| r.key.as_deref() == Some(key)).count()
+        let probe =
+            |r: &RecordedRequest| r.method == "GET" && (r.path.ends_with("/models") || r.path.ends_with("/key"));
+        self.lock().requests.iter().filter(|r| r.key.as_deref() == Some(key) && !probe(r)).count()
     }
 
     pub(crate) fn push_fault(&self, key: Option<&str>, fault: Fault) {
