@@ -11,6 +11,7 @@ pub mod cost;
 pub mod demo;
 pub mod http;
 pub mod k8s;
+pub mod lifecycle;
 pub mod mock;
 pub mod pool;
 pub mod provider;

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState, Health};
 use crate::config::ServerSettings;
 use crate::http;
+use crate::lifecycle::Lifecycle;
 use crate::pool::Snapshot;
 use crate::proxy::{self, upstream, ProxyState};
 use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
@@ -83,6 +84,8 @@ pub struct Running {
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     stop_shared: watch::Sender<bool>,
+    stop_health: watch::Sender<bool>,
+    health_task: JoinHandle<()>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
     shared_task: JoinHandle<()>,
@@ -95,7 +98,7 @@ impl Running {
 
     /// Like [`Running::start`] with explicit reload settings (tests shorten the
     /// debounce and the re-scan period, or hand in a Kubernetes client).
-    pub async fn start_with(options: Options, reload_settings: ReloadSettings) -> Result<Running, StartError> {
+    pub async fn start_with(options: Options, mut reload_settings: ReloadSettings) -> Result<Running, StartError> {
         let sources = Sources {
             config: options.config.clone(),
             secrets_dir: options.secrets_dir.clone(),
@@ -139,6 +142,10 @@ impl Running {
             body_budget: Arc::default(),
             metrics: Arc::clone(&metrics),
         });
+        let lifecycle = Lifecycle::new(Arc::clone(&store), state.client.clone(), Arc::clone(&metrics));
+        let (stop_health, health_stopped) = watch::channel(false);
+        let health_task = lifecycle.spawn_health_checks(health_stopped);
+        reload_settings.lifecycle = Some(lifecycle);
         let (app, admin) = (app_settings(&server), admin_settings(&server));
         let listeners = vec![(app.name, Arc::clone(&app.stats)), (admin.name, Arc::clone(&admin.stats))];
         let proxy_task = tokio::spawn(proxy::serve(proxy_listener, state, app, until_stopped(proxy_stopped)));
@@ -173,6 +180,8 @@ impl Running {
             stop_proxy,
             stop_admin,
             stop_shared,
+            stop_health,
+            health_task,
             proxy_task,
             admin_task,
             shared_task,
@@ -195,6 +204,8 @@ impl Running {
     /// (readiness: 503) until then, and closes last.
     pub async fn shutdown(self) {
         self.reload.stop().await;
+        let _ = self.stop_health.send(true);
+        let _ = self.health_task.await;
         self.health.set_draining();
         let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;

@@ -81,7 +81,8 @@ async fn cooldown_survives_an_unrelated_change_and_a_new_key_value_clears_it() {
     mock.add_key("sk-a2", KeyLimit::unlimited());
     let g = m.generation();
     m.secrets.write(&[("KA", "sk-a2"), ("KB", "sk-b")]);
-    m.wait_generation_past(g).await;
+    // One generation while the new value is probed (the old one serves), one once it passed.
+    m.wait_generation_past(g + 1).await;
     let keys: Vec<String> = keys_used(&m, 2).await;
     assert!(keys.contains(&"KA".to_owned()), "KA not used after its value changed: {keys:?}");
     assert_eq!(mock.requests_for_key("sk-a2"), 1);
@@ -106,7 +107,7 @@ async fn a_refused_key_stays_out_until_its_secret_value_changes() {
     mock.add_key("sk-a-new", KeyLimit::unlimited());
     let g = m.generation();
     m.secrets.write(&[("KA", "sk-a-new"), ("KB", "sk-b")]);
-    m.wait_generation_past(g).await;
+    m.wait_generation_past(g + 1).await;
     assert!(keys_used(&m, 2).await.contains(&"KA".to_owned()), "the rotated key was not used");
     assert_eq!(mock.requests_for_key("sk-revoked"), 1);
 }
@@ -223,12 +224,13 @@ async fn plain_files_edited_in_place_are_reloaded() {
     assert_eq!(proxy.chat("m").await.status, 200);
 
     std::fs::write(proxy.secrets_dir().join("K"), "sk-2\n").unwrap();
-    wait_generation(&proxy.running, 2).await;
+    // Generation 2 serves the old value while the new one is probed; 3 the new one.
+    wait_generation(&proxy.running, 3).await;
     assert_eq!(proxy.chat("m").await.status, 200);
     assert_eq!(mock.requests_for_key("sk-2"), 1);
 
     std::fs::write(proxy.dir.path().join("config.yaml"), config(&base, &[("m", &["K"]), ("x", &["K"])])).unwrap();
-    wait_generation(&proxy.running, 3).await;
+    wait_generation(&proxy.running, 4).await;
     assert_eq!(proxy.chat("x").await.status, 200);
 }
 
@@ -248,7 +250,7 @@ async fn config_and_secrets_in_one_directory() {
     let running = Running::start_with(options, support::atomic_writer::fast_settings()).await.unwrap();
     let proxy = Proxy { running, dir, client: http_client() };
     volume.write(&[("config.yaml", &text), ("K", "sk-2")]);
-    wait_generation(&proxy.running, 2).await;
+    wait_generation(&proxy.running, 3).await;
     assert_eq!(proxy.chat("m").await.status, 200);
     assert_eq!(mock.requests_for_key("sk-2"), 1);
 }
@@ -265,7 +267,7 @@ async fn the_periodic_rescan_catches_a_change_without_events() {
     let m = Mounted::start_with(&config(&mock.base_url(), &[("m", &["K"])]), &[("K", "sk-1")], settings).await;
     let g = m.generation();
     m.secrets.write(&[("K", "sk-2")]);
-    m.wait_generation_past(g).await;
+    m.wait_generation_past(g + 1).await;
     assert_eq!(m.proxy.chat("m").await.status, 200);
     assert_eq!(mock.requests_for_key("sk-2"), 1);
 }

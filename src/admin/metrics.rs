@@ -283,6 +283,18 @@ impl Collector for SnapshotCollector {
                 ConstGauge::new(i64::from(current == Some(reason))).encode(metric.encode_family(&labels)?)?;
             }
         }
+        let help = "1 while the provider refuses this key's new value in the Secret and the previous value serves on";
+        let mut metric = encoder.encode_descriptor("key_rotation_rejected", help, None, MetricType::Gauge)?;
+        for row in &rows {
+            let rejected = matches!(row.endpoint.rotation, Some(crate::pool::Rotation::Rejected { .. }));
+            ConstGauge::new(i64::from(rejected)).encode(metric.encode_family(&row.labels())?)?;
+        }
+        let help = "1 while this key's new value in the Secret is being probed and the previous value serves";
+        let mut metric = encoder.encode_descriptor("key_rotation_pending", help, None, MetricType::Gauge)?;
+        for row in &rows {
+            let pending = matches!(row.endpoint.rotation, Some(crate::pool::Rotation::Pending { .. }));
+            ConstGauge::new(i64::from(pending)).encode(metric.encode_family(&row.labels())?)?;
+        }
         let help = "1 for this key's circuit breaker state (closed, open, half_open), 0 for the others";
         let mut metric = encoder.encode_descriptor("breaker_state", help, None, MetricType::Gauge)?;
         for row in &rows {

@@ -14,7 +14,7 @@ use super::metrics::breaker_word;
 use super::AdminState;
 use crate::pool::breaker::BreakerState;
 use crate::pool::refused::Refused;
-use crate::pool::{Availability, Endpoint, Route, StateView};
+use crate::pool::{Availability, Endpoint, Rotation, Route, StateView};
 use crate::provider::refusal::KeyRefusal;
 
 pub(super) fn status(state: &AdminState) -> Value {
@@ -65,6 +65,8 @@ fn model(route: &Route, now: Instant) -> Value {
         "num_retries": settings.num_retries,
         "fallbacks": settings.fallbacks,
         "available_endpoints": available,
+        "required_regions": settings.required_regions,
+        "health_check_interval_seconds": settings.health_check_interval.map(secs),
         "endpoints": endpoints,
     })
 }
@@ -96,6 +98,10 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
         "breaker": breaker_word(&view.breaker),
         "breaker_open_seconds": breaker_open_seconds,
         "refusal": view.refused.map(|r| refusal(&r, now)),
+        "region": e.deployment.region,
+        // The Secret holds a new value that does not serve (yet): see `rotation`.
+        "rotation_rejected": matches!(e.rotation, Some(Rotation::Rejected { .. })),
+        "rotation": e.rotation.map(|r| rotation(r, now)),
         "in_flight": view.in_flight,
         "requests_last_minute": view.requests_last_minute,
         "tokens_last_minute": view.tokens_last_minute,
@@ -136,6 +142,22 @@ fn price(e: &Endpoint) -> Value {
 /// Dollars to 10^-9, as the history counts them.
 fn usd(v: f64) -> f64 {
     (v * 1e9).round() / 1e9
+}
+
+/// A changed key value that does not serve: being probed, or refused by the provider
+/// (the previous value serves meanwhile).
+fn rotation(r: Rotation, now: Instant) -> Value {
+    match r {
+        Rotation::Pending { since } => json!({
+            "state": r.as_str(),
+            "since_seconds": secs(now.saturating_duration_since(since)),
+        }),
+        Rotation::Rejected { reason, at } => json!({
+            "state": r.as_str(),
+            "reason": reason.as_str(),
+            "since_seconds": secs(now.saturating_duration_since(at)),
+        }),
+    }
 }
 
 /// Why and since when the provider refuses the key, and when it is tried again.

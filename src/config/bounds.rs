@@ -55,6 +55,16 @@ pub(crate) fn price_per_million(value: f64) -> Result<f64, String> {
     }
 }
 
+/// How long a changed key's value waits for its pre-flight probe before it serves
+/// anyway: past a few minutes the old value would serve on for no reason.
+pub(crate) const KEY_PROBE_TIMEOUT: Duration = minutes(5);
+/// Active health checks: a day between probes is the least that is still a check.
+pub(crate) const HEALTH_CHECK_INTERVAL: Duration = minutes(24 * 60);
+/// The shortest interval: more often would spend the provider's patience on probes.
+pub(crate) const HEALTH_CHECK_FLOOR: Duration = Duration::from_millis(100);
+/// Regions in one required set.
+pub(crate) const REQUIRED_REGIONS: usize = 64;
+
 /// Whether zero is a meaningful value of a duration field.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Zero {

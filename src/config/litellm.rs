@@ -16,7 +16,7 @@ use super::deployment_options::DeploymentOptions;
 use super::lines::{join_index, join_key};
 use super::litellm_compat::{self as compat, Section};
 use super::litellm_params::{model_info, params_entry};
-use super::litellm_settings::{environment, litellm_settings, router_settings, Settings};
+use super::litellm_settings::{environment, general_settings, litellm_settings, router_settings, Settings};
 use super::mode::Mode;
 use super::model::{Config, Deployment, KeyRef, ParamField, PendingBase, SecretParam, ServerSettings};
 use super::secret::Secret;
@@ -76,11 +76,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
                 compat::note(diags, Section::Top, &key);
                 inline = environment(diags, value);
             }
-            "general_settings" => {
-                for (key, _) in compat::entries(diags, value, "general_settings", Section::GeneralSettings) {
-                    compat::ignored(diags, Section::GeneralSettings, &key, "general_settings");
-                }
-            }
+            "general_settings" => general_settings(diags, value, &mut settings),
             _ => compat::ignored(diags, Section::Top, &key, ""),
         }
     }
@@ -121,6 +117,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
         Some(_) => diags.error("model_list", "model_list must be a list of {model_name, litellm_params} entries"),
     }
 
+    let health_check_interval = settings.health_check_interval();
     let mut routes: Vec<RouteDraft> = groups.into_iter().map(|group| route(diags, group, &settings)).collect();
     type Field = fn(&mut RouteDraft) -> &mut Vec<Named>;
     let kinds: [(Vec<_>, Field); 3] = [
@@ -150,6 +147,7 @@ pub(crate) fn load(diags: &mut Diags<'_>, root: &Value, source: &Path) -> Config
     if let Some(t) = settings.request_timeout {
         server.request_timeout = t;
     }
+    server.health_check_interval = health_check_interval;
     let shared = std::mem::take(&mut settings.redis).finish(diags);
     let mut config = validate::finish(diags, source, server, routes, &declared, inline);
     config.shared = shared;
@@ -239,6 +237,10 @@ fn route(diags: &mut Diags<'_>, group: Group, settings: &Settings) -> RouteDraft
         content_policy_fallbacks: Vec::new(),
         deployments,
         unservable,
+        // LiteLLM has no required region in its file (`allowed_model_region` belongs to
+        // end users in its database): the server default applies.
+        required_regions: None,
+        health_check_interval: None,
     }
 }
 

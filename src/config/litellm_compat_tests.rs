@@ -36,7 +36,10 @@ router_settings:
   redis_url: redis://redis.default.svc:6379
   allowed_fails: 1
   cooldown_time: 1
+  enable_pre_call_checks: true
 general_settings:
+  background_health_checks: true
+  health_check_interval: 300
   master_key: sk-1234
   database_url: os.environ/DATABASE_URL
   store_model_in_db: false

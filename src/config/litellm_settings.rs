@@ -34,6 +34,48 @@ pub(crate) struct Settings {
     pub content_policy_fallbacks: Vec<(String, String, Named)>,
     /// `redis_host`, `redis_port`, `redis_password`, `redis_url`.
     pub redis: super::shared::Litellm,
+    /// `general_settings.background_health_checks`.
+    pub background_health_checks: bool,
+    /// `general_settings.health_check_interval` (seconds; LiteLLM's default is 300).
+    pub health_check_interval: Option<Duration>,
+}
+
+/// LiteLLM's default `health_check_interval`.
+const LITELLM_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+impl Settings {
+    /// The active health check interval these settings ask for: only with
+    /// `background_health_checks: true`, as in LiteLLM.
+    pub(crate) fn health_check_interval(&self) -> Option<Duration> {
+        self.background_health_checks.then(|| self.health_check_interval.unwrap_or(LITELLM_HEALTH_CHECK_INTERVAL))
+    }
+}
+
+/// `general_settings`: only the health checks mean something without LiteLLM's
+/// database and UI.
+pub(crate) fn general_settings(diags: &mut Diags<'_>, value: &Value, s: &mut Settings) {
+    for (key, v) in compat::entries(diags, value, "general_settings", Section::GeneralSettings) {
+        let at = join_key("general_settings", &key);
+        match key.as_str() {
+            "background_health_checks" => match v {
+                Value::Bool(on) => s.background_health_checks = *on,
+                _ => diags.error(&at, "must be true or false"),
+            },
+            "health_check_interval" => {
+                let interval = seconds(diags, v, &at, bounds::HEALTH_CHECK_INTERVAL, Zero::Refused);
+                match interval {
+                    Some(d) if d < bounds::HEALTH_CHECK_FLOOR => diags.error(&at, "must be at least 0.1 seconds"),
+                    Some(d) => s.health_check_interval = Some(d),
+                    None => {}
+                }
+            }
+            _ => compat::ignored(diags, Section::GeneralSettings, &key, "general_settings"),
+        }
+    }
+    if s.health_check_interval.is_some() && !s.background_health_checks {
+        let message = "has no effect without background_health_checks: true (as in LiteLLM): keys are not probed";
+        diags.warn("general_settings.health_check_interval", message);
+    }
 }
 
 /// LiteLLM's routing strategy names in ours.

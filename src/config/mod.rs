@@ -36,6 +36,8 @@ mod deployment_options_tests;
 #[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod listener_tests;
 #[cfg(test)]
 mod litellm_compat_tests;

@@ -142,6 +142,13 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// The sidecar's region: deployments in the same region are preferred.
     pub region: Option<String>,
+    /// The regions every alias may use unless it names its own (`[]`: any region).
+    pub required_regions: Vec<String>,
+    /// Active health checks of every key, unless an alias sets its own; `None`: off.
+    pub health_check_interval: Option<Duration>,
+    /// The longest a changed key value's pre-flight probe may take before the new
+    /// value serves anyway (the provider being unreachable is no reason to keep the old).
+    pub key_probe_timeout: Duration,
     /// Requests carrying this header stick to one endpoint per header value.
     pub session_header: http::HeaderName,
 }
@@ -165,6 +172,9 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
             region: None,
+            required_regions: Vec::new(),
+            health_check_interval: None,
+            key_probe_timeout: Duration::from_secs(10),
             session_header: http::HeaderName::from_static("x-session-id"),
         }
     }
@@ -236,6 +246,12 @@ pub struct ModelRoute {
     /// Waiting room for requests that find no endpoint with capacity.
     pub queue: QueueSettings,
     pub deployments: Vec<Deployment>,
+    /// The only regions requests of this alias may go to (`[]`: any): deployments
+    /// elsewhere, or without a region, are never used, even when every allowed key
+    /// is cooling down.
+    pub required_regions: Vec<String>,
+    /// How often each key of this alias is probed; `None`: no active health checks.
+    pub health_check_interval: Option<Duration>,
     /// LiteLLM entries of this alias that keyrelay cannot serve, each with its reason
     /// (`bedrock` needs request signing, ...). When no deployment is left, requests
     /// get 501 with these reasons instead of an upstream answer.

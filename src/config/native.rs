@@ -17,7 +17,7 @@ use super::deployment_options::{NativeFields, OptionsDraft};
 use super::kubernetes;
 use super::lines::{join_index, join_key};
 use super::model::{Config, CooldownBounds, Deployment, KeyRef, KeyRefKind, QueueSettings, ServerSettings, Strategy};
-use super::native_server::{server, RawServer};
+use super::native_server::{self, server, RawServer};
 use super::validate::{self, report, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::values::{self, de, NumOrText};
 
@@ -54,6 +54,9 @@ struct RawModel {
     allowed_fails: Option<u64>,
     queue: Option<RawQueue>,
     fallbacks: Option<Vec<String>>,
+    /// The only regions this alias may use (data residency), instead of the server's.
+    required_regions: Option<Vec<String>>,
+    health_check_interval: Option<NumOrText>,
     /// Kept raw: each deployment is deserialized on its own (see module doc).
     deployments: Option<Vec<Value>>,
 }
@@ -249,6 +252,13 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         .enumerate()
         .filter_map(|(i, v)| deployment(diags, v, &join_index(&deployments_path, i)))
         .collect();
+    let required_regions = raw.required_regions.map(|regions| {
+        let at = join_key(path, "required_regions");
+        (native_server::required_regions(diags, &at, regions), at)
+    });
+    let health_check_interval = raw.health_check_interval.as_ref().and_then(|interval| {
+        native_server::health_check_interval(diags, &join_key(path, "health_check_interval"), interval)
+    });
     Some(RouteDraft {
         alias: alias.to_owned(),
         strategy,
@@ -264,6 +274,8 @@ fn model(diags: &mut Diags<'_>, alias: &str, value: Value, path: &str, defaults:
         content_policy_fallbacks: Vec::new(),
         deployments,
         unservable: Vec::new(),
+        required_regions,
+        health_check_interval,
     })
 }
 

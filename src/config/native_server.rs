@@ -17,6 +17,8 @@ pub(super) struct RawServer {
     listen: Option<String>,
     admin: Option<String>,
     region: Option<String>,
+    required_regions: Option<Vec<String>>,
+    health_check_interval: Option<NumOrText>,
     body_limit: Option<NumOrText>,
     max_buffered_bodies: Option<NumOrText>,
     timeouts: Option<RawTimeouts>,
@@ -35,6 +37,7 @@ struct RawTimeouts {
     shutdown_grace: Option<NumOrText>,
     header_read: Option<NumOrText>,
     idle: Option<NumOrText>,
+    key_probe: Option<NumOrText>,
 }
 
 pub(super) fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
@@ -49,6 +52,12 @@ pub(super) fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
         diags.error("server.admin", format!("admin address {} is the same as the listen address", s.admin));
     }
     s.region = raw.region.filter(|r| !r.trim().is_empty());
+    if let Some(regions) = raw.required_regions {
+        s.required_regions = required_regions(diags, "server.required_regions", regions);
+    }
+    if let Some(interval) = &raw.health_check_interval {
+        s.health_check_interval = health_check_interval(diags, "server.health_check_interval", interval);
+    }
     if let Some(name) = raw.session_header {
         match http::HeaderName::from_bytes(name.trim().as_bytes()) {
             Ok(header) => s.session_header = header,
@@ -90,6 +99,7 @@ pub(super) fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
             ("shutdown_grace", t.shutdown_grace, &mut s.shutdown_grace, bounds::SHUTDOWN_GRACE),
             ("header_read", t.header_read, &mut s.header_read_timeout, bounds::HEADER_READ_TIMEOUT),
             ("idle", t.idle, &mut s.idle_timeout, bounds::IDLE_TIMEOUT),
+            ("key_probe", t.key_probe, &mut s.key_probe_timeout, bounds::KEY_PROBE_TIMEOUT),
         ];
         for (name, value, slot, max) in fields {
             if let Some(value) = value {
@@ -112,4 +122,33 @@ pub(super) fn server(diags: &mut Diags<'_>, raw: RawServer) -> ServerSettings {
 
 fn connection_cap(n: u64) -> Result<usize, String> {
     bounds::count(n, 1, bounds::MAX_CONNECTIONS)
+}
+
+/// A required region set: trimmed, without blanks or repeats, at most
+/// [`bounds::REQUIRED_REGIONS`] of them.
+pub(super) fn required_regions(diags: &mut Diags<'_>, path: &str, raw: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for region in raw {
+        let region = region.trim();
+        if region.is_empty() {
+            diags.error(path, "a required region must not be empty");
+        } else if !out.iter().any(|r| r == region) {
+            out.push(region.to_owned());
+        }
+    }
+    if out.len() > bounds::REQUIRED_REGIONS {
+        diags.error(path, format!("at most {} regions", bounds::REQUIRED_REGIONS));
+        out.truncate(bounds::REQUIRED_REGIONS);
+    }
+    out
+}
+
+/// An active health check interval, from [`bounds::HEALTH_CHECK_FLOOR`] to a day.
+pub(super) fn health_check_interval(diags: &mut Diags<'_>, path: &str, raw: &NumOrText) -> Option<std::time::Duration> {
+    let d = bounds::duration_at(diags, path, raw, bounds::HEALTH_CHECK_INTERVAL, Zero::Refused)?;
+    if d < bounds::HEALTH_CHECK_FLOOR {
+        diags.error(path, "must be at least 100ms");
+        return None;
+    }
+    Some(d)
 }

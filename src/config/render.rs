@@ -48,6 +48,16 @@ pub fn render_table(config: &Config) -> String {
         if !route.fallbacks.is_empty() {
             let _ = writeln!(out, "  fallbacks: {}", route.fallbacks.join(" -> "));
         }
+        if !route.required_regions.is_empty() {
+            let _ = writeln!(
+                out,
+                "  required regions: {} (no request goes elsewhere, even when every key there is cooling down)",
+                route.required_regions.join(", ")
+            );
+        }
+        if let Some(interval) = route.health_check_interval {
+            let _ = writeln!(out, "  health checks: every key probed every {}", humantime::format_duration(interval));
+        }
         for reason in &route.unservable {
             let answer = if route.deployments.is_empty() { " (requests get 501)" } else { "" };
             let _ = writeln!(out, "  not served{answer}: {reason}");
@@ -67,6 +77,10 @@ pub fn render_table(config: &Config) -> String {
                     (KeyRefKind::Single, false) => k.name.clone(),
                 })
                 .collect();
+            let required = &route.required_regions;
+            if !required.is_empty() && !d.region.as_ref().is_some_and(|r| required.contains(r)) {
+                let _ = writeln!(out, "      never used: outside the required regions");
+            }
             let plain = if is_plain_http_to_remote(&d.base_url) { " (plain http)" } else { "" };
             if keys.is_empty() {
                 let _ = writeln!(out, "      keys: none: no auth header is sent to {}", d.key_destination());

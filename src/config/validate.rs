@@ -87,6 +87,11 @@ pub(crate) struct RouteDraft {
     pub deployments: Vec<DeploymentDraft>,
     /// Reasons of the entries that cannot be served (LiteLLM only).
     pub unservable: Vec<String>,
+    /// The alias's own required regions, with the path they were written at; `None`:
+    /// the server's.
+    pub required_regions: Option<(Vec<String>, String)>,
+    /// The alias's own health check interval; `None`: the server's.
+    pub health_check_interval: Option<Duration>,
 }
 
 /// A deployment whose `name` is still to be assigned (unless written explicitly).
@@ -251,6 +256,11 @@ pub(crate) fn finish(
             check_duplicate_keys(diags, &d.keys);
         }
         let alias = route.alias.clone();
+        let (required_regions, regions_path) = route
+            .required_regions
+            .unwrap_or_else(|| (server.required_regions.clone(), "server.required_regions".into()));
+        check_required_regions(diags, &alias, &required_regions, &regions_path, &deployments);
+        let health_check_interval = route.health_check_interval.or(server.health_check_interval);
         models.insert(
             alias.clone(),
             ModelRoute {
@@ -265,11 +275,60 @@ pub(crate) fn finish(
                 allowed_fails: route.allowed_fails,
                 queue: route.queue,
                 deployments,
+                required_regions,
+                health_check_interval,
                 unservable: route.unservable,
             },
         );
     }
+    check_fallback_regions(diags, &models);
     Config { source: source.to_path_buf(), server, models, inline_secrets, kubernetes: None, shared: None }
+}
+
+/// A fallback of an alias with required regions must require a subset of them, or a
+/// failed-over request would leave the regions the alias must stay in.
+fn check_fallback_regions(diags: &mut Diags<'_>, models: &BTreeMap<String, ModelRoute>) {
+    for (alias, model) in models {
+        if model.required_regions.is_empty() {
+            continue;
+        }
+        let all = model.fallbacks.iter().chain(&model.context_window_fallbacks).chain(&model.content_policy_fallbacks);
+        for fallback in all {
+            let Some(other) = models.get(fallback) else { continue };
+            let inside = !other.required_regions.is_empty()
+                && other.required_regions.iter().all(|r| model.required_regions.contains(r));
+            if !inside {
+                let message = format!(
+                    "fallback {fallback:?} may use regions outside {}, which {alias:?} requires: \
+                     give it required_regions within them",
+                    model.required_regions.join(", ")
+                );
+                diags.error(&super::lines::join_key(&super::lines::join_key("models", alias), "fallbacks"), message);
+            }
+        }
+    }
+}
+
+/// A required region set must leave the alias at least one deployment: otherwise
+/// every request would be refused, which is a config mistake to say at load time.
+fn check_required_regions(
+    diags: &mut Diags<'_>,
+    alias: &str,
+    required: &[String],
+    path: &str,
+    deployments: &[Deployment],
+) {
+    if required.is_empty() || deployments.is_empty() {
+        return;
+    }
+    let inside = |d: &Deployment| d.region.as_ref().is_some_and(|r| required.contains(r));
+    if !deployments.iter().any(inside) {
+        let message = format!(
+            "model {alias:?} requires region {} but none of its deployments is there (set `region` on them)",
+            required.join(" or ")
+        );
+        diags.error(path, message);
+    }
 }
 
 /// Fallbacks must name other aliases of this file; repeats are dropped.

@@ -14,7 +14,10 @@
 //! (Anthropic native), `.../responses`, `.../moderations`, `.../images/{generations,edits,
 //! variations}`, `.../rerank`, `.../audio/{transcriptions,translations}` (forms: the
 //! model is read from the form's `model` field), `.../models/{model}:generateContent` and
-//! `:streamGenerateContent` (Gemini native), `GET .../models`. Anything else is 404.
+//! `:streamGenerateContent` (Gemini native), `GET .../models`, and OpenRouter's key
+//! info `GET .../key`. Anything else is 404. The last two are what keyrelay's key
+//! probes call: like a real provider they answer 401 to an unknown key, and each one
+//! is counted per key ([`KeyStats::probes`], [`MockProvider::probe_times`]).
 //!
 //! Keys are fake test values: the mock reports them in [`RecordedRequest::key`] and in
 //! [`MockStats`] on purpose, but never in a response body (responses name the key by
@@ -23,6 +26,7 @@
 mod body;
 mod faults;
 mod limits;
+mod probes;
 mod request;
 mod responses;
 mod server;
@@ -287,6 +291,10 @@ pub struct KeyStats {
     pub faults: usize,
     /// Streams whose client went away before the last event.
     pub aborted_streams: usize,
+    /// Key checks (`GET .../models`, `GET .../key`) carrying this key, whatever their
+    /// answer (401 for an unknown key). Counted here only, not in `ok`,
+    /// `unauthorized` or `errors`: those count traffic.
+    pub probes: usize,
 }
 
 /// A snapshot of [`KeyStats`] for every key seen.
@@ -311,6 +319,7 @@ impl MockStats {
             errors: a.errors + s.errors,
             faults: a.faults + s.faults,
             aborted_streams: a.aborted_streams + s.aborted_streams,
+            probes: a.probes + s.probes,
         })
     }
 }
@@ -380,7 +389,8 @@ impl MockProvider {
         self.shared.requests()
     }
 
-    /// How many requests carried `key` (whatever their outcome).
+    /// How many requests carried `key` (whatever their outcome), key checks
+    /// (`GET .../models`, `.../key`: see [`KeyStats::probes`]) apart.
     pub fn requests_for_key(&self, key: &str) -> usize {
         self.shared.requests_for_key(key)
     }
@@ -429,6 +439,11 @@ impl MockProvider {
     /// Per-key counters.
     pub fn stats(&self) -> MockStats {
         self.shared.stats()
+    }
+
+    /// When key checks carrying `key` arrived, oldest first.
+    pub fn probe_times(&self, key: &str) -> Vec<std::time::Instant> {
+        self.shared.probes.times(key)
     }
 
     /// Streams whose client went away before the last event (all keys).

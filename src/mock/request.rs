@@ -14,6 +14,8 @@ pub(crate) enum Endpoint {
     Messages,
     /// `GET .../models`.
     Models,
+    /// OpenRouter's `GET .../key`: the key's own limits and usage.
+    KeyInfo,
     /// Gemini native `models/{model}:generateContent` / `:streamGenerateContent`.
     GeminiGenerate,
     /// OpenAI's Responses API, `.../responses`.
@@ -75,7 +77,7 @@ pub(crate) fn parse(method: &Method, path: &str, query: Option<&str>, headers: &
         });
         return Parsed { endpoint, key, model, stream: false, json_ok: None, form: true };
     }
-    let takes_json = !matches!(endpoint, Endpoint::Models | Endpoint::NotFound);
+    let takes_json = !matches!(endpoint, Endpoint::Models | Endpoint::KeyInfo | Endpoint::NotFound);
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
     let object = json.as_ref().and_then(|v| v.as_object());
     let model = path_model.or_else(|| object.and_then(|o| o.get("model")).and_then(|m| m.as_str()).map(str::to_string));
@@ -122,6 +124,9 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, bool) {
     }
     if *method == Method::GET && path.ends_with("/models") {
         return (Endpoint::Models, None, false);
+    }
+    if *method == Method::GET && path.ends_with("/key") {
+        return (Endpoint::KeyInfo, None, false);
     }
     (Endpoint::NotFound, None, false)
 }

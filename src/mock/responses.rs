@@ -161,7 +161,7 @@ impl Reply {
                 "usageMetadata": self.gemini_usage(),
                 "modelVersion": self.model, "responseId": self.id,
             }),
-            Endpoint::Chat | Endpoint::Models | Endpoint::NotFound => json!({
+            Endpoint::Chat | Endpoint::Models | Endpoint::KeyInfo | Endpoint::NotFound => json!({
                 "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": [{
                     "index": 0,
@@ -245,6 +245,7 @@ impl Reply {
             Endpoint::Chat
             | Endpoint::Embeddings
             | Endpoint::Models
+            | Endpoint::KeyInfo
             | Endpoint::NotFound
             | Endpoint::Responses
             | Endpoint::Moderations
@@ -285,6 +286,11 @@ pub(crate) fn models_list(models: &[String]) -> Value {
         .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
         .collect();
     json!({"object": "list", "data": data})
+}
+
+/// OpenRouter's `GET /api/v1/key`: the key's label, usage and limit.
+pub(crate) fn key_info(label: &str) -> Value {
+    json!({"data": {"label": label, "usage": 0, "limit": null, "is_free_tier": false, "rate_limit": {"requests": 10, "interval": "10s"}}})
 }
 
 #[cfg(test)]

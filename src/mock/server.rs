@@ -64,6 +64,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     let parsed = request::parse(&parts.method, &path, query.as_deref(), &parts.headers, &bytes);
+    if matches!(parsed.endpoint, Endpoint::Models | Endpoint::KeyInfo) {
+        shared.probes.record(parsed.key.as_deref());
+    }
     let seq = shared.record(RecordedRequest {
         method: parts.method.to_string(),
         path,
@@ -121,8 +124,12 @@ fn answer(
 ) -> Response<MockBody> {
     let key = parsed.key.as_deref();
     let family = parsed.endpoint.family();
+    // Key checks are counted apart (`KeyStats::probes`), never as traffic.
+    let probe = matches!(parsed.endpoint, Endpoint::Models | Endpoint::KeyInfo);
     let fail = |status: StatusCode, outcome: Outcome, message: &str| {
-        shared.count(key, outcome);
+        if !probe {
+            shared.count(key, outcome);
+        }
         styles::error(status, family, message)
     };
     let label = match shared.authorize(key) {
@@ -141,8 +148,10 @@ fn answer(
         }
         (_, Some(status), _) => return fail(status, Outcome::Error, "Could not read the request body."),
         (Endpoint::Models, _, _) => {
-            shared.count(key, Outcome::Ok);
             return body::json(StatusCode::OK, &responses::models_list(&shared.models));
+        }
+        (Endpoint::KeyInfo, _, _) => {
+            return body::json(StatusCode::OK, &responses::key_info(&label));
         }
         (_, _, Some(false)) => {
             let msg = "We could not parse the JSON body of your request: expected a JSON object.";

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) models: Vec<String>,
     /// TCP connections accepted (and open) on the mock's listener.
     pub(crate) connections: std::sync::Arc<crate::http::ConnectionStats>,
+    /// Key checks received, per key.
+    pub(crate) probes: super::probes::ProbeLog,
     inner: Mutex<Inner>,
 }
 
@@ -91,6 +93,7 @@ impl Shared {
             accept_no_key: config.accept_no_key,
             models: config.models,
             connections: Default::default(),
+            probes: Default::default(),
             inner: Mutex::new(inner),
         }
     }
@@ -169,7 +172,9 @@ impl Shared {
     }
 
     pub(crate) fn requests_for_key(&self, key: &str) -> usize {
-        self.lock().requests.iter().filter(|r| r.key.as_deref() == Some(key)).count()
+        let probe =
+            |r: &RecordedRequest| r.method == "GET" && (r.path.ends_with("/models") || r.path.ends_with("/key"));
+        self.lock().requests.iter().filter(|r| r.key.as_deref() == Some(key) && !probe(r)).count()
     }
 
     pub(crate) fn push_fault(&self, key: Option<&str>, fault: Fault) {
@@ -205,7 +210,11 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> MockStats {
-        MockStats { per_key: self.lock().stats.clone() }
+        let mut per_key = self.lock().stats.clone();
+        for (key, probes) in self.probes.counts() {
+            per_key.entry(key).or_default().probes = probes;
+        }
+        MockStats { per_key }
     }
 
     pub(crate) fn streams_aborted(&self) -> usize {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::state::{Availability, EndpointState, Limits};
 use crate::config::Deployment;
+use crate::provider::refusal::KeyRefusal;
 use crate::provider::Auth;
 
 /// Identifies an endpoint across reloads: state carries over when all three match and
@@ -28,6 +29,29 @@ pub struct Endpoint {
     /// [`crate::config::Secret::shared_fingerprint`]: names the key in Redis.
     pub shared_fingerprint: String,
     pub state: Arc<EndpointState>,
+    /// Set while the Secret holds a new value for this key that does not serve yet
+    /// (see [`crate::lifecycle`]): the endpoint still sends the value it had.
+    pub rotation: Option<Rotation>,
+}
+
+/// Why an endpoint serves its previous key value although the Secret changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The new value is being probed.
+    Pending { since: Instant },
+    /// The provider refused the new value: the old one serves on until the Secret
+    /// changes again.
+    Rejected { reason: KeyRefusal, at: Instant },
+}
+
+impl Rotation {
+    /// The word `/status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rotation::Pending { .. } => "pending",
+            Rotation::Rejected { .. } => "rejected",
+        }
+    }
 }
 
 impl Endpoint {

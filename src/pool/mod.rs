@@ -17,8 +17,8 @@ mod state;
 pub mod wildcard;
 pub mod window;
 
-pub use endpoint::{Endpoint, EndpointId};
-pub use snapshot::{Pick, Route, Snapshot};
+pub use endpoint::{Endpoint, EndpointId, Rotation};
+pub use snapshot::{Changed, Choice, KeyValues, NewValues, Pick, Route, Snapshot};
 pub use state::{
     Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, InFlightGuard, Limits, LinkSettings, StateView,
     SyncSignal,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::endpoint::{Endpoint, EndpointId};
+use super::endpoint::{Endpoint, EndpointId, Rotation};
 use super::queue::WaitQueue;
 use super::select::{self, CandidateView, Select};
 use super::session;
@@ -52,6 +52,40 @@ pub struct Route {
     pattern: Option<Pattern>,
 }
 
+/// An endpoint whose key value in the Secret differs from the one it served in the
+/// previous snapshot (same alias, deployment, key name and base URL).
+pub struct Changed<'a> {
+    pub id: &'a EndpointId,
+    pub deployment: &'a Arc<Deployment>,
+    /// Credentials of the new value, for a probe; never logged (its `Debug` redacts).
+    pub fresh: &'a Auth,
+    pub fresh_fingerprint: u64,
+    pub previous: &'a Endpoint,
+}
+
+/// Which value a [`Changed`] endpoint serves in the snapshot being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    New,
+    /// The previous endpoint's value (and state) serve on, for this reason.
+    Previous(Rotation),
+}
+
+/// Decides [`Choice`]s while a snapshot is built (the rotation pre-flight of
+/// [`crate::lifecycle`]). Must not block: it runs inside [`Snapshot::build_with`].
+pub trait KeyValues {
+    fn choose(&self, changed: Changed<'_>) -> Choice;
+}
+
+/// A changed value serves at once (the first load, `check`, tests).
+pub struct NewValues;
+
+impl KeyValues for NewValues {
+    fn choose(&self, _: Changed<'_>) -> Choice {
+        Choice::New
+    }
+}
+
 impl Snapshot {
     /// Builds a snapshot from a validated config, reading every key. State of
     /// endpoints that also exist in `previous` (same alias, deployment and key name,
@@ -61,6 +95,17 @@ impl Snapshot {
         secrets: &SecretSource,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, Vec<Diagnostic>> {
+        Self::build_with(config, secrets, previous, &NewValues)
+    }
+
+    /// [`Snapshot::build`], with `values` deciding for each key whose value changed
+    /// whether the new value serves or the previous one serves on.
+    pub fn build_with(
+        config: &Config,
+        secrets: &SecretSource,
+        previous: Option<&Snapshot>,
+        values: &dyn KeyValues,
+    ) -> Result<Snapshot, Vec<Diagnostic>> {
         // A new base URL (`api_base: os.environ/NAME` rotated) is a new upstream: the old
         // one's cooldowns and open breakers say nothing about it.
         let carried: HashMap<(&EndpointId, u64, &http::Uri), &Arc<EndpointState>> = previous
@@ -69,12 +114,23 @@ impl Snapshot {
             .flat_map(|r| &r.endpoints)
             .map(|e| ((&e.id, e.key_fingerprint, &e.deployment.base_url), &e.state))
             .collect();
+        let previous_by_id: HashMap<&EndpointId, &Arc<Endpoint>> = previous
+            .into_iter()
+            .flat_map(|p| p.routes.values())
+            .flat_map(|r| &r.endpoints)
+            .map(|e| (&e.id, e))
+            .collect();
+        // Values already serving somewhere at the same upstream: proven by traffic, so a
+        // key that takes one (a `keys_from` line moving up when the one above it is
+        // removed) needs no probe, and the removed value must not serve on meanwhile.
+        let serving: std::collections::HashSet<(u64, &http::Uri)> =
+            previous_by_id.values().map(|e| (e.key_fingerprint, &e.deployment.base_url)).collect();
         let mut errors = Vec::new();
         let mut routes = BTreeMap::new();
         let mut tls_clients = TlsClients::new();
         for (alias, model) in &config.models {
             let mut endpoints = Vec::new();
-            for deployment in &model.deployments {
+            for deployment in model.deployments.iter().filter(|d| within_required_regions(model, d)) {
                 let profile = &deployment.options.tls;
                 if !tls_clients.contains_key(profile) {
                     let connect = config.server.connect_timeout;
@@ -109,6 +165,7 @@ impl Snapshot {
                         shared_fingerprint: crate::config::Secret::new(format!("{NO_KEY}:{}", deployment.base_url))
                             .shared_fingerprint(),
                         state,
+                        rotation: None,
                     }));
                 }
                 for key_ref in &deployment.keys {
@@ -147,14 +204,41 @@ impl Snapshot {
                             .map(|s| Arc::clone(s))
                             .unwrap_or_default();
                         state.limit_rest(model.cooldown_bounds.ceiling, Instant::now());
-                        endpoints.push(Arc::new(Endpoint {
-                            id,
-                            deployment: Arc::clone(&deployment_arc),
-                            auth,
-                            key_fingerprint: fingerprint,
-                            shared_fingerprint: key.secret.shared_fingerprint(),
-                            state,
-                        }));
+                        let changed = previous_by_id.get(&id).filter(|p| {
+                            p.key_fingerprint != fingerprint
+                                && p.deployment.base_url == deployment.base_url
+                                && !serving.contains(&(fingerprint, &deployment.base_url))
+                        });
+                        let choice = changed.map_or(Choice::New, |previous| {
+                            values.choose(Changed {
+                                id: &id,
+                                deployment: &deployment_arc,
+                                fresh: &auth,
+                                fresh_fingerprint: fingerprint,
+                                previous,
+                            })
+                        });
+                        let endpoint = match (choice, changed) {
+                            (Choice::Previous(rotation), Some(previous)) => Endpoint {
+                                id,
+                                deployment: Arc::clone(&deployment_arc),
+                                auth: previous.auth.clone(),
+                                key_fingerprint: previous.key_fingerprint,
+                                shared_fingerprint: previous.shared_fingerprint.clone(),
+                                state: Arc::clone(&previous.state),
+                                rotation: Some(rotation),
+                            },
+                            _ => Endpoint {
+                                id,
+                                deployment: Arc::clone(&deployment_arc),
+                                auth,
+                                key_fingerprint: fingerprint,
+                                shared_fingerprint: key.secret.shared_fingerprint(),
+                                state,
+                                rotation: None,
+                            },
+                        };
+                        endpoints.push(Arc::new(endpoint));
                     }
                 }
             }
@@ -291,6 +375,15 @@ impl Route {
             })
             .min()
     }
+}
+
+/// Whether requests of `model` may use `deployment`: a required region set admits
+/// only deployments in it (one without a region is nowhere in particular, so never).
+/// Endpoints outside are not built at all, so nothing can choose them, not even a
+/// request that finds every allowed key cooling down.
+fn within_required_regions(model: &ModelRoute, deployment: &Deployment) -> bool {
+    let required = &model.required_regions;
+    required.is_empty() || deployment.region.as_ref().is_some_and(|r| required.contains(r))
 }
 
 /// What a request brings to endpoint selection besides the route itself.

@@ -17,6 +17,7 @@ use crate::config::CooldownBounds;
 use crate::provider::ratelimit::{RateLimitReport, Wait};
 use crate::provider::refusal::KeyRefusal;
 
+mod probe;
 mod shared;
 pub use shared::{ExchangeIn, ExchangeOut, LinkSettings, SyncSignal};
 

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod catalog;
+pub mod probe;
 pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_fuzz;

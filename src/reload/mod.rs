@@ -66,6 +66,8 @@ pub struct ReloadSettings {
     /// How long the API may stay unreachable before its last known data is dropped
     /// and the files (which kubelet keeps syncing) are used alone again.
     pub api_stale_after: Duration,
+    /// Probes changed key values before they serve; `None`: they serve at once.
+    pub lifecycle: Option<Arc<crate::lifecycle::Lifecycle>>,
 }
 
 impl Default for ReloadSettings {
@@ -76,6 +78,7 @@ impl Default for ReloadSettings {
             watch_files: true,
             kube_client: None,
             api_stale_after: Duration::from_secs(120),
+            lifecycle: None,
         }
     }
 }
@@ -88,6 +91,7 @@ impl std::fmt::Debug for ReloadSettings {
             .field("watch_files", &self.watch_files)
             .field("kube_client", &self.kube_client.is_some())
             .field("api_stale_after", &self.api_stale_after)
+            .field("lifecycle", &self.lifecycle.is_some())
             .finish()
     }
 }
@@ -177,7 +181,11 @@ pub fn spawn(
         tokio::spawn(watch.run())
     });
 
-    let reloader = Reloader::new(sources, seed, store, Arc::clone(&health), api, generation_tx);
+    if let Some(lifecycle) = &settings.lifecycle {
+        lifecycle.connect(requests.clone());
+    }
+    let mut reloader = Reloader::new(sources, seed, store, Arc::clone(&health), api, generation_tx);
+    reloader.lifecycle = settings.lifecycle.clone();
     let task = tokio::spawn(run(Arc::new(Mutex::new(reloader)), health, rx, settings, stop_rx));
     ReloadHandle { requests, generations, stop, task: Some(task), api_task, _watcher: watcher }
 }

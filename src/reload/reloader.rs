@@ -17,6 +17,7 @@ use super::kube::ApiView;
 use super::Sources;
 use crate::admin::Health;
 use crate::config::{Config, Diagnostic, KubernetesSource, Origin};
+use crate::lifecycle::Lifecycle;
 use crate::pool::Snapshot;
 
 /// What a call to [`Reloader::reload`] did.
@@ -47,6 +48,8 @@ pub struct Reloader {
     health: Arc<Health>,
     api: Arc<ApiView>,
     generations: watch::Sender<u64>,
+    /// Decides which value a changed key serves (rotation pre-flight).
+    pub(crate) lifecycle: Option<Arc<Lifecycle>>,
 }
 
 impl Reloader {
@@ -68,6 +71,7 @@ impl Reloader {
             health,
             api,
             generations,
+            lifecycle: None,
         }
     }
 
@@ -75,7 +79,9 @@ impl Reloader {
     pub fn reload(&mut self) -> Outcome {
         let api = self.api.get();
         let read = content::read(&self.sources, &api, &self.keys);
-        if self.last == Some(read.hash) {
+        // A settled key probe changes what serves without any file changing.
+        let probed = self.lifecycle.as_ref().is_some_and(|l| l.take_rebuild());
+        if self.last == Some(read.hash) && !probed {
             return Outcome::Unchanged;
         }
         self.last = Some(read.hash);
@@ -89,7 +95,14 @@ impl Reloader {
         let note = self.fixed.pin(&mut parsed.config);
 
         let current = self.store.load_full();
-        let snapshot = match Snapshot::build(&parsed.config, &parsed.secrets, Some(&current)) {
+        let built = match &self.lifecycle {
+            Some(lifecycle) => {
+                let values = lifecycle.values(parsed.config.server.key_probe_timeout);
+                Snapshot::build_with(&parsed.config, &parsed.secrets, Some(&current), &values)
+            }
+            None => Snapshot::build(&parsed.config, &parsed.secrets, Some(&current)),
+        };
+        let snapshot = match built {
             Ok(snapshot) => snapshot,
             Err(errors) => return self.reject(&errors),
         };
@@ -104,8 +117,12 @@ impl Reloader {
 
         let generation = snapshot.generation;
         let (models, endpoints) = snapshot.routes().fold((0, 0), |(m, e), r| (m + 1, e + r.endpoints.len()));
-        self.store.store(Arc::new(snapshot));
-        drop(current);
+        let snapshot = Arc::new(snapshot);
+        self.store.store(Arc::clone(&snapshot));
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.after_swap(&snapshot);
+        }
+        drop((current, snapshot));
         self.health.set_last_error(None);
         self.health.record_reload_applied(generation, &format!("{models} models, {endpoints} endpoints"));
         // The first good version of a process that started unconfigured.

@@ -43,6 +43,24 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+/// `keyrelay_probes_total` labels: token-free key checks, never client requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `rotation` (a changed key value's pre-flight) or `health` (active health check).
+    pub kind: &'static str,
+    /// `accepted`, `refused`, `out_of_credits`, `unreachable` or `inconclusive`.
+    pub outcome: &'static str,
+}
+
+/// `keyrelay_key_rotations_total` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    /// `accepted` (probe passed), `rejected` (refused: the old value serves on),
+    /// `unreachable` (switched after the bound) or `unverified` (the probe's answer
+    /// said nothing about the key: switched).
+    pub outcome: &'static str,
+}
+
 pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The request path's instruments. Cheap to clone handles live inside; one instance
@@ -61,6 +79,10 @@ pub struct ProxyMetrics {
     pub queue_wait: Histograms<ModelLabels>,
     /// Streams: from sending the attempt to the first body chunk.
     pub time_to_first_chunk: Histograms<DeploymentLabels>,
+    /// Key probes (rotation pre-flight, health checks): apart from `requests`.
+    pub probes: Family<ProbeLabels, Counter>,
+    /// Key value changes decided by the rotation pre-flight.
+    pub key_rotations: Family<RotationLabels, Counter>,
 }
 
 fn upstream_buckets() -> Histogram {
@@ -81,6 +103,8 @@ impl Default for ProxyMetrics {
             request_latency: Family::new_with_constructor(upstream_buckets),
             queue_wait: Family::new_with_constructor(upstream_buckets),
             time_to_first_chunk: Family::new_with_constructor(upstream_buckets),
+            probes: Family::default(),
+            key_rotations: Family::default(),
         }
     }
 }
@@ -92,6 +116,16 @@ impl ProxyMetrics {
             "requests",
             "Client requests by model, the deployment and key that answered, and status class",
             self.requests.clone(),
+        );
+        registry.register(
+            "probes",
+            "Token-free key probes (rotation pre-flight, health checks) by kind and outcome; not requests",
+            self.probes.clone(),
+        );
+        registry.register(
+            "key_rotations",
+            "Changed key values by what the pre-flight probe decided",
+            self.key_rotations.clone(),
         );
         registry.register("retries", "Attempts sent after a failed one, by the failure's reason", self.retries.clone());
         let s = Unit::Seconds;

@@ -156,3 +156,24 @@ async fn dropping_the_mock_stops_it() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn key_checks_answer_like_providers_and_are_counted_apart_from_traffic() {
+    let mock = MockProvider::start(MockConfig::new().key("k", KeyLimit::rpm(1))).await.unwrap();
+    let client = client();
+    for path in ["/v1/models", "/v1beta/models", "/api/v1/key"] {
+        let r = read(send(&client, request(&mock, "GET", path, Some("k"), "")).await).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let r = read(send(&client, request(&mock, "GET", path, Some("typo"), "")).await).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: an unknown key is refused");
+    }
+    assert_eq!(chat(&client, &mock, "k").await.status, StatusCode::OK, "probes spend none of rpm 1");
+    let stats = mock.stats();
+    assert_eq!((stats.key("k").probes, stats.key("typo").probes), (3, 3));
+    assert_eq!((stats.key("k").ok, stats.key("typo").unauthorized), (1, 0), "probes are not traffic");
+    assert_eq!(mock.probe_times("k").len(), 3);
+
+    mock.set_standing_fault(Some("k"), Some(crate::mock::Fault::ResetConnection));
+    let dropped = client.request(request(&mock, "GET", "/v1/models", Some("k"), "")).await;
+    assert!(dropped.is_err(), "unreachable on demand");
+}
