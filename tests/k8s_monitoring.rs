@@ -178,7 +178,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_served() {
     assert!(used.len() >= 15, "{used:?}");
 
     let limit = KeyLimit::rpm(1000).with_tpm(1_000_000);
-    let mock = MockProvider::start(MockConfig::new().key("sk-a", limit.clone()).key("sk-b", limit)).await.unwrap();
+    let mock = MockProvider::start(MockConfig::new().key("sk-a", limit).key("sk-b", limit)).await.unwrap();
     let config = format!(
         "models:\n  m:\n    deployments:\n      - provider: openai-compatible\n        model: up\n        api_base: {}\n        keys: [KA, KB]\n",
         mock.base_url()
