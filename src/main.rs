@@ -33,7 +33,8 @@ enum Command {
     /// A self-contained showcase: mock providers, the proxy, traffic and a live table.
     Demo(keyrelay::demo::DemoArgs),
     /// The Kubernetes sidecar injector: a mutating admission webhook over TLS.
-    Webhook(keyrelay::k8s::WebhookArgs),
+    // Boxed: its many flags would make every `Command` as large.
+    Webhook(Box<keyrelay::k8s::WebhookArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
             keyrelay::telemetry::init_logging("warn");
             runtime.block_on(keyrelay::demo::run(args))
         }
-        Some(Command::Webhook(args)) => runtime.block_on(webhook(args)),
+        Some(Command::Webhook(args)) => runtime.block_on(webhook(*args)),
         Some(Command::Run(args)) => run_blocking(&runtime, args),
         None => run_blocking(&runtime, cli.run),
     };

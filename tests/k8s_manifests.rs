@@ -26,11 +26,15 @@ struct Case<'a> {
     set: &'a [&'a str],
 }
 
-const DEFAULT: Case<'static> = Case { name: "default", set: &[] };
-const CERT_MANAGER: Case<'static> = Case { name: "cert-manager", set: &["certManager.enabled=true"] };
+/// The one value the chart requires (no image is published).
+const REPOSITORY: &str = "image.repository=registry.example/platform/keyrelay";
+
+const DEFAULT: Case<'static> = Case { name: "default", set: &[REPOSITORY] };
+const CERT_MANAGER: Case<'static> = Case { name: "cert-manager", set: &[REPOSITORY, "certManager.enabled=true"] };
 const CERT_MANAGER_ISSUER: Case<'static> = Case {
     name: "cert-manager-cluster-issuer",
     set: &[
+        REPOSITORY,
         "certManager.enabled=true",
         "certManager.issuerRef.name=corp-ca",
         "certManager.issuerRef.kind=ClusterIssuer",
@@ -39,6 +43,7 @@ const CERT_MANAGER_ISSUER: Case<'static> = Case {
 const PLAIN_SIDECAR: Case<'static> = Case {
     name: "plain-sidecar",
     set: &[
+        REPOSITORY,
         "sidecar.mode=container",
         "replicaCount=1",
         "exampleConfig.enabled=true",
@@ -157,6 +162,62 @@ fn injected_pods_validate_strictly_in_both_modes() {
 }
 
 #[test]
+fn the_injected_sidecar_carries_the_otel_variables_and_its_pod() {
+    let pod = injected_pod(keyrelay::k8s::SidecarMode::Native, false);
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["name"], "keyrelay");
+    let env = sidecar["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name}: {env:?}"));
+    // The pod's annotations win over the chart's values; the rest are the chart's.
+    assert_eq!(var("OTEL_EXPORTER_OTLP_ENDPOINT")["value"], "http://otel-collector.observability:4317");
+    assert_eq!(var("OTEL_EXPORTER_OTLP_PROTOCOL")["value"], "grpc");
+    assert_eq!(var("OTEL_TRACES_SAMPLER")["value"], "parentbased_traceidratio");
+    assert_eq!(var("OTEL_TRACES_SAMPLER_ARG")["value"], "0.5");
+    let field = |name: &str| var(name)["valueFrom"]["fieldRef"]["fieldPath"].clone();
+    assert_eq!(field("KEYRELAY_POD_NAME"), "metadata.name");
+    assert_eq!(field("KEYRELAY_POD_NAMESPACE"), "metadata.namespace");
+    assert_eq!(
+        var("OTEL_RESOURCE_ATTRIBUTES")["value"],
+        "k8s.pod.name=$(KEYRELAY_POD_NAME),k8s.namespace.name=$(KEYRELAY_POD_NAMESPACE),deployment.environment=prod"
+    );
+    assert_eq!(pod["metadata"]["labels"]["keyrelay.dev/injected"], "true", "what the PodMonitor selects");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9901");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+}
+
+#[test]
+fn telemetry_values_flow_into_the_webhook() {
+    let set = [
+        REPOSITORY,
+        "sidecar.telemetry.otlpEndpoint=https://otel.example:4318",
+        "sidecar.telemetry.protocol=http/protobuf",
+        "sidecar.telemetry.sampler=parentbased_traceidratio",
+        "sidecar.telemetry.samplerArg=0.25",
+        "sidecar.telemetry.resourceAttributes.team=llm",
+        "monitoring.scrapeAnnotations=false",
+    ];
+    let (_, objects) = render(&Case { name: "telemetry", set: &set });
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_OTEL_ENDPOINT"), Some("https://otel.example:4318"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_OTEL_PROTOCOL"), Some("http/protobuf"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_OTEL_SAMPLER"), Some("parentbased_traceidratio"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_OTEL_SAMPLER_ARG"), Some("0.25"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_OTEL_RESOURCE_ATTRIBUTES"), Some("team=llm"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_SCRAPE_ANNOTATIONS"), Some("false"));
+    let (_, defaults) = render(&DEFAULT);
+    assert_eq!(webhook_env(&defaults, "KEYRELAY_SIDECAR_OTEL_ENDPOINT"), None, "no endpoint unless one is set");
+}
+
+#[test]
+fn the_chart_refuses_to_render_without_an_image_repository() {
+    let out = helm(&Case { name: "no-image", set: &[] }, "template");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rendered without an image");
+    assert!(stderr.contains("image.repository is not set") && stderr.contains("scripts/build-image"), "{stderr}");
+}
+
+#[test]
 fn strict_validation_really_rejects_unknown_fields() {
     // Guards the guard: a typo in a template must fail, not pass as an extra field.
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +265,7 @@ fn default_values_generate_a_ca_and_trust_it_in_the_webhook_configuration() {
     assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_MODE"), Some("native"));
     assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_API_WATCH"), Some("false"));
-    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_IMAGE"), Some("ghcr.io/keyrelay/keyrelay:0.1.0"));
+    assert_eq!(webhook_env(&objects, "KEYRELAY_SIDECAR_IMAGE"), Some("registry.example/platform/keyrelay:0.1.0"));
     let resources: k8s_openapi::api::core::v1::ResourceRequirements =
         serde_json::from_str(webhook_env(&objects, "KEYRELAY_SIDECAR_RESOURCES").unwrap()).unwrap();
     assert_eq!(resources.requests.unwrap()["memory"].0, "64Mi");
@@ -291,8 +352,12 @@ fn the_schema_rejects_unknown_and_invalid_values() {
         "webhook.timeoutSeconds=60",
         "sidecar.apiWatch=maybe",
         "sidecar.sharedState.url=memcached://x",
+        "sidecar.telemetry.otlpEndpoint=http://x/$(KEYRELAY_SHARED_PASSWORD)",
+        "sidecar.telemetry.sampler=sometimes",
+        "sidecar.telemetry.resourceAttributes.k8s\\.pod\\.name=other",
+        "monitoring.podMonitor.enabled=maybe",
     ] {
-        let out = helm(&Case { name: "bad", set: &[set] }, "template");
+        let out = helm(&Case { name: "bad", set: &[REPOSITORY, set] }, "template");
         assert!(!out.status.success(), "--set {set} was accepted");
     }
 }
@@ -376,7 +441,8 @@ fn injected_pod(mode: keyrelay::k8s::SidecarMode, api_watch: bool) -> Value {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "chat-5d9c7", "generateName": "chat-", "annotations": {
             "keyrelay.dev/inject": "true", "keyrelay.dev/config": "chat-llm-config", "keyrelay.dev/secret": "chat-llm-keys",
-            "keyrelay.dev/api-watch": api_watch.to_string()}},
+            "keyrelay.dev/api-watch": api_watch.to_string(),
+            "keyrelay.dev/otel-endpoint": "http://otel-collector.observability:4317", "keyrelay.dev/otel-protocol": "grpc"}},
         "spec": {
             "initContainers": [{"name": "migrate", "image": "chat:1", "volumeMounts": token_mount}],
             "containers": [{"name": "chat", "image": "chat:1", "env": [{"name": "A", "value": "b"}], "volumeMounts": token_mount}],
@@ -387,7 +453,14 @@ fn injected_pod(mode: keyrelay::k8s::SidecarMode, api_watch: bool) -> Value {
             ]}}]
         }
     });
-    let settings = keyrelay::k8s::InjectSettings { mode, ..Default::default() };
+    let telemetry = keyrelay::k8s::TelemetrySettings {
+        endpoint: Some("http://otel-collector.observability:4318".to_owned()),
+        sampler: Some("parentbased_traceidratio".to_owned()),
+        sampler_arg: Some("0.5".to_owned()),
+        resource_attributes: Some("deployment.environment=prod".to_owned()),
+        ..Default::default()
+    };
+    let settings = keyrelay::k8s::InjectSettings { mode, telemetry, ..Default::default() };
     let mutation = keyrelay::k8s::mutate(&serde_json::from_value(pod.clone()).unwrap(), &settings).unwrap();
     json_patch::patch(&mut pod, &mutation.patch).unwrap();
     pod

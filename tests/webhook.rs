@@ -226,7 +226,10 @@ async fn injects_a_native_sidecar_and_a_second_pass_changes_nothing() {
     assert_eq!(env(find(&spec["initContainers"], "migrate"), "OPENAI_BASE_URL"), Some("http://127.0.0.1:4000/v1"));
     assert_eq!(patched["metadata"]["annotations"]["keyrelay.dev/status"], "injected");
     // What the patch must not touch.
-    assert_eq!(patched["metadata"]["labels"], pod["metadata"]["labels"]);
+    let mut labels = pod["metadata"]["labels"].clone();
+    labels["keyrelay.dev/injected"] = json!("true");
+    assert_eq!(patched["metadata"]["labels"], labels, "only the label the chart's PodMonitor selects is added");
+    assert_eq!(patched["metadata"]["annotations"]["prometheus.io/port"], "9901");
     assert_eq!(spec["serviceAccountName"], "chat");
 
     // The API server reinvokes webhooks (reinvocationPolicy IfNeeded): nothing changes.
@@ -298,6 +301,19 @@ async fn conflicting_pods_are_refused_naming_the_conflict_but_no_value() {
     named["spec"]["containers"][1]["image"] = json!("sk-secret-looking:1");
     let message = refusal(&webhook.review(&named).await);
     assert!(message.contains("container named keyrelay"), "{message}");
+
+    // Annotations are written by whoever creates pods: one that would make kubelet
+    // copy the Redis password into the trace endpoint is refused, not injected.
+    let mut otel = app_pod(injected_annotations());
+    otel["metadata"]["annotations"]["keyrelay.dev/otel-endpoint"] =
+        json!("http://sk-secret-looking.example/$(KEYRELAY_SHARED_PASSWORD)");
+    let message = refusal(&webhook.review(&otel).await);
+    assert!(message.contains("keyrelay.dev/otel-endpoint") && message.contains("'$'"), "{message}");
+    otel["metadata"]["annotations"]["keyrelay.dev/otel-endpoint"] = json!("http://otel.observability:4318");
+    let patched = apply(&otel, &webhook.review(&otel).await);
+    let sidecar = &patched["spec"]["initContainers"][0];
+    let endpoint = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT");
+    assert_eq!(endpoint.unwrap()["value"], "http://otel.observability:4318");
 
     let mut bad = app_pod(injected_annotations());
     bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("sk-secret-looking");

@@ -2,7 +2,8 @@
 //! accept with back-off, a cap on open connections, optional TLS, HTTP/1.1 and HTTP/2
 //! on one port, timeouts for peers that send nothing, never finish a request head or
 //! sit idle, and a bounded drain on shutdown. Plus the body type and the small
-//! response helpers the handlers share.
+//! response helpers the handlers share. And [`resolve`], the in-process name resolver
+//! outbound clients connect through.
 //!
 //! It owns connections, never requests: what a request means is the handler's
 //! business, and nothing here reads config or snapshots.
@@ -10,6 +11,7 @@
 mod activity;
 pub mod body;
 mod connection;
+pub mod resolve;
 mod serve;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

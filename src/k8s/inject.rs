@@ -28,6 +28,10 @@ pub const STATUS_ANNOTATION: &str = "keyrelay.dev/status";
 /// `"true"` lets a hostNetwork pod be injected, with its ports on the node's network.
 pub const ALLOW_HOST_NETWORK_ANNOTATION: &str = "keyrelay.dev/allow-host-network";
 pub use super::api_watch::API_WATCH_ANNOTATION;
+/// On every pod the injector changed: what the chart's PodMonitor selects.
+pub const INJECTED_LABEL: &str = "keyrelay.dev/injected";
+/// The annotation-based scrape convention (Prometheus' kubernetes_sd examples).
+const SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";
 /// Lets `kubectl logs/exec` pick the app, not the sidecar, in plain-container mode.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
@@ -76,6 +80,8 @@ pub enum InjectError {
     HostNetwork { port: u16, admin_port: u16 },
     #[error("keyrelay: in API-watch mode only the sidecar gets the service-account token (the account can read the key Secret), but the pod sets automountServiceAccountToken: true; remove that field or set {API_WATCH_ANNOTATION}: \"false\"")]
     AutomountRequested,
+    #[error("keyrelay: annotation {0} is refused: {1}")]
+    InvalidAnnotation(&'static str, &'static str),
     #[error("keyrelay: the pod has no spec")]
     NoSpec,
 }
@@ -111,6 +117,8 @@ pub fn mutate(pod: &Pod, settings: &InjectSettings) -> Result<Mutation, InjectEr
         (None, api_watch::injected_with(spec))
     } else {
         let names = object_names(pod, settings)?;
+        // Checked here so a bad annotation refuses the pod before any patch.
+        settings.telemetry.for_pod(pod)?;
         let watches_api = api_watch::wanted(pod, settings)?;
         let ours = [CONFIG_VOLUME, SECRETS_VOLUME, API_TOKEN_VOLUME];
         if let Some(taken) = ours.into_iter().find(|name| spec.volumes.iter().flatten().any(|v| v.name == *name)) {
@@ -151,7 +159,7 @@ pub fn mutate(pod: &Pod, settings: &InjectSettings) -> Result<Mutation, InjectEr
     }
 
     if let Some((config_map, secret)) = names {
-        inject_ops(&mut ops, pod, spec, settings, &config_map, &secret, watches_api);
+        inject_ops(&mut ops, &mut warnings, pod, spec, settings, &config_map, &secret, watches_api);
         if spec.host_network == Some(true) {
             warnings.push(format!(
                 "keyrelay: hostNetwork: ports {} and {} are on the node's network; they must be free on the node, and the node can reach the keyless proxy",
@@ -164,8 +172,10 @@ pub fn mutate(pod: &Pod, settings: &InjectSettings) -> Result<Mutation, InjectEr
 }
 
 /// The sidecar, its volumes and the status annotation.
+#[allow(clippy::too_many_arguments)]
 fn inject_ops(
     ops: &mut Vec<PatchOperation>,
+    warnings: &mut Vec<String>,
     pod: &Pod,
     spec: &PodSpec,
     settings: &InjectSettings,
@@ -181,7 +191,9 @@ fn inject_ops(
         Some(_) => volumes.iter().for_each(|v| add(ops, &["spec", "volumes", "-"], v)),
         None => add(ops, &["spec", "volumes"], &volumes),
     }
-    let container = settings.container(api_watch);
+    // `mutate` checked the annotations already; a refusal here cannot happen.
+    let telemetry = settings.telemetry.for_pod(pod).unwrap_or_else(|_| settings.telemetry.clone());
+    let container = InjectSettings { telemetry, ..settings.clone() }.container(api_watch);
     match (settings.mode, spec.init_containers.is_some()) {
         // First, so the app's own init containers can already call the proxy.
         (SidecarMode::Native, true) => add(ops, &["spec", "initContainers", "0"], &container),
@@ -198,13 +210,31 @@ fn inject_ops(
             new.push((DEFAULT_CONTAINER_ANNOTATION, app.name.clone()));
         }
     }
-    if annotations.is_some() {
-        for (key, value) in new {
-            add(ops, &["metadata", "annotations", key], &value);
+    if settings.scrape_annotations {
+        if annotations.is_some_and(|a| a.contains_key(SCRAPE_ANNOTATION)) {
+            warnings.push(format!(
+                "keyrelay: the pod has its own {SCRAPE_ANNOTATION} annotations, so the sidecar's metrics (port {}) are not scraped by annotation; use the chart's PodMonitor",
+                settings.admin_port
+            ));
+        } else {
+            new.push((SCRAPE_ANNOTATION, "true".to_owned()));
+            new.push(("prometheus.io/port", settings.admin_port.to_string()));
+            new.push(("prometheus.io/path", "/metrics".to_owned()));
+        }
+    }
+    add_entries(ops, "annotations", annotations.is_some(), new);
+    add_entries(ops, "labels", pod.metadata.labels.is_some(), vec![(INJECTED_LABEL, "true".to_owned())]);
+}
+
+/// Adds `entries` to the pod's `metadata.<map>`, creating the map when absent.
+fn add_entries(ops: &mut Vec<PatchOperation>, map: &str, exists: bool, entries: Vec<(&str, String)>) {
+    if exists {
+        for (key, value) in entries {
+            add(ops, &["metadata", map, key], &value);
         }
     } else {
-        let map: std::collections::BTreeMap<_, _> = new.into_iter().collect();
-        add(ops, &["metadata", "annotations"], &map);
+        let map_value: std::collections::BTreeMap<_, _> = entries.into_iter().collect();
+        add(ops, &["metadata", map], &map_value);
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`review`]: AdmissionReview bytes in, bytes out; errors mapped to statuses once.
 //! - [`server`]: TLS + HTTP shell; [`tls`]: the certificate, reloaded when renewed.
 //! - [`sidecar`]: the container, volumes and env the injector adds.
+//! - [`telemetry`]: the sidecar's OTel variables, from the chart and pod annotations.
 //! - `conflicts`: pods the sidecar cannot join; `api_watch`: the token only the
 //!   sidecar gets when it watches the API.
 //!
@@ -16,6 +17,7 @@ pub mod inject;
 pub mod review;
 pub mod server;
 pub mod sidecar;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;
@@ -28,6 +30,7 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 pub use inject::{mutate, Decision, InjectError, Mutation};
 pub use server::{serve, StartError, WebhookConfig};
 pub use sidecar::{InjectSettings, SidecarMode};
+pub use telemetry::TelemetrySettings;
 
 /// `keyrelay webhook`: the mutating admission webhook that injects the sidecar.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,6 +67,26 @@ pub struct WebhookArgs {
     /// Extra environment for the sidecar, as a JSON list of EnvVar (e.g. OTEL_*).
     #[arg(long, env = "KEYRELAY_SIDECAR_ENV", value_parser = parse_json::<Vec<EnvVar>>)]
     pub sidecar_env: Option<Vec<EnvVar>>,
+    /// The sidecar's OTEL_EXPORTER_OTLP_ENDPOINT (a pod's `keyrelay.dev/otel-endpoint` wins).
+    #[arg(long, env = "KEYRELAY_SIDECAR_OTEL_ENDPOINT", value_parser = checked(telemetry::check_endpoint))]
+    pub sidecar_otel_endpoint: Option<String>,
+    /// OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf or grpc (`keyrelay.dev/otel-protocol`).
+    #[arg(long, env = "KEYRELAY_SIDECAR_OTEL_PROTOCOL", value_parser = checked(telemetry::check_protocol))]
+    pub sidecar_otel_protocol: Option<String>,
+    /// OTEL_TRACES_SAMPLER (`keyrelay.dev/otel-sampler`).
+    #[arg(long, env = "KEYRELAY_SIDECAR_OTEL_SAMPLER", value_parser = checked(telemetry::check_sampler))]
+    pub sidecar_otel_sampler: Option<String>,
+    /// OTEL_TRACES_SAMPLER_ARG, a ratio from 0 to 1 (`keyrelay.dev/otel-sampler-arg`).
+    #[arg(long, env = "KEYRELAY_SIDECAR_OTEL_SAMPLER_ARG", value_parser = checked(telemetry::check_sampler_arg))]
+    pub sidecar_otel_sampler_arg: Option<String>,
+    /// Resource attributes besides the pod's, `key=value,...` (`keyrelay.dev/otel-resource-attributes`).
+    #[arg(long, env = "KEYRELAY_SIDECAR_OTEL_RESOURCE_ATTRIBUTES",
+        value_parser = checked(telemetry::check_resource_attributes))]
+    pub sidecar_otel_resource_attributes: Option<String>,
+    /// prometheus.io/scrape, /port, /path annotations on injected pods (unless they have their own).
+    #[arg(long, env = "KEYRELAY_SIDECAR_SCRAPE_ANNOTATIONS", default_value_t = true, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub sidecar_scrape_annotations: bool,
     /// ConfigMap for pods without a `keyrelay.dev/config` annotation (else they are refused).
     #[arg(long, env = "KEYRELAY_SIDECAR_DEFAULT_CONFIG")]
     pub default_config: Option<String>,
@@ -107,6 +130,14 @@ impl WebhookArgs {
                 admin_port: self.sidecar_admin_port,
                 resources: self.sidecar_resources.unwrap_or_else(sidecar::default_resources),
                 env: self.sidecar_env.unwrap_or_default(),
+                telemetry: TelemetrySettings {
+                    endpoint: non_empty(self.sidecar_otel_endpoint),
+                    protocol: non_empty(self.sidecar_otel_protocol),
+                    sampler: non_empty(self.sidecar_otel_sampler),
+                    sampler_arg: non_empty(self.sidecar_otel_sampler_arg),
+                    resource_attributes: non_empty(self.sidecar_otel_resource_attributes),
+                },
+                scrape_annotations: self.sidecar_scrape_annotations,
                 default_config: non_empty(self.default_config),
                 default_secret: non_empty(self.default_secret),
                 api_watch: self.sidecar_api_watch,
@@ -127,6 +158,17 @@ fn parse_timeout(text: &str, max: Duration) -> Result<Duration, String> {
         return Err(format!("must be greater than zero and at most {}", humantime::format_duration(max)));
     }
     Ok(d)
+}
+
+/// A flag checked like the annotation it is the default of; empty means unset.
+fn checked(check: fn(&str) -> Result<(), telemetry::Refusal>) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |text: &str| {
+        let text = text.trim();
+        if !text.is_empty() {
+            check(text)?;
+        }
+        Ok(text.to_owned())
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {

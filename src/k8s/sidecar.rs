@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::telemetry::TelemetrySettings;
+
 /// The sidecar's container name; also how an injected pod is recognised.
 pub const CONTAINER_NAME: &str = "keyrelay";
 /// Volume holding the ConfigMap named by `keyrelay.dev/config`.
@@ -53,8 +55,13 @@ pub struct InjectSettings {
     /// The admin port (probes, metrics), bound on all interfaces.
     pub admin_port: u16,
     pub resources: ResourceRequirements,
-    /// Extra environment for the sidecar (log format, `OTEL_*`).
+    /// Extra environment for the sidecar (log format, shared state).
     pub env: Vec<EnvVar>,
+    /// The OTel variables (the chart's; [`mutate`](super::mutate) applies the pod's
+    /// annotations over them).
+    pub telemetry: TelemetrySettings,
+    /// `prometheus.io/scrape`, `/port`, `/path` on injected pods, for the admin port.
+    pub scrape_annotations: bool,
     /// ConfigMap used when a pod has no `keyrelay.dev/config` annotation.
     pub default_config: Option<String>,
     /// Secret used when a pod has no `keyrelay.dev/secret` annotation.
@@ -74,6 +81,8 @@ impl Default for InjectSettings {
             admin_port: 9901,
             resources: default_resources(),
             env: Vec::new(),
+            telemetry: TelemetrySettings::default(),
+            scrape_annotations: true,
             default_config: None,
             default_secret: None,
             api_watch: false,
@@ -152,7 +161,7 @@ impl InjectSettings {
             image_pull_policy: Some(self.image_pull_policy.clone()),
             args: Some(args.to_vec()),
             restart_policy: (self.mode == SidecarMode::Native).then(|| "Always".to_owned()),
-            env: (!self.env.is_empty()).then(|| self.env.clone()),
+            env: Some(self.telemetry.env(&self.env)),
             ports: Some(vec![ContainerPort {
                 name: Some("keyrelay-admin".to_owned()),
                 container_port: i32::from(self.admin_port),

@@ -17,7 +17,7 @@ use super::inbound::Inbound;
 use super::trace;
 use super::usage::Usage;
 use crate::pool::Endpoint;
-use crate::telemetry::metrics::{status_class, ProxyMetrics, RequestLabels};
+use crate::telemetry::metrics::{status_class, ModelLabels, ProxyMetrics, RequestLabels};
 use crate::telemetry::ACCESS_TARGET;
 
 pub(super) struct Exchange {
@@ -176,6 +176,9 @@ impl Drop for Exchange {
                 status_class: class,
             })
             .inc();
+        if status == 429 {
+            self.metrics.client_rate_limited.get_or_create(&ModelLabels { model: self.model_label.clone() }).inc();
+        }
         let usage = self.body.as_ref().and_then(|b| b.usage);
         // `None` fields are left out of the line.
         tracing::info!(

@@ -21,11 +21,13 @@ use rustls::pki_types::CertificateDer;
 use super::client_headers::{forwarded_headers, forwarded_query};
 use super::inbound::{Api, Inbound};
 use super::outbound::OutboundBody;
+use crate::http::resolve::Resolver;
 use crate::pool::Endpoint;
 
 /// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
 /// plain `http://` allowed for local servers) sending bodies of type `B`.
-pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+/// Host names go through keyrelay's own resolver (`/etc/hosts`, `/etc/resolv.conf`).
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector<Resolver>>, B>;
 
 /// The client for whole in-memory bodies (the OTLP exporter's).
 pub type UpstreamClient = HttpsClient<Full<Bytes>>;
@@ -65,7 +67,7 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(Resolver::from_system());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

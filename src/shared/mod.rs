@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub use target::Target;
 
+use crate::http::resolve::Resolver;
 use crate::pool::{Endpoint, LinkSettings, Snapshot, SyncSignal};
 
 /// What `/status`, `/readyz` and `/metrics` show about shared state.
@@ -114,13 +115,14 @@ async fn connect(target: &Target) -> Result<Conn, String> {
     let attempt = async {
         if target.cluster {
             let client = redis::cluster::ClusterClientBuilder::new(vec![target.info.clone()])
+                .async_dns_resolver(Resolver::from_system())
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(target.timeout)
                 .build()
                 .map_err(describe)?;
             client.get_async_connection().await.map(Conn::Cluster).map_err(describe)
         } else {
-            let client = redis::Client::open(target.info.clone()).map_err(describe)?;
+            let client = redis::Client::open(by_address(&target.info).await?).map_err(describe)?;
             // The manager retries a refused login until its deadline; one plain
             // connection first says why it is refused (a wrong password).
             drop(client.get_multiplexed_async_connection().await.map_err(describe)?);
@@ -132,6 +134,22 @@ async fn connect(target: &Target) -> Result<Conn, String> {
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| "connect timed out".to_owned())?
+}
+
+/// A plain-TCP Redis named by host is connected to by an address found in-process
+/// (`crate::http::resolve`: the image has no NSS for the connection manager's own
+/// lookups), found each time the task connects; the manager's own reconnects reuse
+/// that address. TLS keeps the
+/// name, which its certificate check needs (that lookup is the Redis client's own).
+async fn by_address(info: &redis::ConnectionInfo) -> Result<redis::ConnectionInfo, String> {
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) if host.parse::<std::net::IpAddr>().is_err() => {
+            let addrs = Resolver::from_system().lookup(host, *port).await.map_err(|e| e.to_string())?;
+            let first = addrs.first().ok_or_else(|| format!("no address for {host}"))?;
+            Ok(info.clone().set_addr(redis::ConnectionAddr::Tcp(first.ip().to_string(), *port)))
+        }
+        _ => Ok(info.clone()),
+    }
 }
 
 /// Runs the exchange task until `stop` turns true.

@@ -69,6 +69,9 @@ pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct ProxyMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
+    /// 429s the client got, keyrelay's own (every key busy) or passed through: the
+    /// rate limiting keyrelay did not absorb, which the app sees.
+    pub client_rate_limited: Family<ModelLabels, Counter>,
     /// Time from sending an attempt to its response head.
     pub upstream_latency: Histograms<DeploymentLabels>,
     /// Time to the response head that keyrelay itself spent: the total minus upstream
@@ -98,6 +101,7 @@ impl Default for ProxyMetrics {
         ProxyMetrics {
             requests: Family::default(),
             retries: Family::default(),
+            client_rate_limited: Family::default(),
             upstream_latency: Family::new_with_constructor(upstream_buckets),
             added_latency: Family::new_with_constructor(added_buckets),
             request_latency: Family::new_with_constructor(upstream_buckets),
@@ -128,6 +132,11 @@ impl ProxyMetrics {
             self.key_rotations.clone(),
         );
         registry.register("retries", "Attempts sent after a failed one, by the failure's reason", self.retries.clone());
+        registry.register(
+            "client_rate_limited",
+            "429 answers that reached the client (keyrelay's own when every key is busy, or a provider's)",
+            self.client_rate_limited.clone(),
+        );
         let s = Unit::Seconds;
         registry.register_with_unit(
             "upstream_latency",

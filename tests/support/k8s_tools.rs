@@ -58,14 +58,16 @@ pub fn run_validate(files: &[PathBuf]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Every object passes against both versions; only cert-manager's CRDs, which have no
-/// upstream schema, may be skipped (checked field by field in tests/k8s_manifests.rs).
+/// Every object passes against both versions; only cert-manager's and prometheus-operator's
+/// CRDs, which have no upstream schema, may be skipped (checked field by field in
+/// tests/k8s_manifests.rs and tests/k8s_monitoring.rs).
 pub fn validate_strict(files: &[PathBuf], objects: usize) {
     let (ok, output) = run_validate(files);
     assert!(ok, "kubernetes-validate --strict failed:\n{output}");
     for line in output.lines() {
         let expected = (line.starts_with("INFO") && line.contains(" passed "))
-            || (line.starts_with("WARN") && line.contains("cert-manager.io/v1"));
+            || (line.starts_with("WARN")
+                && (line.contains("cert-manager.io/v1") || line.contains("monitoring.coreos.com/v1")));
         assert!(expected, "unexpected kubernetes-validate output: {line}");
     }
     let newest = newest_kubernetes();

@@ -55,13 +55,19 @@ app.kubernetes.io/component: webhook
 {{- end }}
 {{- end }}
 
+{{/* The webhook's image. No image is published, so an unset repository fails the render
+instead of installing pods that end in ImagePullBackOff. */}}
+{{- define "keyrelay.repository" -}}
+{{- required "image.repository is not set: keyrelay publishes no image. Build it (./scripts/build-image, see the README section \"Building the image\"), push it to a registry your cluster can pull from, and install with --set image.repository=REGISTRY/keyrelay" .Values.image.repository }}
+{{- end }}
+
 {{- define "keyrelay.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- printf "%s:%s" (include "keyrelay.repository" .) (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The injected sidecar's image: its own values, else the webhook's image. */}}
 {{- define "keyrelay.sidecarImage" -}}
-{{- $repository := .Values.sidecar.image.repository | default .Values.image.repository }}
+{{- $repository := .Values.sidecar.image.repository | default (include "keyrelay.repository" .) }}
 {{- $tag := .Values.sidecar.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- printf "%s:%s" $repository $tag }}
 {{- end }}
