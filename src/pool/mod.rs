@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod bucket;
 mod endpoint;
 #[cfg(test)]
 mod proptests;
@@ -16,9 +17,9 @@ mod state;
 pub mod wildcard;
 pub mod window;
 
-pub use endpoint::{Endpoint, EndpointId};
+pub use endpoint::{Demand, Endpoint, EndpointId};
 pub use snapshot::{Pick, Route, Snapshot};
 pub use state::{
-    Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, InFlightGuard, Limits, LinkSettings, StateView,
-    SyncSignal,
+    Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, Exclusion, Forecast, InFlightGuard, Limits,
+    LinkSettings, Need, Priority, StateView, SyncSignal,
 };

@@ -85,8 +85,9 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let (usage, model) = self.tap.take().map(UsageTap::finish_with_model).unwrap_or_default();
+        // Settles the key's token reservation; without a usage, the guard gives it back.
         if let Some(usage) = usage {
-            self.state.record_tokens(usage.input, usage.output, std::time::Instant::now());
+            self._guard.settle(usage.input, usage.output, std::time::Instant::now());
         }
         let first_chunk = self.first_chunk.filter(|_| self.stream);
         if let Some(attempt) = &self.attempt {
