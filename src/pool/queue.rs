@@ -107,6 +107,11 @@ impl WaitQueue {
         Some(Place { _slot: slot, ticket, priority, turn: Arc::clone(&self.turn), give_up_at })
     }
 
+    /// Requests holding a place now.
+    pub fn waiting(&self) -> usize {
+        self.settings.max_waiting.saturating_sub(self.slots.available_permits())
+    }
+
     /// Whether a request of higher priority than `priority` is waiting: then this one
     /// must not take capacity ahead of it, and queues instead.
     pub fn waiting_above(&self, priority: Priority) -> bool {

@@ -314,3 +314,71 @@ impl InFlightGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(tokens: u64) -> Need {
+        Need { tokens, prompt_bytes: tokens * 4, ..Need::default() }
+    }
+
+    #[test]
+    fn every_way_an_attempt_ends_leaves_nothing_reserved() {
+        let s = Arc::new(EndpointState::default());
+        let limits = Limits { tpm: Some(10_000), ..Limits::default() };
+        let now = Instant::now();
+        // Failed or cancelled before any usage came (the guard is dropped).
+        drop(s.reserve(&limits, &need(6_000), now).expect("room"));
+        assert_eq!(s.forecast(now).reserved_tokens, 0);
+        // A stream cut mid-way: same.
+        let cut = s.reserve(&limits, &need(6_000), now).expect("given back, so room again");
+        assert_eq!(s.forecast(now).reserved_tokens, 6_000);
+        assert!(s.reserve(&limits, &need(6_000), now).is_err(), "the reservation holds the tokens");
+        drop(cut);
+        // Settled by the usage.
+        let mut done = s.reserve(&limits, &need(6_000), now).expect("room");
+        done.settle(100, 20, now);
+        assert_eq!(s.forecast(now).reserved_tokens, 0);
+        drop(done);
+        assert_eq!(s.forecast(now).reserved_tokens, 0, "settled once, not given back twice");
+        assert!(s.reserve(&limits, &need(9_000), now).is_ok(), "only the 120 used stay counted");
+    }
+
+    #[test]
+    fn low_priority_leaves_the_reserve() {
+        let s = Arc::new(EndpointState::default());
+        let limits = Limits { rpm: Some(10), ..Limits::default() };
+        let now = Instant::now();
+        for _ in 0..8 {
+            drop(s.reserve(&limits, &Need::default(), now).expect("room"));
+        }
+        let low = Need { priority: Priority::Low, reserve: 0.25, ..Need::default() };
+        assert_eq!(s.check(&limits, &low, now), Err(Exclusion::Reserved));
+        assert!(s.check(&limits, &Need { priority: Priority::High, ..low }, now).is_ok());
+    }
+
+    #[test]
+    fn calibration_learns_bytes_per_token_and_completion_size() {
+        let s = Arc::new(EndpointState::default());
+        let now = Instant::now();
+        assert_eq!(s.estimate_tokens(4_000, Some(10)), 1_010);
+        for _ in 0..40 {
+            let mut g = s.reserve(&Limits::default(), &need(1), now).expect("room");
+            g.prompt_bytes = 3_000;
+            g.settle(1_000, 50, now);
+        }
+        let estimate = s.estimate_tokens(3_000, None);
+        assert!((1_040..=1_060).contains(&estimate), "{estimate}");
+    }
+
+    #[test]
+    fn priorities_parse_from_words_and_litellm_integers() {
+        assert_eq!(Priority::parse("HIGH"), Some(Priority::High));
+        assert_eq!(Priority::parse("\"low\""), Some(Priority::Low));
+        assert_eq!(Priority::parse("0"), Some(Priority::High));
+        assert_eq!(Priority::parse("1"), Some(Priority::Normal));
+        assert_eq!(Priority::parse("7"), Some(Priority::Low));
+        assert_eq!(Priority::parse("urgent!"), None);
+    }
+}
