@@ -14,14 +14,14 @@ struct NoBurst {
 }
 
 impl NoBurst {
-    fn admit(&mut self, at: Instant) -> Result<(), RateLimitReport> {
+    fn admit(&mut self, at: Instant) -> Result<(), Box<RateLimitReport>> {
         if let Some(slot) = self.next_slot.filter(|&s| s > at) {
-            return Err(RateLimitReport {
+            return Err(Box::new(RateLimitReport {
                 limit_requests: Some(u64::from(self.per_second) * 60),
                 remaining_requests: Some(0),
                 reset_requests: Some(slot - at),
                 ..Default::default()
-            });
+            }));
         }
         self.next_slot = Some(at + Duration::from_secs(1) / self.per_second);
         Ok(())
