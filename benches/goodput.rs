@@ -12,9 +12,15 @@
 //!
 //! `BENCH_MODE=replicas cargo bench --bench goodput`: several instances sharing keys
 //! with and without Redis (see `goodput_replicas.rs`).
+//!
+//! `BENCH_MODE=predictive cargo bench --bench goodput`: burst-free, tokens-per-minute
+//! and priority scenarios (see `goodput_predictive.rs`).
 
 #[path = "goodput_replicas.rs"]
 mod replicas;
+
+#[path = "goodput_predictive.rs"]
+mod predictive;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -80,6 +86,9 @@ async fn run(strategy: &str, rate: u32, seconds: u64) -> String {
 async fn main() {
     if std::env::var("BENCH_MODE").is_ok_and(|m| m == "replicas") {
         return replicas::main().await;
+    }
+    if std::env::var("BENCH_MODE").is_ok_and(|m| m == "predictive") {
+        return predictive::main().await;
     }
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let strategies = std::env::var("BENCH_STRATEGIES")

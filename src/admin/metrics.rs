@@ -132,6 +132,7 @@ struct Row<'a> {
     available: bool,
     cooldown_left: f64,
     now: Instant,
+    forecast: crate::pool::Forecast,
 }
 
 impl Row<'_> {
@@ -173,7 +174,7 @@ const COUNTERS: [(&str, &str, CounterOf); 11] = [
 type GaugeOf = fn(&Row<'_>) -> Option<f64>;
 
 /// Per-key gauges: name, help, value (`None`: no sample for this key).
-const GAUGES: [(&str, &str, GaugeOf); 11] = [
+const GAUGES: [(&str, &str, GaugeOf); 14] = [
     ("in_flight", "Requests in flight with this key", |r| Some(f64::from(r.view.in_flight))),
     ("available", "1 if this key can take a request now", |r| Some(f64::from(u8::from(r.available)))),
     ("cooling_down", "1 while this key cools down after a 429", |r| Some(f64::from(u8::from(r.cooldown_left > 0.0)))),
@@ -197,6 +198,17 @@ const GAUGES: [(&str, &str, GaugeOf); 11] = [
     ("latency_ewma_seconds", "Moving average of time to response head with this key", |r| {
         r.view.latency.map(|d| d.as_secs_f64())
     }),
+    (
+        "key_exhaustion_seconds",
+        "Predicted seconds until this key's tightest limit runs dry at the last minute's rate",
+        |r| r.forecast.exhausted_in.map(|d| d.as_secs_f64()),
+    ),
+    ("key_room_seconds", "Predicted seconds until this key has room for a request again (0: now)", |r| {
+        r.forecast.room_in.map(|d| d.as_secs_f64())
+    }),
+    ("key_reserved_tokens", "Tokens reserved by requests in flight with this key, not yet settled", |r| {
+        Some(r.forecast.reserved_tokens as f64)
+    }),
 ];
 
 impl Collector for SnapshotCollector {
@@ -210,7 +222,8 @@ impl Collector for SnapshotCollector {
                 let view = endpoint.state.view(now);
                 let cooldown_left = view.cooldown_until.map_or(0.0, |u| u.saturating_duration_since(now).as_secs_f64());
                 let available = matches!(endpoint.availability(now), Availability::Ready { .. });
-                Row { endpoint, view, available, cooldown_left, now }
+                let forecast = endpoint.state.forecast(now);
+                Row { endpoint, view, available, cooldown_left, now, forecast }
             })
             .collect();
 

@@ -68,6 +68,9 @@ fn model(route: &Route, now: Instant) -> Value {
         "required_regions": settings.required_regions,
         "health_check_interval_seconds": settings.health_check_interval.map(secs),
         "endpoints": endpoints,
+        // Requests in the waiting room now, and the share of each key kept from low priority.
+        "waiting": route.queue.waiting(),
+        "reserve": settings.queue.reserve(),
     })
 }
 
@@ -77,6 +80,7 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
     let counters = &e.state.counters;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let limits = e.limits();
+    let forecast = e.state.forecast(now);
     let breaker_open_seconds = match view.breaker {
         BreakerState::Open { until } => Some(secs(until.saturating_duration_since(now))),
         _ => None,
@@ -114,6 +118,14 @@ fn endpoint(e: &Endpoint, now: Instant) -> Value {
         "price": price(e),
         "latency_ms": view.latency.map(ms),
         "time_to_first_chunk_ms": view.ttfb.map(ms),
+        // The model of the key's limits, and where its use is heading.
+        "forecast": {
+            "exhausted_in_seconds": forecast.exhausted_in.map(secs),
+            "room_in_seconds": forecast.room_in.map(secs),
+            "reserved_tokens": forecast.reserved_tokens,
+            "learned_burst": forecast.learned_burst,
+            "learned_requests_per_second": forecast.learned_rate.map(|r| (r * 1000.0).round() / 1000.0),
+        },
         "counters": {
             "attempts": load(&counters.attempts),
             "successes": load(&counters.successes),

@@ -285,11 +285,21 @@ pub struct QueueSettings {
     pub max_waiting: usize,
     /// The longest one request waits; then it gets 429 with `retry-after`.
     pub max_wait: Duration,
+    /// The share of each key's budget (in thousandths) that low-priority requests must
+    /// leave for the others (`queue.reserve`, a fraction up to 0.9).
+    pub reserve_permille: u16,
+}
+
+impl QueueSettings {
+    /// [`QueueSettings::reserve_permille`] as a fraction.
+    pub fn reserve(&self) -> f64 {
+        f64::from(self.reserve_permille) / 1000.0
+    }
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings { max_waiting: 100, max_wait: Duration::from_secs(10) }
+        QueueSettings { max_waiting: 100, max_wait: Duration::from_secs(10), reserve_permille: 100 }
     }
 }
 

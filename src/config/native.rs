@@ -28,6 +28,8 @@ use super::values::{self, de, NumOrText};
 struct RawQueue {
     max_waiting: Option<u64>,
     max_wait: Option<NumOrText>,
+    /// The share of each key's budget kept from low-priority requests (0 to 0.9).
+    reserve: Option<f64>,
 }
 
 /// Routing settings an alias inherits unless it sets its own.
@@ -318,6 +320,13 @@ fn queue(diags: &mut Diags<'_>, raw: Option<&RawQueue>, base: QueueSettings, pat
     if let Some(wait) = &raw.max_wait {
         let at = join_key(path, "max_wait");
         q.max_wait = bounds::duration_at(diags, &at, wait, bounds::MAX_WAIT, Zero::Allowed).unwrap_or(q.max_wait);
+    }
+    if let Some(reserve) = raw.reserve {
+        if (0.0..=0.9).contains(&reserve) {
+            q.reserve_permille = (reserve * 1000.0).round() as u16;
+        } else {
+            diags.error(&join_key(path, "reserve"), "must be a share between 0 and 0.9 (of each key's budget)");
+        }
     }
     q
 }

@@ -82,7 +82,7 @@ fn native_format_loads_with_defaults_and_overrides() {
 
     let gpt = &c.models["gpt-4o"];
     assert_eq!(gpt.strategy, Strategy::RoundRobin);
-    let queue = crate::config::QueueSettings { max_waiting: 7, max_wait: Duration::from_secs(1) };
+    let queue = crate::config::QueueSettings { max_waiting: 7, max_wait: Duration::from_secs(1), ..Default::default() };
     assert_eq!(gpt.queue, queue, "model's queue overrides defaults field by field");
     assert_eq!(gpt.num_retries, 4);
     assert_eq!(gpt.cooldown, Duration::from_secs(10));

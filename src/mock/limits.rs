@@ -29,6 +29,8 @@ pub(crate) struct Quota {
     pub reset: Option<Duration>,
     /// Set on a refusal.
     pub exhausted: Option<LimitKind>,
+    /// A refusal of the burst-free limiter: only the quota headers, no `retry-after`.
+    pub spaced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,11 +45,13 @@ struct Window {
 pub(crate) struct Limiter {
     limit: KeyLimit,
     window: Option<Window>,
+    /// The burst-free limiter's next free slot (GCRA's theoretical arrival time).
+    next_slot: Option<Instant>,
 }
 
 impl Limiter {
     pub(crate) fn new(limit: KeyLimit) -> Self {
-        Limiter { limit, window: None }
+        Limiter { limit, window: None, next_slot: None }
     }
 
     /// Replaces the limit; the current window keeps its counters and start, and ends
@@ -60,6 +64,18 @@ impl Limiter {
     /// counted) with the reset of the current window.
     pub(crate) fn admit(&mut self, now: Instant, tokens: u64) -> Result<Quota, Quota> {
         let window = self.current(now);
+        if let Some(per_second) = self.limit.per_second_no_burst {
+            if let Some(slot) = self.next_slot.filter(|&slot| slot > now) {
+                return Err(Quota {
+                    req_limit: Some(per_second.saturating_mul(60)),
+                    req_remaining: Some(0),
+                    reset: Some(slot - now),
+                    exhausted: Some(LimitKind::Requests),
+                    spaced: true,
+                    ..Quota::default()
+                });
+            }
+        }
         let refused = if self.limit.rpm.is_some_and(|rpm| window.requests >= rpm) {
             Some(LimitKind::Requests)
         } else if self.limit.tpm.is_some_and(|tpm| window.tokens.saturating_add(tokens) > tpm) {
@@ -81,6 +97,9 @@ impl Limiter {
             ..window
         };
         self.window = Some(window);
+        if let Some(per_second) = self.limit.per_second_no_burst {
+            self.next_slot = Some(now + Duration::from_secs(1) / per_second);
+        }
         Ok(self.quota(window, now))
     }
 
@@ -106,6 +125,7 @@ impl Limiter {
             tok_remaining: self.limit.tpm.map(|tpm| tpm.saturating_sub(window.tokens)),
             reset: Some(end.saturating_duration_since(now)),
             exhausted: None,
+            spaced: false,
         }
     }
 }
@@ -154,6 +174,20 @@ mod tests {
             let q = l.admit(t0, 1_000_000).unwrap();
             assert_eq!((q.req_limit, q.tok_limit), (None, None));
         }
+    }
+
+    #[test]
+    fn no_burst_spaces_requests_and_refuses_with_the_next_slot() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(KeyLimit::spaced(20));
+        let ok = l.admit(t0, 1).unwrap();
+        assert_eq!((ok.req_limit, ok.tok_limit), (None, None), "a success says nothing");
+        let refused = l.admit(t0 + ms(20), 1).unwrap_err();
+        assert_eq!((refused.req_limit, refused.req_remaining), (Some(1200), Some(0)));
+        assert_eq!(refused.reset, Some(ms(30)));
+        assert!(refused.spaced);
+        assert!(l.admit(t0 + ms(50), 1).is_ok(), "the refusal did not count");
+        assert!(l.admit(t0 + ms(99), 1).is_err());
     }
 
     #[test]

@@ -145,11 +145,16 @@ pub struct KeyLimit {
     pub tpm: Option<u64>,
     /// Window length; 60 s by default, tests use short ones such as 300 ms.
     pub window: Duration,
+    /// A limit with no burst at all (GCRA with zero tolerance): one request per
+    /// `1/n` s, as providers that enforce a per-second rate do. Its 429 says only
+    /// `limit` (as per minute), `remaining: 0` and the reset to the next slot; its
+    /// successes say nothing.
+    pub per_second_no_burst: Option<u32>,
 }
 
 impl Default for KeyLimit {
     fn default() -> Self {
-        KeyLimit { rpm: None, tpm: None, window: Duration::from_secs(60) }
+        KeyLimit { rpm: None, tpm: None, window: Duration::from_secs(60), per_second_no_burst: None }
     }
 }
 
@@ -167,6 +172,12 @@ impl KeyLimit {
     /// `tpm` tokens per 60 s window.
     pub fn tpm(tpm: u64) -> Self {
         KeyLimit { tpm: Some(tpm), ..Self::default() }
+    }
+
+    /// `n` requests per second, evenly spaced, with no burst (see
+    /// [`KeyLimit::per_second_no_burst`]).
+    pub fn spaced(n: u32) -> Self {
+        KeyLimit { per_second_no_burst: Some(n.max(1)), ..Self::default() }
     }
 
     /// Adds a token limit to this limit.

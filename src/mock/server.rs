@@ -165,7 +165,7 @@ fn answer(
         Ok(quota) => quota,
         Err(quota) => {
             shared.count(key, Outcome::RateLimited);
-            let retry_after = styles::natural_retry_after(shared.style, &quota);
+            let retry_after = if quota.spaced { None } else { styles::natural_retry_after(shared.style, &quota) };
             return styles::rate_limited(shared.style, family, &quota, retry_after.as_deref());
         }
     };

@@ -79,7 +79,7 @@ pub(crate) fn quota_headers(style: HeaderStyle, quota: &Quota, limited: bool, he
             }
         }
     }
-    if let (HeaderStyle::OpenAi, true, Some(d)) = (style, limited, quota.reset) {
+    if let (HeaderStyle::OpenAi, true, Some(d), false) = (style, limited, quota.reset, quota.spaced) {
         set(headers, "retry-after-ms", timefmt::ceil_ms(d));
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::state::{Availability, EndpointState, Limits};
+use super::state::{Availability, EndpointState, Limits, Need, Priority};
 use crate::config::Deployment;
 use crate::provider::refusal::KeyRefusal;
 use crate::provider::Auth;
@@ -65,8 +65,29 @@ impl Endpoint {
         Limits { rpm: d.rpm, tpm: d.tpm, max_inflight: d.max_inflight }
     }
 
+    /// What `demand` asks of this endpoint's key: its tokens by this key's
+    /// calibration, and the share low priority must leave (`reserve`).
+    pub fn need(&self, demand: &Demand, reserve: f64) -> Need {
+        Need {
+            tokens: self.state.estimate_tokens(demand.prompt_bytes, demand.max_tokens),
+            prompt_bytes: demand.prompt_bytes,
+            priority: demand.priority,
+            reserve,
+        }
+    }
+
     /// Whether this endpoint has capacity now (see [`EndpointState::availability`]).
     pub fn availability(&self, now: Instant) -> Availability {
         self.state.availability(&self.limits(), now)
     }
+}
+
+/// What a request brings that decides how much of a key it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// The request body's size.
+    pub prompt_bytes: u64,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`, if set.
+    pub max_tokens: Option<u64>,
+    pub priority: Priority,
 }

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod bucket;
 mod endpoint;
 pub mod history;
 #[cfg(test)]
@@ -17,9 +18,9 @@ mod state;
 pub mod wildcard;
 pub mod window;
 
-pub use endpoint::{Endpoint, EndpointId, Rotation};
+pub use endpoint::{Demand, Endpoint, EndpointId, Rotation};
 pub use snapshot::{Changed, Choice, KeyValues, NewValues, Pick, Route, Snapshot};
 pub use state::{
-    Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, InFlightGuard, Limits, LinkSettings, StateView,
-    SyncSignal,
+    Availability, Counters, EndpointState, ExchangeIn, ExchangeOut, Exclusion, Forecast, InFlightGuard, Limits,
+    LinkSettings, Need, Priority, StateView, SyncSignal,
 };

@@ -104,7 +104,7 @@ proptest! {
             })
             .unwrap();
         let mut rng = SmallRng::seed_from_u64(seed);
-        let pick = Pick { now: Instant::now(), region: local.then_some("here"), session: Some(&session) };
+        let pick = Pick { now: Instant::now(), region: local.then_some("here"), session: Some(&session), demand: Default::default() };
         for _ in 0..6 {
             let chosen = route.candidates(|_| true, &pick, &mut rng);
             prop_assert_eq!(chosen.len(), route.endpoints.len());
@@ -144,7 +144,7 @@ proptest! {
             }
         }
         let mut rng = SmallRng::seed_from_u64(seed);
-        let pick = Pick { now, region: None, session: None };
+        let pick = Pick { now, region: None, session: None, demand: Default::default() };
         let chosen = route.candidates(|_| true, &pick, &mut rng);
         let ready: Vec<&Arc<super::Endpoint>> =
             route.endpoints.iter().filter(|e| matches!(e.availability(now), Availability::Ready { .. })).collect();
@@ -187,7 +187,7 @@ proptest! {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut firsts = vec![0u32; weights.len()];
         for _ in 0..total * 3 {
-            let pick = Pick { now: Instant::now(), region: None, session: None };
+            let pick = Pick { now: Instant::now(), region: None, session: None, demand: Default::default() };
             let first = &route.candidates(|_| true, &pick, &mut rng)[0];
             let i = route.endpoints.iter().position(|e| Arc::ptr_eq(e, first)).unwrap();
             firsts[i] += 1;
@@ -209,7 +209,8 @@ fn sessions_spread_by_weight_over_the_local_group_only() {
     let mut counts = [0u32; 4];
     for i in 0..4000 {
         let session = format!("user-{i}");
-        let pick = Pick { now: Instant::now(), region: Some("here"), session: Some(&session) };
+        let pick =
+            Pick { now: Instant::now(), region: Some("here"), session: Some(&session), demand: Default::default() };
         let first = &route.candidates(|_| true, &pick, &mut rng)[0];
         counts[route.endpoints.iter().position(|e| Arc::ptr_eq(e, first)).unwrap()] += 1;
     }

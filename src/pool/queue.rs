@@ -1,5 +1,7 @@
-//! The waiting room of an alias: when no endpoint has capacity, requests wait here,
-//! first come first served, for the earliest reset, instead of failing at once.
+//! The waiting room of an alias: when no endpoint has capacity, requests wait here
+//! for the earliest reset, instead of failing at once: higher priorities first, first
+//! come first served within one. Low priority never takes the last quarter of the
+//! places, so a burst of background work cannot lock interactive requests out.
 //!
 //! Bounded twice: by how many may wait (more get 429 at once) and by how long one
 //! waits (then 429 with `retry-after`).
@@ -17,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::state::Priority;
 use crate::config::QueueSettings;
 
 /// How often a waiter re-checks when no reset time is known (in-flight caps free
@@ -40,10 +43,10 @@ struct Turn {
 struct TurnState {
     /// Arrival order: the next place's ticket.
     next_ticket: u64,
-    /// The ticket of the place holding the turn.
-    holder: Option<u64>,
-    /// Places asking for the turn, by ticket, with what wakes each.
-    asking: BTreeMap<u64, Arc<Notify>>,
+    /// The place holding the turn.
+    holder: Option<(Priority, u64)>,
+    /// Places asking for the turn, by priority then ticket, with what wakes each.
+    asking: BTreeMap<(Priority, u64), Arc<Notify>>,
 }
 
 impl Turn {
@@ -69,6 +72,7 @@ impl TurnState {
 pub struct Place {
     _slot: OwnedSemaphorePermit,
     ticket: u64,
+    priority: Priority,
     turn: Arc<Turn>,
     /// When this request stops waiting.
     pub give_up_at: Instant,
@@ -82,6 +86,15 @@ impl WaitQueue {
     /// Takes a place in the queue, or `None` if it is full. Waiting for the turn
     /// happens in [`Place::wait_for`], bounded by `deadline` and `max_wait`.
     pub fn join(&self, deadline: Instant) -> Option<Place> {
+        self.join_as(deadline, Priority::Normal)
+    }
+
+    /// [`WaitQueue::join`] for a request of `priority`.
+    pub fn join_as(&self, deadline: Instant, priority: Priority) -> Option<Place> {
+        let kept = self.settings.max_waiting / 4;
+        if priority == Priority::Low && self.slots.available_permits() <= kept {
+            return None;
+        }
         let slot = Arc::clone(&self.slots).try_acquire_owned().ok()?;
         let now = Instant::now();
         let give_up_at = now.checked_add(self.settings.max_wait).map_or(deadline, |max| deadline.min(max));
@@ -91,7 +104,20 @@ impl WaitQueue {
             state.next_ticket = ticket.wrapping_add(1);
             ticket
         };
-        Some(Place { _slot: slot, ticket, turn: Arc::clone(&self.turn), give_up_at })
+        Some(Place { _slot: slot, ticket, priority, turn: Arc::clone(&self.turn), give_up_at })
+    }
+
+    /// Requests holding a place now.
+    pub fn waiting(&self) -> usize {
+        self.settings.max_waiting.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Whether a request of higher priority than `priority` is waiting: then this one
+    /// must not take capacity ahead of it, and queues instead.
+    pub fn waiting_above(&self, priority: Priority) -> bool {
+        let state = self.turn.lock();
+        state.holder.is_some_and(|(p, _)| p < priority)
+            || state.asking.keys().next().is_some_and(|&(p, _)| p < priority)
     }
 }
 
@@ -116,15 +142,16 @@ impl Place {
     /// `give_up_at`.
     async fn take_turn(&self) -> Option<HeldTurn<'_>> {
         let notify = Arc::new(Notify::new());
-        self.turn.lock().asking.insert(self.ticket, Arc::clone(&notify));
+        let key = (self.priority, self.ticket);
+        self.turn.lock().asking.insert(key, Arc::clone(&notify));
         let mut asking = Asking { place: self, granted: false };
         loop {
             {
                 let mut state = self.turn.lock();
-                let first = state.asking.first_key_value().map(|(&ticket, _)| ticket);
-                if state.holder.is_none() && first == Some(self.ticket) {
-                    state.asking.remove(&self.ticket);
-                    state.holder = Some(self.ticket);
+                let first = state.asking.first_key_value().map(|(&key, _)| key);
+                if state.holder.is_none() && first == Some(key) {
+                    state.asking.remove(&key);
+                    state.holder = Some(key);
                     asking.granted = true;
                     return Some(HeldTurn(self));
                 }
@@ -148,7 +175,7 @@ impl Drop for Asking<'_> {
     fn drop(&mut self) {
         if !self.granted {
             let mut state = self.place.turn.lock();
-            state.asking.remove(&self.place.ticket);
+            state.asking.remove(&(self.place.priority, self.place.ticket));
             state.wake_next();
         }
     }
@@ -170,7 +197,11 @@ mod tests {
     use super::*;
 
     fn queue(max_waiting: usize, max_wait_secs: u64) -> Arc<WaitQueue> {
-        Arc::new(WaitQueue::new(QueueSettings { max_waiting, max_wait: Duration::from_secs(max_wait_secs) }))
+        Arc::new(WaitQueue::new(QueueSettings {
+            max_waiting,
+            max_wait: Duration::from_secs(max_wait_secs),
+            ..Default::default()
+        }))
     }
 
     fn far() -> Instant {
@@ -231,6 +262,43 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [0, 1], "the earliest arrival goes first");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn higher_priorities_take_the_turn_first_fifo_within_one() {
+        let q = queue(8, 60);
+        let holder = q.join(far()).unwrap();
+        let held = tokio::spawn(async move { holder.wait_for(|| in_secs(5)).await });
+        tokio::task::yield_now().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in
+            [("low1", Priority::Low), ("normal", Priority::Normal), ("low2", Priority::Low), ("high", Priority::High)]
+        {
+            let place = q.join_as(far(), priority).unwrap();
+            let order = Arc::clone(&order);
+            tasks.push(tokio::spawn(async move {
+                assert!(place.wait_for(|| in_secs(1)).await);
+                order.lock().unwrap().push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert!(q.waiting_above(Priority::Normal), "a high one waits");
+        assert!(held.await.unwrap());
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["high", "normal", "low1", "low2"]);
+        assert!(!q.waiting_above(Priority::Low));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_priority_never_takes_the_last_quarter_of_the_places() {
+        let q = queue(8, 60);
+        let lows: Vec<Place> = (0..6).filter_map(|_| q.join_as(far(), Priority::Low)).collect();
+        assert_eq!(lows.len(), 6, "two of eight places are kept");
+        assert!(q.join_as(far(), Priority::High).is_some());
+        assert!(q.join_as(far(), Priority::Normal).is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,8 @@ pub struct ReportedQuota {
     pub reported_at: Option<Instant>,
     /// Requests sent since the last report: not yet counted in its `remaining`.
     sent_since_report: u64,
+    /// Tokens reserved by requests sent since the last report.
+    tokens_since_report: u64,
 }
 
 impl ReportedQuota {
@@ -67,11 +69,17 @@ impl ReportedQuota {
         if any {
             self.reported_at = Some(now);
             self.sent_since_report = 0;
+            self.tokens_since_report = 0;
         }
     }
 
     pub fn on_send(&mut self) {
         self.sent_since_report += 1;
+    }
+
+    /// A request reserving `tokens` went out: they are not in the last report.
+    pub fn on_send_tokens(&mut self, tokens: u64) {
+        self.tokens_since_report = self.tokens_since_report.saturating_add(tokens);
     }
 
     /// Requests left now, if the provider said and its word still holds.
@@ -81,7 +89,7 @@ impl ReportedQuota {
 
     /// Tokens left now, if known.
     pub fn tokens_left(&self, now: Instant) -> Option<u64> {
-        self.current(&self.tokens, now)
+        self.current(&self.tokens, now).map(|t| t.saturating_sub(self.tokens_since_report))
     }
 
     fn current(&self, dim: &Reported, now: Instant) -> Option<u64> {

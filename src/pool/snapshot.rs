@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::endpoint::{Endpoint, EndpointId, Rotation};
+use super::endpoint::{Demand, Endpoint, EndpointId, Rotation};
 use super::queue::WaitQueue;
 use super::select::{self, CandidateView, Select};
 use super::session;
-use super::state::{Availability, EndpointState};
+use super::state::{EndpointState, Exclusion, Priority};
 use super::wildcard::{self, Pattern};
 use crate::config::{Config, Deployment, Diagnostic, ModelRoute, SecretSource, ServerSettings, TlsProfile};
 use crate::provider::{Auth, NO_KEY};
@@ -328,27 +328,47 @@ impl Route {
         pick: &Pick<'_>,
         rng: &mut dyn RngCore,
     ) -> Vec<Arc<Endpoint>> {
+        self.candidates_explained(usable, pick, rng, &mut Vec::new())
+    }
+
+    /// [`Route::candidates`], adding to `excluded` each usable endpoint left out, and
+    /// why. A low-priority request prefers the lower tiers (higher `order`).
+    pub fn candidates_explained(
+        &self,
+        usable: impl Fn(&Endpoint) -> bool,
+        pick: &Pick<'_>,
+        rng: &mut dyn RngCore,
+        excluded: &mut Vec<(Arc<Endpoint>, Exclusion)>,
+    ) -> Vec<Arc<Endpoint>> {
         let mut available = Vec::new();
         let mut views = Vec::new();
+        let reserve = self.settings.queue.reserve();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             if !usable(endpoint) {
                 continue;
             }
-            if let Availability::Ready { headroom } = endpoint.availability(pick.now) {
-                views.push(CandidateView {
-                    index,
-                    weight: endpoint.deployment.weight,
-                    in_flight: endpoint.state.in_flight(),
-                    latency: endpoint.state.latency(),
-                    headroom,
-                });
-                available.push(endpoint);
+            let need = endpoint.need(&pick.demand, reserve);
+            match endpoint.state.check(&endpoint.limits(), &need, pick.now) {
+                Ok(headroom) => {
+                    views.push(CandidateView {
+                        index,
+                        weight: endpoint.deployment.weight,
+                        in_flight: endpoint.state.in_flight(),
+                        latency: endpoint.state.latency(),
+                        headroom,
+                    });
+                    available.push(endpoint);
+                }
+                Err(why) => excluded.push((Arc::clone(endpoint), why)),
             }
         }
         let mut ordered: Vec<&Arc<Endpoint>> =
             self.selector.order(&views, rng).into_iter().filter_map(|pos| available.get(pos).copied()).collect();
         let remote = |e: &Endpoint| pick.region.is_some() && e.deployment.region.as_deref() != pick.region;
-        let group = |e: &Endpoint| (e.deployment.priority, remote(e));
+        let low = pick.demand.priority == Priority::Low;
+        let tier =
+            |e: &Endpoint| if low { -i64::from(e.deployment.priority) } else { i64::from(e.deployment.priority) };
+        let group = |e: &Endpoint| (tier(e), remote(e));
         ordered.sort_by_key(|e| group(e));
         if let (Some(session), Some(first)) = (pick.session, ordered.first()) {
             let first_group = group(first);
@@ -365,13 +385,14 @@ impl Route {
     /// When an endpoint passing `usable` may next have capacity: the earliest known
     /// end of a cooldown, open breaker or spent quota. `None` if nothing known will
     /// free up (disabled keys, or only in-flight caps, which free as requests end).
-    pub fn next_capacity(&self, usable: impl Fn(&Endpoint) -> bool, now: Instant) -> Option<Instant> {
+    pub fn next_capacity(&self, usable: impl Fn(&Endpoint) -> bool, demand: &Demand, now: Instant) -> Option<Instant> {
+        let reserve = self.settings.queue.reserve();
         self.endpoints
             .iter()
             .filter(|e| usable(e))
-            .filter_map(|e| match e.availability(now) {
-                Availability::Ready { .. } => Some(now),
-                Availability::Blocked { until } => until,
+            .filter_map(|e| match e.state.check(&e.limits(), &e.need(demand, reserve), now) {
+                Ok(_) => Some(now),
+                Err(why) => why.until(),
             })
             .min()
     }
@@ -394,4 +415,6 @@ pub struct Pick<'a> {
     pub region: Option<&'a str>,
     /// The session header's value: pins the request to one endpoint while it has capacity.
     pub session: Option<&'a str>,
+    /// Its size and priority.
+    pub demand: Demand,
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::{self, later};
 use super::breaker::{Breaker, BreakerState};
+use super::bucket::KeyModel;
 use super::quota::ReportedQuota;
 use super::refused::Refused;
 use super::window::MinuteWindow;
@@ -17,8 +18,10 @@ use crate::config::CooldownBounds;
 use crate::provider::ratelimit::{RateLimitReport, Wait};
 use crate::provider::refusal::KeyRefusal;
 
+mod admit;
 mod probe;
 mod shared;
+pub use admit::{Exclusion, Forecast, Need, Priority};
 pub use shared::{ExchangeIn, ExchangeOut, LinkSettings, SyncSignal};
 
 /// Configured limits of an endpoint (per key).
@@ -65,6 +68,11 @@ struct Inner {
     ttfb: Ewma,
     /// What other replicas sharing this key know and were told (`crate::shared`).
     shared: shared::SharedLocal,
+    /// The model of the key's limits: room now, or when.
+    model: KeyModel,
+    calibration: admit::Calibration,
+    /// Tokens reserved by requests in flight, not yet settled.
+    reserved_tokens: u64,
 }
 
 /// Monotonic totals, for metrics, status and the demo table.
@@ -108,46 +116,13 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether a request may go out now, and with how much headroom.
+    /// Whether a request may go out now, and with how much headroom (see
+    /// [`EndpointState::check`] for one of a known size and priority).
     pub fn availability(&self, limits: &Limits, now: Instant) -> Availability {
-        let blocked = |until| Availability::Blocked { until };
-        let mut s = self.lock();
-        // No `until`: nothing says the refusal ends then, so nobody should wait for it.
-        if s.refused.is_some_and(|r| !r.allows(now)) {
-            return blocked(None);
+        match self.check(limits, &Need::default(), now) {
+            Ok(headroom) => Availability::Ready { headroom },
+            Err(why) => Availability::Blocked { until: why.until() },
         }
-        if let Some(until) = s.cooldown_until.filter(|&u| u > now) {
-            return blocked(Some(until));
-        }
-        if !s.breaker.allows(now) {
-            return blocked(s.breaker.open_until(now));
-        }
-        if limits.max_inflight.is_some_and(|max| self.in_flight() >= max) {
-            return blocked(None);
-        }
-        if let Some(until) = s.quota.spent_until(now) {
-            return blocked(Some(until));
-        }
-        let mut headroom = s.quota.headroom(now).unwrap_or(1.0);
-        match s.shared.admits(limits, now) {
-            Ok(shared) => headroom = headroom.min(shared),
-            Err(until) => return blocked(until),
-        }
-        if let Some(rpm) = limits.rpm.map(u64::from) {
-            let used = s.requests.sum(now);
-            if used >= rpm {
-                return blocked(s.requests.frees_below(now, rpm));
-            }
-            headroom = headroom.min(1.0 - used as f64 / rpm as f64);
-        }
-        if let Some(tpm) = limits.tpm {
-            let used = s.tokens.sum(now);
-            if used >= tpm {
-                return blocked(s.tokens.frees_below(now, tpm));
-            }
-            headroom = headroom.min(1.0 - used as f64 / tpm as f64);
-        }
-        Availability::Ready { headroom }
     }
 
     /// A request goes out: counted in flight until the guard drops (for a stream,
@@ -164,7 +139,7 @@ impl EndpointState {
             refused.on_start(now);
         }
         drop(s);
-        InFlightGuard(Arc::clone(self))
+        InFlightGuard { state: Arc::clone(self), tokens: 0, prompt_bytes: 0, settled: false }
     }
 
     /// Response headers arrived: take in the provider's quota report and the latency.
@@ -324,15 +299,24 @@ impl EndpointState {
     }
 }
 
-/// Decrements the in-flight count when dropped, and frees the half-open probe slot
-/// if the request ended without an outcome.
+/// Decrements the in-flight count when dropped, frees the half-open probe slot if the
+/// request ended without an outcome, and gives back tokens it reserved and did not
+/// settle: whatever way an attempt ends, nothing stays reserved.
 #[derive(Debug)]
-pub struct InFlightGuard(Arc<EndpointState>);
+pub struct InFlightGuard {
+    state: Arc<EndpointState>,
+    /// Tokens reserved for this request, until settled.
+    tokens: u64,
+    prompt_bytes: u64,
+    settled: bool,
+}
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let mut s = self.0.lock();
+        let state = Arc::clone(&self.state);
+        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut s = state.lock();
+        self.release(&mut s, Instant::now());
         s.breaker.on_abandoned_probe();
         if let Some(refused) = &mut s.refused {
             refused.end_probe();

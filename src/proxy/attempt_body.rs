@@ -89,6 +89,11 @@ pub struct TopLevel {
     pub stream: bool,
     /// `model` is set but not a string.
     pub model_not_string: bool,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`: the most the
+    /// completion may take, for the token reservation.
+    pub max_tokens: Option<u64>,
+    /// LiteLLM's `priority` field.
+    pub priority: Option<crate::pool::Priority>,
 }
 
 impl TopLevel {
@@ -165,6 +170,11 @@ impl<'de> Visitor<'de> for TopVisitor {
                 "model" if model_raw.is_some() => return Err(de::Error::duplicate_field("model")),
                 "model" => model_raw = Some(map.next_value()?),
                 "stream" => top.stream = map.next_value::<&'de RawValue>()?.get() == "true",
+                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                    let value = map.next_value::<&'de RawValue>()?.get().parse::<u64>().ok();
+                    top.max_tokens = top.max_tokens.max(value);
+                }
+                "priority" => top.priority = crate::pool::Priority::parse(map.next_value::<&'de RawValue>()?.get()),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

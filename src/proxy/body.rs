@@ -95,9 +95,10 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let (usage, model) = self.tap.take().map(UsageTap::finish_with_model).unwrap_or_default();
         let cost = usage.and_then(|u| Some(self.price?.cost(u.input, u.output)));
+        // Settles the key's token reservation; without a usage, the guard gives it back.
         if let Some(usage) = usage {
             let now = std::time::Instant::now();
-            self.state.record_tokens(usage.input, usage.output, now);
+            self._guard.settle(usage.input, usage.output, now);
             self.state.history.on_usage(now, usage.input, usage.output, cost);
         }
         let first_chunk = self.first_chunk.filter(|_| self.stream);

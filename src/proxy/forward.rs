@@ -30,7 +30,7 @@ use super::serves::{no_deployment, usable};
 use super::trace::AttemptSpan;
 use super::upstream;
 use super::usage::UsageTap;
-use crate::pool::{Endpoint, Pick, Route, Snapshot};
+use crate::pool::{Demand, Endpoint, InFlightGuard, Pick, Route, Snapshot};
 use crate::provider::ratelimit::{self, RateLimitReport};
 use crate::provider::refusal::{self, KeyRefusal};
 use crate::telemetry::metrics::{ProxyMetrics, RetryLabels};
@@ -61,6 +61,8 @@ struct FailedResponse {
     body: Bytes,
     report: RateLimitReport,
     endpoint: Arc<Endpoint>,
+    /// When the attempt went out: a 429 is read against the sends before it.
+    sent: std::time::Instant,
 }
 
 /// An upstream answer to relay as it streams.
@@ -93,6 +95,8 @@ struct Request<'a> {
     inbound: &'a Inbound,
     session: Option<&'a str>,
     deadline: Instant,
+    /// Its size and priority, for admission.
+    demand: Demand,
 }
 
 /// Routes one request and returns the response for the client. `exchange` ends with
@@ -160,6 +164,7 @@ async fn route(
         inbound,
         session: inbound.parts.headers.get(&server.session_header).and_then(|v| v.to_str().ok()),
         deadline: Instant::now() + server.request_timeout,
+        demand: inbound.demand(),
     };
     let mut ran = chain;
     let mut outcome = run(&request, &ran, exchange).await;
@@ -177,7 +182,7 @@ async fn route(
     }
     match outcome {
         Ok(answer) => Ok(Routed::Relay(answer)),
-        Err(last) => conclude(inbound, &ran, last),
+        Err(last) => conclude(inbound, &request.demand, &ran, last),
     }
 }
 
@@ -192,8 +197,16 @@ async fn run(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -
     let mut per_deployment = PerDeployment::default();
     let mut place = None;
     let mut last = None;
+    let priority = request.demand.priority;
     loop {
-        match one_pass(request, chain, &mut budget, &mut per_deployment, exchange).await {
+        // Higher priorities waiting go first: this one waits behind them.
+        let behind = chain[0].queue.waiting_above(priority);
+        let pass = if behind {
+            Pass::NoCapacity
+        } else {
+            one_pass(request, chain, &mut budget, &mut per_deployment, exchange).await
+        };
+        match pass {
             Pass::Answered(answer) => return Ok(answer),
             Pass::Failed(failure) => {
                 // A rate-limited or refused key is out for now; another may serve.
@@ -209,10 +222,11 @@ async fn run(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -
             break;
         }
         // Every endpoint is cooling down or out of quota: wait for the earliest reset.
-        let next = || chain.iter().filter_map(|r| r.next_capacity(usable, std::time::Instant::now())).min();
+        let demand = &request.demand;
+        let next = || chain.iter().filter_map(|r| r.next_capacity(usable, demand, std::time::Instant::now())).min();
         let waiting = Instant::now();
         if place.is_none() {
-            place = chain[0].queue.join(request.deadline);
+            place = chain[0].queue.join_as(request.deadline, priority);
         }
         let go_on = match &place {
             Some(p) => p.wait_for(next).await,
@@ -227,7 +241,7 @@ async fn run(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -
 }
 
 /// What the client gets when no attempt produced an answer to relay.
-fn conclude(inbound: &Inbound, chain: &[&Route], last: Option<Failure>) -> Result<Routed, ProxyError> {
+fn conclude(inbound: &Inbound, demand: &Demand, chain: &[&Route], last: Option<Failure>) -> Result<Routed, ProxyError> {
     let usable = |e: &Endpoint| usable(inbound, e);
     match last {
         // A streamed body that was sent cannot go elsewhere: even a 429 is the answer.
@@ -244,7 +258,7 @@ fn conclude(inbound: &Inbound, chain: &[&Route], last: Option<Failure>) -> Resul
                 return Err(ProxyError::KeysRefused { alias: inbound.alias.clone(), refused });
             }
             let now = std::time::Instant::now();
-            let next = chain.iter().filter_map(|r| r.next_capacity(usable, now)).min();
+            let next = chain.iter().filter_map(|r| r.next_capacity(usable, demand, now)).min();
             let retry_after = next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
             Err(ProxyError::AllCoolingDown { alias: inbound.alias.clone(), retry_after })
         }
@@ -269,8 +283,16 @@ async fn one_pass(
         if *left == 0 {
             continue;
         }
-        let pick = Pick { now: std::time::Instant::now(), region: server.region.as_deref(), session: request.session };
-        let candidates = route.candidates(usable, &pick, &mut rand::rng());
+        let pick = Pick {
+            now: std::time::Instant::now(),
+            region: server.region.as_deref(),
+            session: request.session,
+            demand: request.demand,
+        };
+        let mut excluded = Vec::new();
+        let candidates = route.candidates_explained(usable, &pick, &mut rand::rng(), &mut excluded);
+        super::trace::considered(&exchange.span, &candidates, &excluded, pick.now);
+        let reserve = route.settings.queue.reserve();
         for endpoint in candidates {
             if *left == 0 {
                 break;
@@ -286,6 +308,10 @@ async fn one_pass(
             if !inbound.replayable() {
                 return last.map_or(Pass::NoCapacity, Pass::Failed);
             }
+            // Admitted and reserved in one step: another request may have taken the
+            // room this one saw a moment ago. Not an attempt: nothing was sent.
+            let need = endpoint.need(&request.demand, reserve);
+            let Ok(guard) = endpoint.state.reserve(&endpoint.limits(), &need, now.into_std()) else { continue };
             if let Some(reason) = exchange.tally.last_failure {
                 let labels = RetryLabels { model: exchange.model_label().to_owned(), reason };
                 exchange.metrics().retries.get_or_create(&labels).inc();
@@ -297,7 +323,7 @@ async fn one_pass(
             let own = if inbound.wants_stream() { options.stream_timeout.or(options.timeout) } else { options.timeout };
             let budget =
                 own.or(server.attempt_timeout).map_or(request.deadline - now, |t| t.min(request.deadline - now));
-            match attempt(request, &endpoint, budget, exchange).await {
+            match attempt(request, &endpoint, budget, guard, exchange).await {
                 Ok(answer) => return Pass::Answered(Box::new(answer)),
                 Err(failure) => {
                     note_failure(&failure, &endpoint, route);
@@ -321,6 +347,7 @@ async fn attempt(
     request: &Request<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
+    guard: InFlightGuard,
     exchange: &mut Exchange,
 ) -> Result<Answer, Failure> {
     let tally = &exchange.tally;
@@ -332,7 +359,7 @@ async fn attempt(
         tally.last_failure,
     );
     let started = Instant::now();
-    let result = call(request, endpoint, budget, &mut span, started, exchange.metrics()).await;
+    let result = call(request, endpoint, budget, guard, &mut span, started, exchange.metrics()).await;
     exchange.tally.upstream += started.elapsed();
     match result {
         Ok((parts, body, completion)) => {
@@ -358,11 +385,11 @@ async fn call(
     request: &Request<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
+    guard: InFlightGuard,
     span: &mut AttemptSpan,
     started: Instant,
     metrics: &ProxyMetrics,
 ) -> Result<(http::response::Parts, UpstreamBody, Completion), Failure> {
-    let guard = endpoint.state.begin(started.into_std());
     endpoint.state.history.on_attempt(started.into_std());
     let route = request.snapshot.route(&endpoint.id.alias);
     let upstream_model = match route {
@@ -390,6 +417,10 @@ async fn call(
     endpoint.state.on_response(&report, latency, std::time::Instant::now());
     endpoint.state.history.on_answer(std::time::Instant::now(), latency, (&report).into());
     let status = response.status();
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        endpoint.state.learn_from_report(&report, std::time::Instant::now());
+    }
+    let sent = started.into_std();
     let (mut parts, body) = response.into_parts();
     let body = if is_retryable(status) || refusal::may_refuse_key(status) {
         let left = budget.saturating_sub(started.elapsed());
@@ -402,13 +433,14 @@ async fn call(
         }
         if is_retryable(status) {
             let endpoint = Arc::clone(endpoint);
-            return Err(Failure::Status(Box::new(FailedResponse { parts, body: head, report, endpoint })));
+            return Err(Failure::Status(Box::new(FailedResponse { parts, body: head, report, endpoint, sent })));
         }
         let route = request.snapshot.route(&endpoint.id.alias);
         if let Some(kind) = FallbackKind::classify(status, &head) {
             if route.is_some_and(|r| !kind.fallbacks(&r.settings).is_empty()) {
                 let endpoint = Arc::clone(endpoint);
-                return Err(Failure::Special(kind, Box::new(FailedResponse { parts, body: head, report, endpoint })));
+                let failed = FailedResponse { parts, body: head, report, endpoint, sent };
+                return Err(Failure::Special(kind, Box::new(failed)));
             }
         }
         // About this request only (a missing scope, a bad parameter): the client's.
@@ -437,6 +469,7 @@ fn note_failure(failure: &Failure, endpoint: &Endpoint, route: &Route) {
     let bounds = settings.cooldown_bounds;
     match failure {
         Failure::Status(f) if f.parts.status == StatusCode::TOO_MANY_REQUESTS => {
+            endpoint.state.learn_from_429(&f.report, f.sent, now);
             let hint = f.report.cooldown().or_else(|| ratelimit::gemini_retry_delay(&f.body, bounds.ceiling));
             endpoint.state.record_rate_limited(hint, settings.cooldown, bounds, now);
             endpoint.state.history.on_rate_limited(now);

@@ -140,6 +140,18 @@ impl Inbound {
         Ok(Inbound { parts, api, alias, wants, body, top, form: None })
     }
 
+    /// Its size and priority, for admission: `x-keyrelay-priority` first, then the
+    /// body's `priority` (LiteLLM's).
+    pub fn demand(&self) -> crate::pool::Demand {
+        let header = self.parts.headers.get("x-keyrelay-priority").and_then(|v| v.to_str().ok());
+        let priority = header.and_then(crate::pool::Priority::parse).or(self.top.as_ref().and_then(|t| t.priority));
+        crate::pool::Demand {
+            prompt_bytes: self.body.len() as u64,
+            max_tokens: self.top.as_ref().and_then(|t| t.max_tokens),
+            priority: priority.unwrap_or_default(),
+        }
+    }
+
     /// The body to send upstream: identical to the client's, byte for byte, except
     /// the `model` value, which becomes `upstream_model`, and, for OpenAI-format
     /// JSON requests, each of `defaults` whose key the client did not set, added.

@@ -96,6 +96,30 @@ pub(super) fn head(span: &Span, status: u16, error: Option<String>, failed: bool
     }
 }
 
+/// Most exclusions one span names: a route of many keys must not make it huge.
+const EXCLUSIONS_NAMED: usize = 16;
+
+/// Records on the server span the candidates one pass considered, in order, and
+/// each endpoint left out with why (`KEY_2: bucket empty for 40ms`). Key names only.
+pub(super) fn considered(
+    span: &Span,
+    candidates: &[std::sync::Arc<Endpoint>],
+    excluded: &[(std::sync::Arc<Endpoint>, crate::pool::Exclusion)],
+    now: std::time::Instant,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let names: Vec<&str> = candidates.iter().take(EXCLUSIONS_NAMED).map(|e| e.key_name()).collect();
+    span.set_attribute("keyrelay.candidates", names.join(","));
+    let why: Vec<String> = excluded
+        .iter()
+        .take(EXCLUSIONS_NAMED)
+        .map(|(e, why)| format!("{}: {}", e.key_name(), why.describe(now)))
+        .collect();
+    span.set_attribute("keyrelay.excluded", why.join("; "));
+}
+
 /// Records which endpoint answered on the server span.
 pub(super) fn answered_by(span: &Span, endpoint: &Endpoint, attempts: u32) {
     if span.is_disabled() {
