@@ -127,7 +127,18 @@ async fn the_scratch_image_runs_as_65532_and_resolves_its_upstream_in_process() 
 
     // The users' recipe; only the cargo profile differs.
     let image = "localhost/keyrelay:image-test";
-    let build = Command::new(repo().join("scripts/build-image"))
+    let mut build = Command::new(repo().join("scripts/build-image"));
+    // Without the variables cargo sets for a test (ring's build script tracks
+    // CARGO_MANIFEST_DIR), so the test and a user's shell share one build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests =
+            ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
+        if set_for_tests.iter().any(|prefix| name.starts_with(prefix)) {
+            build.env_remove(&*name);
+        }
+    }
+    let build = build
         .arg(image)
         .env("KEYRELAY_IMAGE_PROFILE", "image-test")
         .env("PODMAN_ARGS", podman.args.join(" "))
