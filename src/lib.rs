@@ -18,5 +18,6 @@ pub mod provider;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
+pub mod secret;
 pub mod shared;
 pub mod telemetry;

@@ -23,7 +23,7 @@ use crate::config::ServerSettings;
 use crate::http;
 use crate::lifecycle::Lifecycle;
 use crate::pool::Snapshot;
-use crate::proxy::{self, upstream, ProxyState};
+use crate::proxy::{self, ProxyState};
 use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
 use crate::telemetry::{self, metrics::ProxyMetrics};
 
@@ -44,7 +44,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
-    UpstreamCa(#[from] upstream::CaError),
+    UpstreamCa(#[from] http::client::CaError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -138,7 +138,7 @@ impl Running {
         let metrics = Arc::new(ProxyMetrics::default());
         let state = Arc::new(ProxyState {
             store: Arc::clone(&store),
-            client: upstream::client(server.connect_timeout, options.upstream_ca.as_deref())?,
+            client: http::client::client(server.connect_timeout, options.upstream_ca.as_deref())?,
             body_budget: Arc::default(),
             metrics: Arc::clone(&metrics),
         });

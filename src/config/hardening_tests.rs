@@ -2,10 +2,8 @@
 //! keys pasted where their names belong, and keys headed for plain http.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::*;
-use crate::pool::Snapshot;
 
 fn load(text: &str) -> Result<Loaded, ConfigErrors> {
     load_str(text, Path::new("c.yaml"))
@@ -104,32 +102,6 @@ model_list:
     ] {
         assert_eq!(message_at(&list, path), message, "{path}");
     }
-}
-
-/// The bounds themselves are accepted, and a snapshot builds from them (a semaphore
-/// of `max_waiting` permits, deadlines `request_timeout` ahead).
-#[test]
-fn values_at_the_bounds_load_and_build() {
-    let text = "\
-server:
-  body_limit: 1GiB
-  max_buffered_bodies: 64GiB
-  max_connections: 100000
-  admin_max_connections: 100000
-  timeouts: { connect: 5m, request: 6h, attempt: 6h, client_body: 1h, shutdown_grace: 1h, header_read: 5m, idle: 1h }
-defaults: { num_retries: 100, cooldown: 1h, cooldown_floor: 1m, max_cooldown: 24h, allowed_fails: 1000, queue: { max_waiting: 100000, max_wait: 1h } }
-models:
-  m:
-    deployments:
-      - { provider: openai, model: x, keys: [K], weight: 10000, rpm: 10000000, tpm: 10000000000, max_inflight: 100000, order: 1000 }
-";
-    let config = load(text).unwrap_or_else(|e| panic!("{e}")).config;
-    assert_eq!(config.server.request_timeout, Duration::from_secs(6 * 3600));
-    assert_eq!(config.models["m"].queue.max_waiting, 100_000);
-    let mut inline = std::collections::BTreeMap::new();
-    inline.insert("K".to_owned(), Secret::new("k-value"));
-    let secrets = SecretSource::new(None, inline);
-    assert!(Snapshot::build(&config, &secrets, None).is_ok());
 }
 
 /// Every 8-character window of `value`.

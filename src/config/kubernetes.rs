@@ -1,5 +1,5 @@
 //! The native `kubernetes:` section: which Secret and ConfigMap to watch through the
-//! API server (see `reload::kube`). Names are checked here so a typo is a config
+//! API server (see `reload::api_source`). Names are checked here so a typo is a config
 //! error with a line, not a watch that silently never matches.
 
 use serde::Deserialize;

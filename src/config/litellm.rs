@@ -19,9 +19,9 @@ use super::litellm_params::{model_info, params_entry};
 use super::litellm_settings::{environment, general_settings, litellm_settings, router_settings, Settings};
 use super::mode::Mode;
 use super::model::{Config, Deployment, KeyRef, ParamField, PendingBase, SecretParam, ServerSettings};
-use super::secret::Secret;
 use super::validate::{self, DeploymentDraft, Diags, KeysOverHttp, Named, RouteDraft};
 use super::walk::{count, entries, names, string};
+use crate::secret::Secret;
 
 /// One `model_list` entry after reading.
 pub(super) struct Entry {
@@ -46,7 +46,7 @@ pub(super) struct Entry {
     /// `model_info.mode`, set by `entry` after `params_entry`.
     pub(super) mode: Option<Mode>,
     /// `model_info`'s cost fields, set likewise.
-    pub(super) price: Option<crate::cost::Price>,
+    pub(super) price: Option<crate::config::Price>,
 }
 
 impl Entry {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use super::keylike::looks_like_key;
 use super::model::{KeyRef, KeyRefKind};
-use super::secret::Secret;
 use super::validate::Diags;
 use super::values::check_secret_name;
+use crate::secret::Secret;
 
 /// Names of keys written into the file start with this: `inline-key:gpt-4o#1` is the
 /// first entry of alias `gpt-4o` with a written key, `#2` the second, in file order.

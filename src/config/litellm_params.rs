@@ -18,10 +18,10 @@ use super::litellm_settings::Settings;
 use super::mode::Mode;
 use super::model::{destination, KeyRef, KeyRefKind, ParamField, PendingBase, SecretParam};
 use super::params::{self, Written};
-use super::secret::Secret;
 use super::validate::{self, report, Diags};
 use super::values;
 use super::walk::{count, entries, string};
+use crate::secret::Secret;
 
 use super::litellm::{Entry, Read};
 
@@ -46,7 +46,7 @@ fn unservable(model: &str, settings: &Settings) -> Option<String> {
 #[derive(Debug, Default)]
 pub(super) struct ModelInfo {
     pub(super) mode: Option<Mode>,
-    pub(super) price: Option<crate::cost::Price>,
+    pub(super) price: Option<crate::config::Price>,
 }
 
 pub(super) fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> ModelInfo {
@@ -76,7 +76,7 @@ pub(super) fn model_info(diags: &mut Diags<'_>, value: &Value, path: &str) -> Mo
     let valid = |side: Option<Option<f64>>| side.map_or(Some(0.0), |v| v);
     if input.is_some() || output.is_some() {
         if let (Some(i), Some(o)) = (valid(input), valid(output)) {
-            info.price = Some(crate::cost::Price { input_per_token: i, output_per_token: o });
+            info.price = Some(crate::config::Price { input_per_token: i, output_per_token: o });
         }
     }
     info

@@ -11,9 +11,9 @@ use super::keylike::looks_like_key;
 use super::lines::{join_index, join_key};
 use super::litellm_compat::{self as compat, Section};
 use super::model::Strategy;
-use super::secret::Secret;
 use super::validate::{self, Diags, Named};
 use super::walk::{count, entries, names, seconds, string};
+use crate::secret::Secret;
 
 /// Router-wide settings from `litellm_settings` and `router_settings` (the latter
 /// wins when both set the same thing).

@@ -21,6 +21,7 @@ mod model;
 mod native;
 mod native_server;
 mod params;
+mod price;
 mod read;
 mod render;
 mod secret;
@@ -50,8 +51,6 @@ mod params_tests;
 #[cfg(test)]
 mod price_tests;
 #[cfg(test)]
-mod proptests;
-#[cfg(test)]
 mod tests;
 
 use std::path::Path;
@@ -62,9 +61,10 @@ pub use litellm_compat::{render_report, CompatRow, Section as LitellmSection, Su
 pub use mode::Mode;
 pub use model::*;
 pub use params::{resolve_params, Resolved};
+pub use price::Price;
 pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};
 pub use render::render_table;
-pub use secret::{NamedKey, Secret, SecretError, SecretSource};
+pub use secret::{NamedKey, SecretError, SecretSource};
 
 use validate::Diags;
 

@@ -22,7 +22,7 @@ pub struct Config {
     /// Alias (the `model` a client sends) to its route.
     pub models: BTreeMap<String, ModelRoute>,
     /// LiteLLM `environment_variables`: the last place a secret name is looked up.
-    pub inline_secrets: BTreeMap<String, crate::config::Secret>,
+    pub inline_secrets: BTreeMap<String, crate::secret::Secret>,
     /// Native `kubernetes:`: also watch the Secret and ConfigMap through the API server,
     /// so a rotation lands in about a second instead of kubelet's 60-90 s file sync.
     pub kubernetes: Option<KubernetesSource>,
@@ -86,7 +86,7 @@ pub enum SharedAddress {
 /// then environment variable) that holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SharedValue {
-    Literal(crate::config::Secret),
+    Literal(crate::secret::Secret),
     /// `optional`: a name keyrelay looks up on its own (LiteLLM's `REDIS_*`
     /// variables), not one the file asked for: missing is no error.
     Named {
@@ -331,7 +331,7 @@ pub struct Deployment {
     pub mode: Option<Mode>,
     /// What its tokens cost (native `price:`, LiteLLM `model_info` cost fields);
     /// `None`: the built-in table's price, if any ([`crate::cost`]).
-    pub price: Option<crate::cost::Price>,
+    pub price: Option<crate::config::Price>,
     /// Request defaults, extra headers, timeouts, retries, TLS verification.
     pub options: super::DeploymentOptions,
     /// The `api-version` query parameter every request carries (Azure; replaces the

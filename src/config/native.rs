@@ -406,7 +406,7 @@ fn deployment(diags: &mut Diags<'_>, value: Value, path: &str) -> Option<Deploym
         let input = report(diags, &join_key(&at, "input_per_million"), bounds::price_per_million(p.input_per_million));
         let output =
             report(diags, &join_key(&at, "output_per_million"), bounds::price_per_million(p.output_per_million));
-        Some(crate::cost::Price::per_million(input?, output?))
+        Some(crate::config::Price::per_million(input?, output?))
     });
     let explicit_name = match raw.name {
         Some(name) if name.trim().is_empty() => {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use super::Price;
 use super::*;
-use crate::cost::Price;
 
 fn price_of(text: &str) -> Option<Price> {
     let loaded = load_str(text, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}"));

@@ -2,7 +2,7 @@
 //! `router_settings.redis_*` (with the `REDIS_*` variables LiteLLM reads).
 //!
 //! Only the form is checked here; values that may come from secrets are resolved with
-//! the keys when a snapshot is built (`crate::shared::target`).
+//! the keys when a snapshot is built (`crate::pool::shared_target`).
 
 use std::time::Duration;
 
@@ -11,9 +11,9 @@ use serde_yaml::Value;
 
 use super::bounds::{self, Zero};
 use super::model::{KeyRef, KeyRefKind, SharedAddress, SharedSettings, SharedValue};
-use super::secret::Secret;
 use super::validate::{report, Diags};
 use super::values::{self, de, NumOrText};
+use crate::secret::Secret;
 
 /// A round trip to a Redis that takes longer than this is no help to a request.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::provider::ProviderKind;
+use crate::secret::Secret;
 
 fn load(text: &str) -> Result<Loaded, ConfigErrors> {
     load_str(text, Path::new("config.yaml"))

@@ -12,7 +12,7 @@ use super::lines::LineIndex;
 use super::model::{
     Config, CooldownBounds, Deployment, Diagnostic, KeyRef, ModelRoute, Origin, ServerSettings, Strategy,
 };
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// Collects errors and warnings for one file, resolving each field path to a line.
 pub(crate) struct Diags<'a> {

@@ -8,7 +8,7 @@
 //! batch or cache discounts, as of the date below. Gemini 2.5 Pro is its price for
 //! prompts up to 200k tokens.
 
-use super::Price;
+use crate::config::Price;
 use crate::provider::ProviderKind;
 
 /// When the table was last checked against the pricing pages.

@@ -4,22 +4,16 @@
 //! built-in table of the providers' common models ([`builtin`]); without either the
 //! cost is unknown, shown as such, never guessed.
 //!
-//! Owns prices only: the request path asks [`price_for`] once per answered body and
-//! records the result in the endpoint's history, the trace and the access log.
+//! Owns the built-in table and the lookup: the request path asks [`price_for`] once per
+//! answered body and records the result in the endpoint's history, the trace and the
+//! access log. The [`Price`] value itself is config's (a validated config value).
 
 mod builtin;
 
-use crate::config::Deployment;
+use crate::config::{Deployment, Price};
 use crate::provider::ProviderKind;
 
 pub use builtin::BUILTIN_PRICES_AS_OF;
-
-/// USD per token, input and output. Both finite and non-negative (config bounds).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    pub input_per_token: f64,
-    pub output_per_token: f64,
-}
 
 /// Where a price came from, for `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +28,6 @@ impl PriceSource {
             PriceSource::Config => "config",
             PriceSource::BuiltIn => "built-in",
         }
-    }
-}
-
-impl Price {
-    /// From USD per million tokens, as pricing pages write them.
-    pub const fn per_million(input: f64, output: f64) -> Price {
-        Price { input_per_token: input / 1e6, output_per_token: output / 1e6 }
-    }
-
-    /// The cost of `input` and `output` tokens, in USD.
-    pub fn cost(&self, input: u64, output: u64) -> f64 {
-        input as f64 * self.input_per_token + output as f64 * self.output_per_token
     }
 }
 

@@ -2,17 +2,22 @@
 //! accept with back-off, a cap on open connections, optional TLS, HTTP/1.1 and HTTP/2
 //! on one port, timeouts for peers that send nothing, never finish a request head or
 //! sit idle, and a bounded drain on shutdown. Plus the body type and the small
-//! response helpers the handlers share. And [`resolve`], the in-process name resolver
-//! outbound clients connect through.
+//! response helpers the handlers share. And the outbound side: [`client`], the pooled
+//! HTTPS client builder, [`tls_profiles`], the clients for deployments that check
+//! certificates their own way, and [`resolve`], the in-process name resolver outbound
+//! clients connect through.
 //!
 //! It owns connections, never requests: what a request means is the handler's
-//! business, and nothing here reads config or snapshots.
+//! business. Nothing here reads snapshots; of config it knows only the
+//! `TlsProfile` value a deployment's client is built from.
 
 mod activity;
 pub mod body;
+pub mod client;
 mod connection;
 pub mod resolve;
 mod serve;
+pub mod tls_profiles;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -33,10 +33,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Deployment;
+use crate::http::client::ProxyClient;
 use crate::pool::{Changed, Choice, EndpointId, KeyValues, Rotation, Snapshot};
 use crate::provider::probe::Verdict;
 use crate::provider::Auth;
-use crate::proxy::upstream::ProxyClient;
 use crate::telemetry::metrics::{ProbeLabels, ProxyMetrics, RotationLabels};
 use rotation::{Decision, Rotations, Settled};
 

@@ -9,11 +9,11 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::config::Deployment;
+use crate::http::client::{ProxyClient, UpstreamBody};
 use crate::pool::Snapshot;
 use crate::provider::probe::{self, Verdict};
 use crate::provider::Auth;
 use crate::proxy::outbound::OutboundBody;
-use crate::proxy::upstream::ProxyClient;
 
 /// Enough of an error body to classify it; the rest is not read.
 const BODY_PREFIX: usize = 8 * 1024;
@@ -33,7 +33,7 @@ pub(crate) async fn once(
     let Ok(uri) = probe::probe_uri(deployment.provider, &deployment.base_url, deployment.api_version.as_deref()) else {
         return Verdict::Inconclusive;
     };
-    let mut request = Request::new(OutboundBody::new(Vec::<Bytes>::new(), None));
+    let mut request = Request::new(UpstreamBody::new(OutboundBody::new(Vec::<Bytes>::new(), None)));
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
     *request.headers_mut() = probe::probe_headers(deployment.provider, auth);

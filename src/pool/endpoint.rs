@@ -26,7 +26,7 @@ pub struct Endpoint {
     pub auth: Auth,
     /// Process-local hash of the key value, to tell a rotated key from the old one.
     pub key_fingerprint: u64,
-    /// [`crate::config::Secret::shared_fingerprint`]: names the key in Redis.
+    /// [`crate::secret::Secret::shared_fingerprint`]: names the key in Redis.
     pub shared_fingerprint: String,
     pub state: Arc<EndpointState>,
     /// Set while the Secret holds a new value for this key that does not serve yet

@@ -4,15 +4,20 @@
 pub mod backoff;
 pub mod breaker;
 pub mod bucket;
+#[cfg(test)]
+mod build_proptests;
 mod endpoint;
 pub mod history;
 #[cfg(test)]
 mod proptests;
 pub mod queue;
 pub mod quota;
+#[cfg(test)]
+mod ratelimit_fuzz;
 pub mod refused;
 pub mod select;
 pub mod session;
+pub mod shared_target;
 mod snapshot;
 mod state;
 pub mod wildcard;

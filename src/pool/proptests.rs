@@ -15,8 +15,9 @@ use rand::SeedableRng;
 use super::select::{for_strategy, CandidateView};
 use super::session::weighted_score;
 use super::{Availability, Pick, Snapshot};
-use crate::config::{self, Secret, SecretSource, Strategy};
+use crate::config::{self, SecretSource, Strategy};
 use crate::provider::ratelimit::RateLimitReport;
+use crate::secret::Secret;
 
 const STRATEGIES: [Strategy; 5] =
     [Strategy::RoundRobin, Strategy::Weighted, Strategy::LeastBusy, Strategy::Latency, Strategy::Usage];

@@ -15,9 +15,9 @@ use super::session;
 use super::state::{EndpointState, Exclusion, Priority};
 use super::wildcard::{self, Pattern};
 use crate::config::{Config, Deployment, Diagnostic, ModelRoute, SecretSource, ServerSettings, TlsProfile};
+use crate::http::client::ProxyClient;
+use crate::http::tls_profiles::{self, TlsClients};
 use crate::provider::{Auth, NO_KEY};
-use crate::proxy::tls_profiles::{self, TlsClients};
-use crate::proxy::upstream::ProxyClient;
 
 /// An immutable routing table plus shared endpoint state. Requests load it once and
 /// keep using it even if a newer one is stored meanwhile.
@@ -37,7 +37,7 @@ pub struct Snapshot {
     /// crash-looping.
     pub config_errors: Option<Vec<Diagnostic>>,
     /// The Redis replicas share key state through, its secrets resolved.
-    pub shared: Option<Arc<crate::shared::Target>>,
+    pub shared: Option<Arc<super::shared_target::Target>>,
 }
 
 /// One alias: its settings, its endpoints and the strategy that orders them.
@@ -162,7 +162,7 @@ impl Snapshot {
                         auth: Auth::none(style),
                         key_fingerprint: 0,
                         // No key: replicas name it by the server it reaches.
-                        shared_fingerprint: crate::config::Secret::new(format!("{NO_KEY}:{}", deployment.base_url))
+                        shared_fingerprint: crate::secret::Secret::new(format!("{NO_KEY}:{}", deployment.base_url))
                             .shared_fingerprint(),
                         state,
                         rotation: None,
@@ -247,8 +247,11 @@ impl Snapshot {
             let pattern = Pattern::parse(alias);
             routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector, pattern });
         }
-        let shared =
-            crate::shared::Target::resolve(config, secrets).map_err(|e| errors.push(e)).ok().flatten().map(Arc::new);
+        let shared = super::shared_target::Target::resolve(config, secrets)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten()
+            .map(Arc::new);
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -9,7 +9,7 @@ use std::fmt;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 use super::AuthStyle;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const API_KEY: HeaderName = HeaderName::from_static("api-key");

@@ -6,8 +6,6 @@ mod auth;
 pub mod catalog;
 pub mod probe;
 pub mod ratelimit;
-#[cfg(test)]
-mod ratelimit_fuzz;
 pub mod refusal;
 mod shape;
 

@@ -120,7 +120,7 @@ fn urlencoding(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn uri(provider: &str, base: &str, version: Option<&str>) -> String {
         let p = ProviderKind::from_name(provider).unwrap();

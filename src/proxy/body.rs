@@ -33,7 +33,7 @@ pub struct Completion {
     state: Arc<EndpointState>,
     tap: Option<UsageTap>,
     /// The price of the model sent upstream, if known ([`crate::cost`]).
-    price: Option<crate::cost::Price>,
+    price: Option<crate::config::Price>,
     started: Instant,
     /// `text/event-stream`: time to first chunk is traced for streams only.
     stream: bool,
@@ -62,7 +62,7 @@ impl Completion {
     }
 
     /// Prices the usage the body reports.
-    pub(super) fn with_price(mut self, price: Option<crate::cost::Price>) -> Self {
+    pub(super) fn with_price(mut self, price: Option<crate::config::Price>) -> Self {
         self.price = price;
         self
     }

@@ -89,7 +89,7 @@ enum Routed {
 }
 
 /// What stays the same for every attempt of one request.
-struct Request<'a> {
+struct RouteContext<'a> {
     state: &'a ProxyState,
     snapshot: &'a Snapshot,
     inbound: &'a Inbound,
@@ -158,7 +158,7 @@ async fn route(
         return Err(no_deployment(inbound, &chain));
     }
     let server = &snapshot.server;
-    let request = Request {
+    let request = RouteContext {
         state,
         snapshot,
         inbound,
@@ -188,7 +188,11 @@ async fn route(
 
 /// Passes over `chain` until one answers, nothing more can be tried, or the wait for
 /// capacity ends; `Err` holds the last failure, if any attempt was made.
-async fn run(request: &Request<'_>, chain: &[&Route], exchange: &mut Exchange) -> Result<Box<Answer>, Option<Failure>> {
+async fn run(
+    request: &RouteContext<'_>,
+    chain: &[&Route],
+    exchange: &mut Exchange,
+) -> Result<Box<Answer>, Option<Failure>> {
     let inbound = request.inbound;
     let usable = |e: &Endpoint| usable(inbound, e);
     // The request's attempt budget: `1 + num_retries` for the alias and for each of
@@ -269,7 +273,7 @@ fn conclude(inbound: &Inbound, demand: &Demand, chain: &[&Route], last: Option<F
 /// of the request's attempt `budget` (`1 + num_retries`, less what earlier passes
 /// spent) goes.
 async fn one_pass(
-    request: &Request<'_>,
+    request: &RouteContext<'_>,
     chain: &[&Route],
     budget: &mut [usize],
     per_deployment: &mut PerDeployment,
@@ -344,7 +348,7 @@ async fn one_pass(
 /// One upstream attempt, under its own client span. `Ok` is a response to relay;
 /// `Err` means try the next one.
 async fn attempt(
-    request: &Request<'_>,
+    request: &RouteContext<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
     guard: InFlightGuard,
@@ -382,7 +386,7 @@ async fn attempt(
 /// Sends the attempt and reads its head (and, for a retryable status or one that may
 /// refuse the key, the first bytes of its body).
 async fn call(
-    request: &Request<'_>,
+    request: &RouteContext<'_>,
     endpoint: &Arc<Endpoint>,
     budget: Duration,
     guard: InFlightGuard,

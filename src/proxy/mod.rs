@@ -15,7 +15,6 @@ pub mod outbound;
 mod per_deployment;
 mod server;
 mod serves;
-pub mod tls_profiles;
 mod trace;
 pub mod upstream;
 mod usage;

@@ -18,8 +18,8 @@ use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::forward::forward;
 use super::inbound::Inbound;
-use super::upstream::ProxyClient;
 use crate::config::Diagnostic;
+use crate::http::client::ProxyClient;
 use crate::pool::Snapshot;
 use crate::telemetry::metrics::ProxyMetrics;
 

@@ -2,14 +2,15 @@
 //! names) and hashing it, so a re-scan or an event that changed nothing costs one read
 //! and no new generation.
 //!
-//! The hash is keyed with per-process random keys and fed only key *fingerprints*, so
-//! it says nothing about a key value even if it were shown; it is never shown anyway.
+//! The hash is seeded with per-process random [`HashSeeds`] and fed only key
+//! *fingerprints*, so it says nothing about a key value even if it were shown; it is
+//! never shown anyway.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
-use super::kube::ApiData;
+use super::api_source::ApiData;
 use super::Sources;
 use crate::config::{
     self, Config, ConfigErrors, Diagnostic, KeyRefKind, KubernetesSource, Origin, SecretSource, ServerSettings,
@@ -19,11 +20,11 @@ use crate::pool::Snapshot;
 /// A 128-bit content hash: two independently keyed SipHash passes, so an accidental
 /// collision (a rotation taken for a no-op) is out of reach.
 #[derive(Clone, Debug)]
-pub(crate) struct Keys(RandomState, RandomState);
+pub(crate) struct HashSeeds(RandomState, RandomState);
 
-impl Keys {
+impl HashSeeds {
     pub(crate) fn new() -> Self {
-        Keys(RandomState::new(), RandomState::new())
+        HashSeeds(RandomState::new(), RandomState::new())
     }
 
     fn digest(&self) -> Digest {
@@ -68,8 +69,8 @@ pub(crate) struct Parsed {
 
 /// Reads the config (the API's ConfigMap text if known, else the file) and resolves
 /// every secret it names, hashing all of it. `--listen`/`--admin` are applied.
-pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
-    let mut digest = keys.digest();
+pub(crate) fn read(sources: &Sources, api: &ApiData, hash_seeds: &HashSeeds) -> Read {
+    let mut digest = hash_seeds.digest();
     let (source, text) = match &api.config {
         Some((label, text)) => (label.clone(), Ok(text.to_string())),
         None => (sources.config.clone(), config::read_config_text(&sources.config)),
@@ -109,7 +110,7 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
     }
     let mut secrets = SecretSource::new(sources.secrets_dir.clone(), config.inline_secrets.clone());
     secrets.api = api.secret.clone();
-    let secrets_digest = secrets_digest(&config, &secrets, keys);
+    let secrets_digest = secrets_digest(&config, &secrets, hash_seeds);
     digest.u64((secrets_digest >> 64) as u64);
     digest.u64(secrets_digest as u64);
     // After the digest: a secret that changes between the two reads makes the
@@ -127,7 +128,7 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, keys: &Keys) -> Read {
 /// (`api_base: os.environ/NAME`: not a key, and a new URL must be a change), or the
 /// error text when it does not resolve (a missing file that appears later is then a
 /// change).
-pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Keys) -> u128 {
+pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, hash_seeds: &HashSeeds) -> u128 {
     let refs: BTreeSet<(&str, bool)> = config
         .models
         .values()
@@ -136,7 +137,7 @@ pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, keys: &Key
         .map(|k| (k.name.as_str(), k.kind == KeyRefKind::Lines))
         .chain(config.shared.iter().flat_map(|s| s.secret_names()).map(|name| (name, false)))
         .collect();
-    let mut digest = keys.digest();
+    let mut digest = hash_seeds.digest();
     for (name, lines) in refs {
         let key = config::KeyRef {
             name: name.to_owned(),
@@ -188,7 +189,7 @@ pub struct Initial {
 pub struct Seed {
     pub(crate) config: Config,
     pub(crate) hash: u128,
-    pub(crate) keys: Keys,
+    pub(crate) hash_seeds: HashSeeds,
 }
 
 impl Seed {
@@ -203,12 +204,12 @@ impl Seed {
 /// parts of the config that are sound (see [`config::process_settings_despite_errors`]),
 /// else the defaults.
 pub(crate) fn load_initial(sources: &Sources) -> Initial {
-    let keys = Keys::new();
-    let read = read(sources, &ApiData::default(), &keys);
+    let hash_seeds = HashSeeds::new();
+    let read = read(sources, &ApiData::default(), &hash_seeds);
     let (config, errors, warnings) = match read.result {
         Ok(parsed) => match Snapshot::build(&parsed.config, &parsed.secrets, None) {
             Ok(snapshot) => {
-                let seed = Seed { config: parsed.config, hash: read.hash, keys };
+                let seed = Seed { config: parsed.config, hash: read.hash, hash_seeds };
                 return Initial { snapshot, warnings: parsed.warnings, seed };
             }
             // Only secrets are missing: the config itself is sound.
@@ -217,7 +218,7 @@ pub(crate) fn load_initial(sources: &Sources) -> Initial {
         Err(errors) => (unconfigured(sources), errors, Vec::new()),
     };
     let snapshot = Snapshot::unconfigured(config.server.clone(), errors);
-    Initial { snapshot, warnings, seed: Seed { config, hash: read.hash, keys } }
+    Initial { snapshot, warnings, seed: Seed { config, hash: read.hash, hash_seeds } }
 }
 
 /// A config with no models, carrying the process settings to start with.

@@ -13,9 +13,9 @@
 //! from the start: a process whose first version is bad runs unconfigured until a good
 //! one arrives.
 
+pub mod api_source;
 mod content;
 pub mod files;
-pub mod kube;
 mod reloader;
 #[cfg(test)]
 mod tests;
@@ -62,7 +62,7 @@ pub struct ReloadSettings {
     pub watch_files: bool,
     /// Client for the `kubernetes:` API watch. `None`: inferred (in-cluster service
     /// account, else kubeconfig) when the config has that section.
-    pub kube_client: Option<::kube::Client>,
+    pub kube_client: Option<kube::Client>,
     /// How long the API may stay unreachable before its last known data is dropped
     /// and the files (which kubelet keeps syncing) are used alone again.
     pub api_stale_after: Duration,
@@ -161,7 +161,7 @@ pub fn spawn(
     let (requests, rx) = mpsc::channel(1);
     let (generation_tx, generations) = watch::channel(store.load().generation);
     let (stop, stop_rx) = watch::channel(false);
-    let api = Arc::new(kube::ApiView::default());
+    let api = Arc::new(api_source::ApiView::default());
 
     let watcher = if settings.watch_files {
         let mut dirs = vec![files::config_dir(&sources.config)];
@@ -171,7 +171,7 @@ pub fn spawn(
         None
     };
     let api_task = seed.kubernetes().map(|source| {
-        let watch = kube::ApiWatch {
+        let watch = api_source::ApiWatch {
             source: source.clone(),
             client: settings.kube_client.clone(),
             view: Arc::clone(&api),

@@ -11,9 +11,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::content::{self, Keys, Seed};
+use super::api_source::ApiView;
+use super::content::{self, HashSeeds, Seed};
 use super::describe;
-use super::kube::ApiView;
 use super::Sources;
 use crate::admin::Health;
 use crate::config::{Config, Diagnostic, KubernetesSource, Origin};
@@ -37,7 +37,7 @@ pub enum Outcome {
 /// Re-reads the sources and swaps in new snapshots. Owned by the reload task.
 pub struct Reloader {
     sources: Sources,
-    keys: Keys,
+    hash_seeds: HashSeeds,
     fixed: Fixed,
     /// Hash of the content last attempted, applied or rejected: a bad version is
     /// reported once, not at every re-scan.
@@ -64,7 +64,7 @@ impl Reloader {
         Reloader {
             sources,
             fixed: Fixed::of(&seed.config),
-            keys: seed.keys,
+            hash_seeds: seed.hash_seeds,
             last: Some(seed.hash),
             note: None,
             store,
@@ -78,7 +78,7 @@ impl Reloader {
     /// Reads everything once and applies it if it changed and is valid.
     pub fn reload(&mut self) -> Outcome {
         let api = self.api.get();
-        let read = content::read(&self.sources, &api, &self.keys);
+        let read = content::read(&self.sources, &api, &self.hash_seeds);
         // A settled key probe changes what serves without any file changing.
         let probed = self.lifecycle.as_ref().is_some_and(|l| l.take_rebuild());
         if self.last == Some(read.hash) && !probed {
@@ -113,7 +113,7 @@ impl Reloader {
             let d = Diagnostic { file: parsed.config.source.clone(), origin: Origin::default(), message };
             return self.reject(&[d]);
         }
-        let raced = content::secrets_digest(&parsed.config, &parsed.secrets, &self.keys) != parsed.secrets_digest;
+        let raced = content::secrets_digest(&parsed.config, &parsed.secrets, &self.hash_seeds) != parsed.secrets_digest;
 
         let generation = snapshot.generation;
         let (models, endpoints) = snapshot.routes().fold((0, 0), |(m, e), r| (m + 1, e + r.endpoints.len()));

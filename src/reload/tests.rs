@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::kube::ApiView;
+use super::api_source::ApiView;
 use super::{load_initial, Outcome, Reloader, Sources};
 use crate::admin::Health;
 
@@ -117,7 +117,7 @@ fn api_data_goes_before_the_files() {
             .flat_map(|r| r.endpoints.iter().map(|e| (e.key_name().to_owned(), e.key_fingerprint)))
             .collect()
     };
-    let expected = |v: &str| crate::config::Secret::new(v).fingerprint();
+    let expected = |v: &str| crate::secret::Secret::new(v).fingerprint();
     assert_eq!(fingerprints(&f.store), [("K".to_owned(), expected("sk-new")), ("K2".to_owned(), expected("sk-api"))]);
 
     // The API forgets the objects (deleted, or unreachable too long): files again.

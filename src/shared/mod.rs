@@ -13,7 +13,6 @@
 //! them would cost a round trip per request for numbers that are worse than local.
 
 pub mod script;
-mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,9 +22,8 @@ use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 
-pub use target::Target;
-
 use crate::http::resolve::Resolver;
+use crate::pool::shared_target::Target;
 use crate::pool::{Endpoint, LinkSettings, Snapshot, SyncSignal};
 
 /// What `/status`, `/readyz` and `/metrics` show about shared state.

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry_http::{HttpClient, HttpError};
 use tokio::runtime::Handle;
 
-use crate::proxy::upstream::{self, UpstreamClient};
+use crate::http::client::{self, UpstreamClient};
 
 /// Collector answers are tiny; anything bigger is not read.
 const RESPONSE_LIMIT: usize = 1024 * 1024;
@@ -35,8 +35,8 @@ impl std::fmt::Debug for ExportClient {
 
 impl ExportClient {
     /// `ca`: a PEM bundle trusted besides the built-in roots.
-    pub(super) fn new(runtime: Handle, timeout: Duration, ca: Option<&Path>) -> Result<Self, upstream::CaError> {
-        let client = upstream::client(timeout, ca)?;
+    pub(super) fn new(runtime: Handle, timeout: Duration, ca: Option<&Path>) -> Result<Self, client::CaError> {
+        let client = client::client(timeout, ca)?;
         Ok(ExportClient { client, runtime, timeout, failing: AtomicBool::new(false) })
     }
 

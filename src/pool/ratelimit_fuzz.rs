@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
-use super::ratelimit::{gemini_retry_delay, parse, parse_go_duration, parse_retry_after, RateLimitReport};
+use super::EndpointState;
 use crate::config::CooldownBounds;
-use crate::pool::EndpointState;
+use crate::provider::ratelimit::{gemini_retry_delay, parse, parse_go_duration, parse_retry_after, RateLimitReport};
 
 /// Every header name some dialect reads.
 const NAMES: &[&str] = &[

@@ -1,4 +1,5 @@
-//! The Redis a snapshot shares state through, with its secrets resolved.
+//! The Redis a snapshot shares state through, with its secrets resolved. Part of the
+//! snapshot (built with it, swapped with it); `crate::shared`'s task reads it from there.
 
 use std::fmt;
 use std::time::Duration;
@@ -105,7 +106,7 @@ impl Target {
             _ => ("redis+unix", "", 0),
         };
         let shown = format!("{scheme}://{host}:{port}/{}", info.redis_settings().db());
-        let secret_digest = crate::config::Secret::new(format!(
+        let secret_digest = crate::secret::Secret::new(format!(
             "{}\0{}",
             info.redis_settings().username().unwrap_or_default(),
             info.redis_settings().password().or(password).unwrap_or_default()

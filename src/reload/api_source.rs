@@ -15,14 +15,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::kube::runtime::{watcher, WatchStreamExt};
-use ::kube::{Api, Client, Resource};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::config::{KubernetesSource, Secret};
+use crate::config::KubernetesSource;
+use crate::secret::Secret;
 
 /// The ConfigMap key holding the config text (as in the chart and manifests).
 pub const CONFIG_KEY: &str = "config.yaml";

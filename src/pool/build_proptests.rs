@@ -2,16 +2,21 @@
 //! formats (raw text and bytes, documents built from the known fields with hostile
 //! values, random edits of the shipped examples) and secret files. None may panic;
 //! a config that loads must also build a snapshot and render its table.
+//!
+//! Here rather than in `config` because they run the whole way to a [`Snapshot`]:
+//! `pool` depends on `config`, never the other way, tests included.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::strategy::Strategy as Generator;
 use serde_yaml::{Mapping, Value};
 
-use super::*;
+use crate::config::*;
 use crate::pool::Snapshot;
+use crate::secret::Secret;
 
 /// Field names of both formats, so generated documents reach past "unknown field".
 const FIELDS: [&str; 58] = [
@@ -322,4 +327,30 @@ fn yaml_bombs_are_refused() {
     let huge = format!("models: {{}}\n#{}\n", "x".repeat(MAX_CONFIG_BYTES as usize));
     let message = load_str(&huge, Path::new("huge.yaml")).unwrap_err().to_string();
     assert!(message.contains("larger than the limit of 1 MiB"), "{message}");
+}
+
+/// The bounds themselves are accepted, and a snapshot builds from them (a semaphore
+/// of `max_waiting` permits, deadlines `request_timeout` ahead).
+#[test]
+fn values_at_the_bounds_load_and_build() {
+    let text = "\
+server:
+  body_limit: 1GiB
+  max_buffered_bodies: 64GiB
+  max_connections: 100000
+  admin_max_connections: 100000
+  timeouts: { connect: 5m, request: 6h, attempt: 6h, client_body: 1h, shutdown_grace: 1h, header_read: 5m, idle: 1h }
+defaults: { num_retries: 100, cooldown: 1h, cooldown_floor: 1m, max_cooldown: 24h, allowed_fails: 1000, queue: { max_waiting: 100000, max_wait: 1h } }
+models:
+  m:
+    deployments:
+      - { provider: openai, model: x, keys: [K], weight: 10000, rpm: 10000000, tpm: 10000000000, max_inflight: 100000, order: 1000 }
+";
+    let config = load_str(text, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}")).config;
+    assert_eq!(config.server.request_timeout, Duration::from_secs(6 * 3600));
+    assert_eq!(config.models["m"].queue.max_waiting, 100_000);
+    let mut inline = BTreeMap::new();
+    inline.insert("K".to_owned(), Secret::new("k-value"));
+    let secrets = SecretSource::new(None, inline);
+    assert!(Snapshot::build(&config, &secrets, None).is_ok());
 }

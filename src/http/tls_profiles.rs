@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::upstream::{client_with_tls, ProxyClient};
+use super::client::{client_with_tls, ProxyClient};
 use crate::config::TlsProfile;
 
 /// The clients of one snapshot, by profile, each with a hash of what it was built from.
