@@ -25,8 +25,8 @@ mod predictive;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use keyrelay::mock::{KeyLimit, MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
+use keyrelay_mock::{KeyLimit, MockConfig, MockProvider};
 
 const KEYS: [(&str, &str, u32); 3] = [("K1", "sk-k1", 12), ("K2", "sk-k2", 20), ("K3", "sk-k3", 28)];
 

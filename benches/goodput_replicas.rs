@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use keyrelay::mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
+use keyrelay_mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
 
 #[allow(dead_code)] // the tests also restart it and set a password
 #[path = "../tests/support/redis.rs"]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use keyrelay::mock::{KeyLimit, MockConfig, MockProvider};
+use keyrelay_mock::{KeyLimit, MockConfig, MockProvider};
 use load::{env, BODY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use keyrelay::mock::{MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
+use keyrelay_mock::{MockConfig, MockProvider};
 use load::{env, load, summarize};
 
 /// A minimal reverse proxy: forwards every request to `upstream` unchanged, body

@@ -20,8 +20,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keyrelay::mock::{KeyLimit, MockConfig, MockProvider};
 use keyrelay::reload::ReloadSettings;
+use keyrelay_mock::{KeyLimit, MockConfig, MockProvider};
 use support::atomic_writer::Mounted;
 
 fn env(name: &str, default: u64) -> u64 {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use daemon::Daemon;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
-use keyrelay::mock::{Fault, KeyLimit, MockConfig, MockProvider};
+use keyrelay_mock::{Fault, KeyLimit, MockConfig, MockProvider};
 
 const BODY_429: &str = r#"{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#;
 

@@ -33,7 +33,7 @@ use daemon::Daemon;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use keyrelay::mock::{MockConfig, MockProvider};
+use keyrelay_mock::{MockConfig, MockProvider};
 use load::{env, load, summarize, Round, Summary, BODY};
 
 /// Open loop: one request every `1/rate` s whatever the answers, for `duration`.

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use keyrelay::mock::{MockConfig, MockProvider};
+use keyrelay_mock::{MockConfig, MockProvider};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,11 +8,9 @@
 pub mod admin;
 pub mod config;
 pub mod cost;
-pub mod demo;
 pub mod http;
 pub mod k8s;
 pub mod lifecycle;
-pub mod mock;
 pub mod pool;
 pub mod provider;
 pub mod proxy;

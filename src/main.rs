@@ -30,8 +30,6 @@ enum Command {
     Run(RunArgs),
     /// Validate a config, resolve its secrets, and print the routing table.
     Check(CheckArgs),
-    /// A self-contained showcase: mock providers, the proxy, traffic and a live table.
-    Demo(keyrelay::demo::DemoArgs),
     /// The Kubernetes sidecar injector: a mutating admission webhook over TLS.
     // Boxed: its many flags would make every `Command` as large.
     Webhook(Box<keyrelay::k8s::WebhookArgs>),
@@ -82,10 +80,6 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Some(Command::Check(args)) => check(&args),
-        Some(Command::Demo(args)) => {
-            keyrelay::telemetry::init_logging("warn");
-            runtime.block_on(keyrelay::demo::run(args))
-        }
         Some(Command::Webhook(args)) => runtime.block_on(webhook(*args)),
         Some(Command::Run(args)) => run_blocking(&runtime, args),
         None => run_blocking(&runtime, cli.run),

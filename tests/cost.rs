@@ -98,15 +98,15 @@ async fn cost_is_on_metrics_status_spans_and_the_access_log_for_json_and_streams
         ["priced", "listed", "free"].iter().all(|m| endpoint(status, m)["counters"]["successes"] == 2)
             && ["priced", "listed"].iter().all(|m| endpoint(status, m)["cost_usd"].as_f64().is_some_and(|c| c > 0.0))
     };
-    let until = std::time::Instant::now() + LONG;
-    let status = loop {
+    let status = eventually_ok(LONG, "the answers costed", || async {
         let status = get(&format!("http://{admin}/status")).await.json();
         if costed(&status) {
-            break status;
+            Ok(status)
+        } else {
+            Err(status)
         }
-        assert!(std::time::Instant::now() < until, "the answers were not costed: {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     let tokens = |model: &str| {
         let t = &endpoint(&status, model)["tokens"];
         (t["input"].as_u64().unwrap_or(0), t["output"].as_u64().unwrap_or(0))

@@ -66,8 +66,7 @@ async fn after_mixed_traffic() -> (MockProvider, Proxy) {
         let r = proxy.call(Method::POST, "/v1/chat/completions", &json, &chat("local", stream)).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let until = std::time::Instant::now() + LONG;
-    loop {
+    eventually_ok(LONG, "the traffic shows", || async {
         let status = proxy.admin_get("/status").await.json();
         let endpoints: Vec<Value> = status["models"]
             .as_array()
@@ -78,11 +77,12 @@ async fn after_mixed_traffic() -> (MockProvider, Proxy) {
         let health = |key: &str| endpoints.iter().find(|e| e["key"] == key).map(|e| e["health"].clone());
         let costed = endpoints.iter().filter(|e| e["cost_usd"].as_f64().is_some_and(|c| c > 0.0)).count();
         if health("KR") == Some("refused".into()) && health("KA") == Some("cooling_down".into()) && costed == 3 {
-            break;
+            Ok(())
+        } else {
+            Err(status)
         }
-        assert!(std::time::Instant::now() < until, "the traffic did not show: {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     (mock, proxy)
 }
 

@@ -43,12 +43,9 @@ fn form(boundary: &str, model: &str, file: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (body, tail)
 }
 
+/// [`eventually`] for a condition that needs no `await`.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(LONG, what, || std::future::ready(done())).await;
 }
 
 #[tokio::test]

@@ -26,16 +26,16 @@ fn mkfifo(path: &Path) {
 
 /// Polls `/readyz` until its body contains `needle`; returns that body.
 async fn readyz_until(url: &str, what: &str, needle: &str) -> String {
-    let until = std::time::Instant::now() + LONG;
-    loop {
+    eventually_ok(LONG, what, || async {
         let reply = get(url).await;
         let body = reply.text();
         if reply.status == 200 && body.contains(needle) {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("/readyz:\n{body}"))
         }
-        assert!(std::time::Instant::now() < until, "timed out waiting for: {what}; last /readyz:\n{body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 /// A mock with key `sk-a`, and a temp dir holding `config.yaml` (one deployment on

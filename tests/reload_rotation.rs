@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -80,13 +80,9 @@ async fn client(url: String, load: Arc<Load>) {
     }
 }
 
-/// Polls `f` every millisecond (a rotation takes tens of them) until true.
+/// [`eventually`] for a condition that needs no `await`.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually(LONG, what, || std::future::ready(f())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

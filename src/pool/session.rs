@@ -32,14 +32,16 @@ pub fn weighted_score(session: &str, endpoint: &EndpointId, weight: u32) -> f64 
     f64::from(weight) / -unit.ln()
 }
 
-/// FNV-1a: small, stable across Rust versions (unlike `DefaultHasher`).
+/// FNV-1a (small, stable across Rust versions, unlike `DefaultHasher`) with a final
+/// avalanche so nearby inputs spread over the whole range.
 #[derive(Default)]
-struct Fnv(u64);
+struct Fnv(fnv::FnvHasher);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        // A final avalanche so nearby inputs spread over the whole range.
-        let mut x = self.0 ^ 0xcbf2_9ce4_8422_2325;
+        // Folding the offset basis in first keeps every score what it was before the
+        // `fnv` crate replaced the hand-written loop: sticky sessions stay put on upgrade.
+        let mut x = self.0.finish() ^ 0xcbf2_9ce4_8422_2325;
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
@@ -47,12 +49,7 @@ impl Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
+        self.0.write(bytes);
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use harness::{get, read, Proxy, Reply};
-pub use keyrelay::mock::*;
+pub use keyrelay_mock::*;
 
 /// Polls `f` every 10 ms until it returns true; panics with `what` after `deadline`.
 /// Tests wait for events this way, never with a fixed sleep.
@@ -22,12 +22,35 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    eventually_ok(deadline, what, || {
+        let done = f();
+        async move {
+            if done.await {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        }
+    })
+    .await
+}
+
+/// [`eventually`] for a wait that yields what it waited for: polls `f` every 10 ms
+/// until it returns `Ok`; after `deadline` panics with `what` and the last `Err` (what
+/// was seen instead, so a failure shows the state it got stuck in).
+pub async fn eventually_ok<T, E, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let until = Instant::now() + deadline;
     loop {
-        if f().await {
-            return;
-        }
-        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for: {what}");
+        let last = match f().await {
+            Ok(found) => return found,
+            Err(last) => last,
+        };
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for: {what}; last seen: {last}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

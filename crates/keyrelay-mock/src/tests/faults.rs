@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::mock::{Fault, HeaderStyle, KeyLimit, MockConfig, MockProvider};
+use crate::{Fault, HeaderStyle, KeyLimit, MockConfig, MockProvider};
 
 async fn mock(style: HeaderStyle) -> MockProvider {
     let config = MockConfig::new().style(style).key("a", KeyLimit::rpm(100)).key("b", KeyLimit::unlimited());

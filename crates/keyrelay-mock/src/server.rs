@@ -1,4 +1,4 @@
-//! The HTTP side: the shared server loop ([`crate::http`]: HTTP/1.1 and h2c, or TLS) and
+//! The HTTP side: the shared server loop ([`keyrelay::http`]: HTTP/1.1 and h2c, or TLS) and
 //! the request pipeline: read, record, fault, latency, auth, route, limit, answer.
 
 use std::sync::Arc;
@@ -35,19 +35,19 @@ impl std::fmt::Display for ResetByFault {
 
 impl std::error::Error for ResetByFault {}
 
-/// Serves until the task is aborted: [`crate::http::serve`] owns its connection tasks,
+/// Serves until the task is aborted: [`keyrelay::http::serve`] owns its connection tasks,
 /// so aborting this task closes every connection too.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let settings = crate::http::Settings {
+    let settings = keyrelay::http::Settings {
         // Never close an idle keep-alive connection: a client's pooled connection must
         // not vanish under it mid-test (only `Fault::ResetConnection` drops connections).
         idle_timeout: None,
         tls,
         stats: Arc::clone(&shared.connections),
-        ..crate::http::Settings::new("mock")
+        ..keyrelay::http::Settings::new("mock")
     };
     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-    crate::http::serve(listener, settings, service, std::future::pending()).await;
+    keyrelay::http::serve(listener, settings, service, std::future::pending()).await;
 }
 
 /// The whole pipeline for one request. Only [`super::Fault::ResetConnection`] yields

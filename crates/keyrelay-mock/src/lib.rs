@@ -1,5 +1,5 @@
-//! A mock LLM provider that behaves like the real ones, for integration tests and for
-//! `keyrelay demo`.
+//! A mock LLM provider that behaves like the real ones, for keyrelay's integration tests,
+//! benchmarks and `keyrelay-demo`. It is not part of the product binary.
 //!
 //! Real providers cannot be used in tests (keys, cost, network, and they refuse to
 //! rate-limit on demand), yet keyrelay's whole job is reacting to what providers say:

@@ -1,7 +1,7 @@
 //! Auth, routing, response shapes, recording.
 
 use super::*;
-use crate::mock::{KeyLimit, MockConfig, MockProvider};
+use crate::{KeyLimit, MockConfig, MockProvider};
 
 #[tokio::test]
 async fn unknown_and_missing_keys_get_openai_shaped_401() {
@@ -173,7 +173,7 @@ async fn key_checks_answer_like_providers_and_are_counted_apart_from_traffic() {
     assert_eq!((stats.key("k").ok, stats.key("typo").unauthorized), (1, 0), "probes are not traffic");
     assert_eq!(mock.probe_times("k").len(), 3);
 
-    mock.set_standing_fault(Some("k"), Some(crate::mock::Fault::ResetConnection));
+    mock.set_standing_fault(Some("k"), Some(crate::Fault::ResetConnection));
     let dropped = client.request(request(&mock, "GET", "/v1/models", Some("k"), "")).await;
     assert!(dropped.is_err(), "unreachable on demand");
 }

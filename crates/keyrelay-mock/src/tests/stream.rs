@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::*;
-use crate::mock::{Fault, KeyLimit, MockConfig, MockProvider};
+use crate::{Fault, KeyLimit, MockConfig, MockProvider};
 
 const STREAM_BODY: &str = r#"{"model":"gpt-test","stream":true,"messages":[]}"#;
 

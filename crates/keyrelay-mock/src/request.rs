@@ -3,6 +3,7 @@
 //! error a real provider would give.
 
 use http::{HeaderMap, Method};
+use keyrelay::proxy::multipart;
 
 /// The API operation a path names (matched by suffix, so any base prefix works).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +69,9 @@ pub(crate) fn parse(method: &Method, path: &str, query: Option<&str>, headers: &
     let (endpoint, path_model, path_stream) = classify(method, path);
     let key = extract_key(headers, query);
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if crate::proxy::multipart::is_form(content_type) {
-        let model = crate::proxy::multipart::boundary(content_type).and_then(|b| {
-            let crate::proxy::multipart::Scan::Found(span) = crate::proxy::multipart::find_model(body, b) else {
+    if multipart::is_form(content_type) {
+        let model = multipart::boundary(content_type).and_then(|b| {
+            let multipart::Scan::Found(span) = multipart::find_model(body, b) else {
                 return None;
             };
             Some(String::from_utf8_lossy(&body[span]).trim().to_owned())

@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     pub(crate) accept_no_key: bool,
     pub(crate) models: Vec<String>,
     /// TCP connections accepted (and open) on the mock's listener.
-    pub(crate) connections: std::sync::Arc<crate::http::ConnectionStats>,
+    pub(crate) connections: std::sync::Arc<keyrelay::http::ConnectionStats>,
     /// Key checks received, per key.
     pub(crate) probes: super::probes::ProbeLog,
     inner: Mutex<Inner>,

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::traffic::ClientTally;
-use crate::pool::breaker::BreakerState;
-use crate::pool::{Availability, Snapshot};
+use keyrelay::pool::breaker::BreakerState;
+use keyrelay::pool::{Availability, Snapshot};
 
 /// Renders one frame of the table.
 pub fn render(snapshot: &Snapshot, tally: &ClientTally, elapsed_secs: f64, phase: &str, events: &[String]) -> String {

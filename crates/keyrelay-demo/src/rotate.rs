@@ -11,9 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::mock::{KeyLimit, MockProvider};
-use crate::pool::Rotation as PoolRotation;
-use crate::runtime::Running;
+use keyrelay::pool::Rotation as PoolRotation;
+use keyrelay::runtime::Running;
+use keyrelay_mock::{KeyLimit, MockProvider};
 
 /// Replaces the whole content of `dir` in kubelet's AtomicWriter order: a new
 /// `..<n>` directory, `..data_tmp` pointing at it renamed over `..data`, visible

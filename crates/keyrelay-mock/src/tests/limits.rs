@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
+use crate::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
 
 async fn limited_mock(style: HeaderStyle, limit: KeyLimit) -> MockProvider {
     MockProvider::start(MockConfig::new().style(style).key("k", limit)).await.unwrap()

@@ -66,27 +66,9 @@ pub(crate) fn unix_ms_after(now: SystemTime, d: Duration) -> u128 {
 /// RFC 3339 UTC instant with milliseconds (`2025-01-31T12:00:00.300Z`) of `now + d`,
 /// rounded up (Anthropic's reset).
 pub(crate) fn rfc3339_after(now: SystemTime, d: Duration) -> String {
-    let ms = unix_ms_after(now, d);
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let sod = secs % 86_400;
-    let (y, mo, da) = civil_from_days(days);
-    format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, (sod / 60) % 60, sod % 60, ms % 1000)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    let ms = u64::try_from(unix_ms_after(now, d)).unwrap_or(u64::MAX);
+    let at = UNIX_EPOCH.checked_add(Duration::from_millis(ms)).unwrap_or(now);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `keyrelay demo`: a self-contained showcase with no keys and no network.
+//! `keyrelay-demo`: a self-contained showcase with no keys and no network.
 //!
 //! Two mock providers run on loopback with fake keys whose per-key limits are small
 //! and uneven (a real free tier, sped up). keyrelay runs in-process in front of them,
@@ -6,6 +6,8 @@
 //! attempts, remaining quota as the provider reports it, 429s absorbed and cooldowns,
 //! next to what the app saw. Halfway through, one key is rotated through the secrets
 //! directory (as kubelet updates a Secret) and keyrelay hot-reloads it.
+
+#![forbid(unsafe_code)]
 
 mod rotate;
 mod table;
@@ -16,19 +18,25 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
-use crate::runtime::{Options, Running};
+use clap::Parser;
+use keyrelay::runtime::{Options, Running};
+use keyrelay_mock::{HeaderStyle, KeyLimit, MockConfig, MockProvider};
 use traffic::ClientTally;
 
-/// Options of `keyrelay demo`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
+/// Options of `keyrelay-demo`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "keyrelay-demo",
+    version,
+    about = "A self-contained showcase: mock providers, the proxy, traffic and a live table"
+)]
+struct DemoArgs {
     /// How long to send traffic, in seconds.
     #[arg(long, default_value_t = 12)]
-    pub seconds: u64,
+    seconds: u64,
     /// Steady request rate per second (the burst doubles it).
     #[arg(long, default_value_t = 14)]
-    pub rate: u32,
+    rate: u32,
 }
 
 /// Per-second limits of the primary provider's three keys: 18 requests/s in all.
@@ -39,17 +47,29 @@ const ROTATED: (&str, &str, &str, u32) = ("OPENAI_KEY_2", "demo-key-two", "demo-
 const BACKUP_KEYS: [(&str, &str, u32); 2] =
     [("ANTHROPIC_KEY_1", "demo-key-four", 10), ("ANTHROPIC_KEY_2", "demo-key-five", 10)];
 
-pub async fn run(args: DemoArgs) -> ExitCode {
-    match run_inner(args).await {
+fn main() -> ExitCode {
+    let args = DemoArgs::parse();
+    keyrelay::telemetry::init_logging("warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyrelay-demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(args));
+    // As `keyrelay run` does: never wait for a blocking read stuck in the kernel.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keyrelay demo: {e}");
+            eprintln!("keyrelay-demo: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run_inner(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let window = Duration::from_secs(1);
     let primary = start_mock(&PRIMARY_KEYS, HeaderStyle::OpenAi, window).await?;
     let backup = start_mock(&BACKUP_KEYS, HeaderStyle::Anthropic, window).await?;
