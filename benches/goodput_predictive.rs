@@ -21,8 +21,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use keyrelay::mock::{KeyLimit, MockConfig, MockProvider};
 use keyrelay::runtime::{Options, Running};
+use keyrelay_mock::{KeyLimit, MockConfig, MockProvider};
 use rand::Rng;
 
 const KEYS: [(&str, &str); 3] = [("P1", "sk-p1"), ("P2", "sk-p2"), ("P3", "sk-p3")];
