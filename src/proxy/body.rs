@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use std::time::Instant;
+
+use tokio::time::Sleep;
 
 use super::exchange::Exchange;
 use super::trace::AttemptSpan;
@@ -68,10 +70,9 @@ impl Completion {
     }
 
     /// Keeps the attempt's span open until the body ends.
-    pub(super) fn with_attempt(mut self, attempt: AttemptSpan, stream: bool) -> Self {
+    pub(super) fn keep_attempt(&mut self, attempt: AttemptSpan, stream: bool) {
         self.attempt = Some(attempt);
         self.stream = stream;
-        self
     }
 
     /// Hands the request over: it ends with this body.
@@ -97,7 +98,7 @@ impl Drop for Completion {
         let cost = usage.and_then(|u| Some(self.price?.cost(u.input, u.output)));
         // Settles the key's token reservation; without a usage, the guard gives it back.
         if let Some(usage) = usage {
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             self._guard.settle(usage.input, usage.output, now);
             self.state.history.on_usage(now, usage.input, usage.output, cost);
         }
@@ -143,7 +144,7 @@ where
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + *this.idle;
+                let deadline = tokio::time::Instant::now() + *this.idle;
                 this.idle_timer.as_mut().reset(deadline);
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
                     this.completion.on_data(data);

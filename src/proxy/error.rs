@@ -54,8 +54,6 @@ pub enum ProxyError {
     UpstreamConnect,
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
-    #[error("keyrelay is shutting down")]
-    ShuttingDown,
     /// The config `run` started with (or its latest version) does not load: nothing is
     /// routed until one does. Holds a summary of the errors.
     #[error("keyrelay has no valid configuration, so it sends nothing upstream: {0}")]
@@ -84,7 +82,7 @@ impl ProxyError {
             ProxyError::KeysRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ShuttingDown | ProxyError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
             ProxyError::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -116,7 +114,6 @@ impl ProxyError {
             ProxyError::KeysRefused { .. } => ("api_error", "keys_refused"),
             ProxyError::UpstreamConnect => ("api_error", "upstream_unavailable"),
             ProxyError::UpstreamTimeout => ("api_error", "upstream_timeout"),
-            ProxyError::ShuttingDown => ("api_error", "shutting_down"),
             ProxyError::NotConfigured(_) => ("api_error", "config_invalid"),
             ProxyError::UnsafePath => ("invalid_request_error", "invalid_path"),
             ProxyError::BodyBudgetExhausted => ("api_error", "overloaded"),

@@ -2,34 +2,37 @@
 //! span, its tally of attempts and waits, and, when it is dropped, its access log line
 //! and its `keyrelay_requests_total` count.
 //!
+//! The request path tells it what happens in its own words (routed, an attempt
+//! started or ended, queued, answered); what that means for the span, the metrics and
+//! the log line is decided here, so the path itself reads as the steps it takes.
+//!
 //! Dropping is the end on every path: at once for keyrelay's own answers, at the end of
 //! the relayed body (it rides in the body's `Completion`) for upstream answers, and
 //! when hyper drops the request future because the client left.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use tokio::time::Instant;
 use tracing::Span;
 
 use super::inbound::Inbound;
-use super::trace;
+use super::trace::{self, AttemptSpan};
 use super::usage::Usage;
-use crate::pool::Endpoint;
-use crate::telemetry::metrics::{status_class, ModelLabels, ProxyMetrics, RequestLabels};
+use crate::pool::{Endpoint, Exclusion};
+use crate::telemetry::metrics::{status_class, ModelLabels, ProxyMetrics, RequestLabels, RetryLabels};
 use crate::telemetry::ACCESS_TARGET;
 
 pub(super) struct Exchange {
     started: Instant,
-    pub(super) span: Span,
+    span: Span,
     metrics: Arc<ProxyMetrics>,
     /// The model the client asked for, clipped, for the log (`None` until the body is read).
     alias: Option<String>,
     /// The same as a metric label: `""` unless it is a configured alias, so a client
     /// cannot grow the label set.
     model_label: String,
-    pub(super) tally: Tally,
+    tally: Tally,
     /// Whether the server span keeps attributes (enabled and sampled), once asked.
     recorded: Option<bool>,
     head: Option<Head>,
@@ -38,14 +41,14 @@ pub(super) struct Exchange {
 
 /// What the attempts of one request added up to so far.
 #[derive(Debug, Default)]
-pub(super) struct Tally {
-    pub attempts: u32,
+struct Tally {
+    attempts: u32,
     /// Time spent on upstream attempts (to their response heads, or their failure).
-    pub upstream: Duration,
+    upstream: Duration,
     /// Time spent waiting in the queue for capacity.
-    pub queue_wait: Duration,
+    queue_wait: Duration,
     /// Why the last failed attempt failed, while the request is still being retried.
-    pub last_failure: Option<&'static str>,
+    last_failure: Option<&'static str>,
 }
 
 struct Head {
@@ -90,8 +93,46 @@ impl Exchange {
         }
     }
 
-    pub(super) fn model_label(&self) -> &str {
-        &self.model_label
+    /// One pass of selection: the endpoints it will try, in order, and those it left
+    /// out with why (on the server span).
+    pub(super) fn considered(
+        &self,
+        candidates: &[Arc<Endpoint>],
+        excluded: &[(Arc<Endpoint>, Exclusion)],
+        now: Instant,
+    ) {
+        trace::considered(&self.span, candidates, excluded, now);
+    }
+
+    /// An attempt goes out to `endpoint`: it is counted (a retry, after a failure) and
+    /// gets its client span, which the caller keeps until the attempt's body ends.
+    pub(super) fn attempt_started(&mut self, inbound: &Inbound, endpoint: &Endpoint) -> AttemptSpan {
+        if let Some(reason) = self.tally.last_failure {
+            let labels = RetryLabels { model: self.model_label.clone(), reason };
+            self.metrics.retries.get_or_create(&labels).inc();
+        }
+        let resend = self.tally.attempts;
+        self.tally.attempts = self.tally.attempts.saturating_add(1);
+        AttemptSpan::start(&self.span, inbound, endpoint, resend, self.tally.last_failure)
+    }
+
+    /// The attempt took `took` to its answer's head or its failure; `failed` says why
+    /// it failed, if it did (the next attempt is a retry for that reason).
+    pub(super) fn attempt_ended(&mut self, took: Duration, failed: Option<&'static str>) {
+        self.tally.upstream += took;
+        if failed.is_some() {
+            self.tally.last_failure = failed;
+        }
+    }
+
+    /// The request waited `waited` in the alias's queue for capacity.
+    pub(super) fn queued(&mut self, waited: Duration) {
+        self.tally.queue_wait += waited;
+    }
+
+    /// Upstream attempts so far.
+    pub(super) fn attempts(&self) -> u32 {
+        self.tally.attempts
     }
 
     pub(super) fn metrics(&self) -> &ProxyMetrics {

@@ -1,5 +1,6 @@
 //! The request path: accept, read, route, select, forward with failover, relay.
 
+mod attempt;
 mod attempt_body;
 pub mod body;
 pub mod body_budget;
@@ -13,10 +14,13 @@ pub mod inbound;
 pub mod multipart;
 pub mod outbound;
 mod per_deployment;
+mod respond;
 mod server;
 mod serves;
+mod state;
 mod trace;
 pub mod upstream;
 mod usage;
 
-pub use server::{serve, ProxyState};
+pub use server::serve;
+pub use state::ProxyState;

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
@@ -13,26 +12,14 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use super::body::{full, ProxyBody};
-use super::body_budget::BodyBudget;
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::forward::forward;
 use super::inbound::Inbound;
+use super::respond::reject;
+use super::state::ProxyState;
 use crate::config::Diagnostic;
-use crate::http::client::ProxyClient;
 use crate::pool::Snapshot;
-use crate::telemetry::metrics::ProxyMetrics;
-
-/// What every request handler shares.
-pub struct ProxyState {
-    /// The current routing snapshot; each request loads it exactly once.
-    pub store: Arc<ArcSwap<Snapshot>>,
-    pub client: ProxyClient,
-    /// Bytes of request bodies in memory, bounded by `server.max_buffered_bodies`.
-    pub body_budget: Arc<BodyBudget>,
-    /// Request-path metrics, also registered with the admin port's `/metrics`.
-    pub metrics: Arc<ProxyMetrics>,
-}
 
 /// Serves the app port until `shutdown` resolves, then stops accepting and drains
 /// (see [`crate::http::serve`]; `settings.drain_grace` is `server.shutdown_grace`).
@@ -50,24 +37,21 @@ async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Re
     let snapshot = state.store.load_full();
     if let Some(errors) = &snapshot.config_errors {
         let (parts, _) = request.into_parts();
-        let mut exchange = Exchange::start(&state.metrics, &parts);
-        let error = ProxyError::NotConfigured(summary(errors));
-        exchange.answered(error.status().as_u16(), None, Some(error.code().to_owned()));
-        return Ok(error.into_response());
+        let exchange = Exchange::start(&state.metrics, &parts);
+        return Ok(reject(exchange, ProxyError::NotConfigured(summary(errors))));
     }
     if request.method() == Method::GET && request.uri().path() == "/v1/models" {
         return Ok(list_models(&snapshot));
     }
     let (parts, body) = request.into_parts();
     // From here on the request is traced, counted and logged once when it ends.
-    let mut exchange = Exchange::start(&state.metrics, &parts);
+    let exchange = Exchange::start(&state.metrics, &parts);
     let server = &snapshot.server;
     let response = match Inbound::read(parts, body, server, &state.body_budget).await {
         Ok(inbound) => forward(&state, &snapshot, inbound, exchange).await,
         Err(e) => {
             tracing::debug!(error = %e, "rejected client request");
-            exchange.answered(e.status().as_u16(), None, Some(e.code().to_owned()));
-            e.into_response()
+            reject(exchange, e)
         }
     };
     Ok(response)

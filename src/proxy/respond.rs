@@ -1,0 +1,62 @@
+//! The one place a client's response is built, from what routing produced: an
+//! upstream answer (relayed, or a failure passed on as the provider said it) or
+//! keyrelay's own error. The request's [`Exchange`] records the head here and ends
+//! with the response: now, or, for a relayed body, when that body ends.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response};
+use http_body_util::BodyExt;
+
+use super::attempt::{Answer, AnswerBody};
+use super::body::{full, ProxyBody, Relay};
+use super::error::ProxyError;
+use super::exchange::Exchange;
+use super::upstream;
+
+/// The client's response. `idle` is how long a relayed body may go silent.
+pub(super) fn respond(
+    mut exchange: Exchange,
+    result: Result<Answer, ProxyError>,
+    idle: Duration,
+) -> Response<ProxyBody> {
+    match result {
+        Ok(Answer { endpoint, parts, body }) => {
+            exchange.answered(parts.status.as_u16(), Some(&endpoint), None);
+            let attempts = exchange.attempts();
+            let body = match body {
+                AnswerBody::Relay(body, mut completion) => {
+                    completion.attach(exchange);
+                    Relay::new(body, idle, *completion).boxed()
+                }
+                AnswerBody::Read(bytes) => full(bytes),
+            };
+            let mut response = Response::from_parts(parts, body);
+            let headers = response.headers_mut();
+            upstream::strip_hop_by_hop(headers);
+            // Which key and deployment answered, and after how many tries: names only.
+            if let Ok(v) = HeaderValue::from_str(endpoint.key_name()) {
+                headers.insert("x-keyrelay-key", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&endpoint.deployment.name) {
+                headers.insert("x-keyrelay-deployment", v);
+            }
+            headers.insert("x-keyrelay-attempts", HeaderValue::from(attempts));
+            response
+        }
+        Err(e) => {
+            exchange.answered(e.status().as_u16(), None, Some(e.code().to_owned()));
+            let attempts = exchange.attempts();
+            let mut response = e.into_response();
+            if attempts > 0 {
+                response.headers_mut().insert("x-keyrelay-attempts", HeaderValue::from(attempts));
+            }
+            response
+        }
+    }
+}
+
+/// keyrelay's own answer to a request that never reached routing.
+pub(super) fn reject(exchange: Exchange, error: ProxyError) -> Response<ProxyBody> {
+    respond(exchange, Err(error), Duration::ZERO)
+}
