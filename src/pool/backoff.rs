@@ -45,6 +45,13 @@ pub fn after_429(hint: Option<Wait>, hintless: Duration, bounds: CooldownBounds,
     Rest { duration, clamped: hint.is_some_and(|w| w.clamped) && duration >= bounds.ceiling }
 }
 
+/// The rest after a 429 the key's own model already paces (see
+/// `EndpointState::record_rate_limited`): exactly the provider's hint, within the ceiling.
+pub fn as_hinted(hint: Wait, bounds: CooldownBounds) -> Rest {
+    let duration = hint.duration.min(bounds.ceiling);
+    Rest { duration, clamped: hint.clamped && duration >= bounds.ceiling }
+}
+
 /// How long a tripped breaker stays open: the configured cooldown, within the bounds.
 pub fn breaker_open_for(cooldown: Duration, bounds: CooldownBounds) -> Duration {
     cooldown.max(bounds.floor).min(bounds.ceiling)

@@ -232,6 +232,13 @@ impl KeyModel {
         requests.into_iter().chain(tokens).max().unwrap_or(now)
     }
 
+    /// When the request bucket has room again, if it has none now: the model itself
+    /// holds the key back until then.
+    pub fn requests_held_until(&mut self, now: Instant) -> Option<Instant> {
+        let at = self.requests.bucket(now)?.room_at(1.0, now);
+        (at > now).then_some(at)
+    }
+
     /// Fraction of the tightest modelled limit left.
     pub fn headroom(&mut self, now: Instant) -> Option<f64> {
         let r = self.requests.bucket(now).map(|b| b.headroom(now));

@@ -74,6 +74,23 @@ fn a_bucket_refills_and_tells_when_it_has_room() {
 }
 
 #[test]
+fn a_429_naming_the_limit_holds_the_key_until_its_bucket_has_room() {
+    let t0 = Instant::now();
+    let mut model = KeyModel::default();
+    assert_eq!(model.requests_held_until(t0), None, "nothing known: the model holds nothing");
+    let report = RateLimitReport {
+        limit_requests: Some(1200),
+        remaining_requests: Some(0),
+        reset_requests: Some(ms(50)),
+        ..RateLimitReport::default()
+    };
+    model.on_rate_limited(&report, t0, t0);
+    let until = model.requests_held_until(t0).expect("drained by the 429");
+    assert!(until > t0 && until <= t0 + ms(100), "room within a slot of 20/s: {:?}", until - t0);
+    assert_eq!(model.requests_held_until(until), None, "room again at the time it named");
+}
+
+#[test]
 fn a_burst_free_limit_is_learned_from_the_first_429s() {
     let t0 = Instant::now();
     let mut model = KeyModel::default();

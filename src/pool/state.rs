@@ -202,7 +202,15 @@ impl EndpointState {
         if !resting || s.rate_limited_streak == 0 {
             s.rate_limited_streak = s.rate_limited_streak.saturating_add(1);
         }
-        let rest = backoff::after_429(hint, hintless, bounds, s.rate_limited_streak, rand::random());
+        // The first 429 in a row to a key its model now holds back until its bucket
+        // has room is already paced by the model: resting it beyond the provider's
+        // hint only idles a key that will have room sooner. From the second 429 in a
+        // row the model has been wrong and the doubling floor applies.
+        let paced = s.rate_limited_streak == 1 && s.model.requests_held_until(now).is_some();
+        let rest = match hint {
+            Some(wait) if paced => backoff::as_hinted(wait, bounds),
+            _ => backoff::after_429(hint, hintless, bounds, s.rate_limited_streak, rand::random()),
+        };
         self.rest_until(&mut s, later(now, rest.duration), rest.clamped);
         let until = s.cooldown_until;
         s.shared.on_cooldown(until);
@@ -370,6 +378,31 @@ mod tests {
         s.record_success(true);
         let again = s.record_rate_limited(None, Duration::ZERO, BOUNDS, at);
         assert!(again >= Duration::from_secs(1) && again <= Duration::from_millis(1500), "{again:?}");
+    }
+
+    #[test]
+    fn a_first_429_the_model_paces_rests_only_for_the_hint_and_a_second_backs_off() {
+        let s = EndpointState::default();
+        let now = Instant::now();
+        let report = RateLimitReport {
+            limit_requests: Some(1200),
+            remaining_requests: Some(0),
+            reset_requests: Some(Duration::from_millis(50)),
+            ..RateLimitReport::default()
+        };
+        let hint = Some(Wait { duration: Duration::from_millis(50), clamped: false });
+        s.learn_from_429(&report, now, now);
+        let first = s.record_rate_limited(hint, Duration::ZERO, BOUNDS, now);
+        assert_eq!(first, Duration::from_millis(50), "the model spaces the key: no floor");
+        // Refused again right after its rest: the model was wrong, the floor doubles.
+        let at = now + first;
+        s.learn_from_429(&report, at, at);
+        let second = s.record_rate_limited(hint, Duration::ZERO, BOUNDS, at);
+        assert!(second >= Duration::from_millis(200) && second <= Duration::from_millis(300), "{second:?}");
+        // Without a model nothing paces the key: even a first 429 rests the floor.
+        let bare = EndpointState::default();
+        let rest = bare.record_rate_limited(hint, Duration::ZERO, BOUNDS, now);
+        assert!(rest >= Duration::from_millis(100), "{rest:?}");
     }
 
     #[test]
