@@ -178,7 +178,8 @@ fn check(check: &CheckArgs) -> ExitCode {
     for warning in &loaded.warnings {
         eprintln!("{label}: {warning}");
     }
-    let secrets = SecretSource::new(args.secrets_dir.clone(), loaded.config.inline_secrets.clone());
+    let source = SecretSource::new(args.secrets_dir.clone(), loaded.config.inline_secrets.clone());
+    let secrets = config::ResolvedSecrets::read(&loaded.config, &source);
     // `api_base: os.environ/NAME` and the like: the table shows the values in effect.
     let mut resolved_warnings = 0;
     let (resolved, mut errors) = match config::resolve_params(&loaded.config, &secrets) {

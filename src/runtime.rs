@@ -9,7 +9,6 @@
 //! same wiring the binary uses (on port 0).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,21 +23,11 @@ use crate::http;
 use crate::lifecycle::Lifecycle;
 use crate::pool::Snapshot;
 use crate::proxy::{self, ProxyState};
-use crate::reload::{self, ReloadHandle, ReloadSettings, Sources};
+use crate::reload::{self, ReloadHandle, ReloadSettings};
 use crate::telemetry::{self, metrics::ProxyMetrics};
 
-/// What `keyrelay run` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    pub config: PathBuf,
-    pub secrets_dir: Option<PathBuf>,
-    /// Overrides `server.listen` (a LiteLLM file has none).
-    pub listen: Option<SocketAddr>,
-    /// Overrides `server.admin`.
-    pub admin: Option<SocketAddr>,
-    /// Extra PEM CA bundle trusted for upstream TLS, besides the built-in roots.
-    pub upstream_ca: Option<PathBuf>,
-}
+/// What `keyrelay run` was asked to do: where the config comes from, and the flags.
+pub use crate::reload::Sources as Options;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,13 +88,7 @@ impl Running {
     /// Like [`Running::start`] with explicit reload settings (tests shorten the
     /// debounce and the re-scan period, or hand in a Kubernetes client).
     pub async fn start_with(options: Options, mut reload_settings: ReloadSettings) -> Result<Running, StartError> {
-        let sources = Sources {
-            config: options.config.clone(),
-            secrets_dir: options.secrets_dir.clone(),
-            listen: options.listen,
-            admin: options.admin,
-        };
-        let initial = reload::load_initial(&sources);
+        let initial = reload::load_initial(&options);
         for warning in &initial.warnings {
             tracing::warn!("{warning}");
         }
@@ -156,8 +139,8 @@ impl Running {
         let (stop_shared, shared_stopped) = watch::channel(false);
         let shared_task = crate::shared::spawn(Arc::clone(&store), Arc::clone(&health.shared), shared_stopped);
 
-        let sources_config = sources.config.clone();
-        let reload = reload::spawn(sources, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
+        let sources_config = options.config.clone();
+        let reload = reload::spawn(options, reload_settings, initial.seed, Arc::clone(&store), Arc::clone(&health));
 
         let serving = store.load();
         let generation = serving.generation;

@@ -4,8 +4,6 @@
 //!
 //! Like `/status`, times are relative to now; keys appear by name only.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,54 +11,6 @@ use serde_json::{json, Value};
 use super::AdminState;
 use crate::pool::history::{self, History, Point};
 use crate::pool::Endpoint;
-
-/// Reloads remembered for `/status`.
-const RECENT_RELOADS: usize = 10;
-/// A failed reload's errors are clipped to this for the log (all of them stay on
-/// `/readyz` and in `reload.last_error`).
-const RELOAD_MESSAGE_CHARS: usize = 400;
-
-#[derive(Debug, Clone)]
-struct ReloadEvent {
-    at: Instant,
-    /// The generation serving after it.
-    generation: Option<u64>,
-    ok: bool,
-    message: String,
-}
-
-/// The last [`RECENT_RELOADS`] reloads, applied or rejected.
-#[derive(Debug, Default)]
-pub struct ReloadLog(Mutex<VecDeque<ReloadEvent>>);
-
-impl ReloadLog {
-    pub(super) fn push(&self, generation: Option<u64>, ok: bool, message: &str) {
-        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() == RECENT_RELOADS {
-            log.pop_front();
-        }
-        let message: String = message.chars().take(RELOAD_MESSAGE_CHARS).collect();
-        log.push_back(ReloadEvent { at: Instant::now(), generation, ok, message });
-    }
-
-    /// Newest first.
-    pub(super) fn to_json(&self, now: Instant) -> Value {
-        let log = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let events: Vec<Value> = log
-            .iter()
-            .rev()
-            .map(|e| {
-                json!({
-                    "ago_seconds": secs(now.saturating_duration_since(e.at)),
-                    "ok": e.ok,
-                    "generation": e.generation,
-                    "message": e.message,
-                })
-            })
-            .collect();
-        Value::Array(events)
-    }
-}
 
 pub(super) fn history(state: &AdminState) -> Value {
     let snapshot = state.store.load();

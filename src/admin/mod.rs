@@ -8,8 +8,7 @@ mod status;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -19,76 +18,8 @@ use tokio::net::TcpListener;
 
 use crate::http::BoxBody;
 use crate::pool::Snapshot;
+pub use crate::reload::Health;
 use crate::telemetry::metrics::ProxyMetrics;
-
-/// Process health as probes see it.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Set once the first good snapshot serves.
-    ready: AtomicBool,
-    /// Set on SIGTERM: readiness goes false so endpoints stop sending traffic.
-    draining: AtomicBool,
-    /// The last reload error, shown on `/readyz` while the previous snapshot serves.
-    last_error: Mutex<Option<String>>,
-    /// Reloads rejected since start (`keyrelay_config_reload_failures_total`).
-    /// Counted once per distinct bad content, not per re-scan.
-    reload_failures: AtomicU64,
-    /// Settings changed in the config that only a restart applies (listen address...),
-    /// shown on `/readyz` until the config matches the running process again.
-    restart_note: Mutex<Option<String>>,
-    /// Whether replicas' shared state (Redis) is reachable, and why not.
-    pub shared: Arc<crate::shared::Status>,
-    /// The last few reloads and how they ended, for `/status` and `/ui`.
-    reloads: history::ReloadLog,
-}
-
-impl Health {
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
-    }
-
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn set_last_error(&self, error: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
-    }
-
-    /// The last reload error, if the last reload attempt failed.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// A rejected reload: counts it and keeps its errors for `/readyz`.
-    pub fn record_reload_failure(&self, errors: String) {
-        self.reload_failures.fetch_add(1, Ordering::SeqCst);
-        self.reloads.push(None, false, &errors);
-        self.set_last_error(Some(errors));
-    }
-
-    /// A reload applied: `generation` serves now.
-    pub fn record_reload_applied(&self, generation: u64, summary: &str) {
-        self.reloads.push(Some(generation), true, summary);
-    }
-
-    pub fn reload_failures(&self) -> u64 {
-        self.reload_failures.load(Ordering::SeqCst)
-    }
-
-    pub fn set_restart_note(&self, note: Option<String>) {
-        *self.restart_note.lock().unwrap_or_else(|e| e.into_inner()) = note;
-    }
-
-    /// What changed in the config but waits for a restart, if anything.
-    pub fn restart_note(&self) -> Option<String> {
-        self.restart_note.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -147,7 +78,7 @@ async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Result<Respons
 fn readyz(state: &AdminState) -> Response<BoxBody> {
     let health = &state.health;
     let snapshot = state.store.load();
-    if health.draining.load(Ordering::SeqCst) {
+    if health.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n".to_owned());
     }
     if let Some(errors) = &snapshot.config_errors {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::metrics::breaker_word;
-use super::AdminState;
+use super::{AdminState, Health};
 use crate::pool::breaker::BreakerState;
 use crate::pool::refused::Refused;
 use crate::pool::{Availability, Endpoint, Rotation, Route, StateView};
@@ -30,7 +30,7 @@ pub(super) fn status(state: &AdminState) -> Value {
             "failures": health.reload_failures(),
             "last_error": health.last_error(),
             "restart_required": health.restart_note(),
-            "recent": health.reloads.to_json(now),
+            "recent": recent_reloads(health, now),
         },
         "cost_usd": usd(cost_usd),
         "builtin_prices_as_of": crate::cost::BUILTIN_PRICES_AS_OF,
@@ -212,4 +212,17 @@ fn secs(d: Duration) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// The recent reloads, newest first, with times relative to now.
+fn recent_reloads(health: &Health, now: Instant) -> Value {
+    let events = health.recent_reloads().into_iter().map(|e| {
+        json!({
+            "ago_seconds": (now.saturating_duration_since(e.at).as_secs_f64() * 1000.0).round() / 1000.0,
+            "ok": e.ok,
+            "generation": e.generation,
+            "message": e.message,
+        })
+    });
+    Value::Array(events.collect())
 }

@@ -37,7 +37,7 @@ fn a_literal_key_is_a_warning_and_is_held_under_a_name_from_the_entry() {
     assert!(!everything.contains("abcdef123456") && !everything.contains("second789"), "{everything}");
 
     // Resolved as written, never from the environment or the secrets dir.
-    let secrets = SecretSource::new(None, loaded.config.inline_secrets.clone());
+    let secrets = ResolvedSecrets::read(&loaded.config, &SecretSource::new(None, loaded.config.inline_secrets.clone()));
     let resolved = secrets.resolve(&d.keys[1]).unwrap();
     assert_eq!((resolved[0].name.as_str(), resolved[0].secret.expose()), ("inline-key:m#2", "gsk_live_second789"));
 }

@@ -294,13 +294,13 @@ fn model_from_secret(
     inline: &BTreeMap<String, Secret>,
 ) -> Option<String> {
     report(diags, path, values::check_secret_name(name))?;
-    diags.consulted.push(name.to_owned());
     let found = match diags.secrets.map(|s| s.value(name)) {
         Some(Ok(value)) => Ok(value),
         _ if inline.contains_key(name) => Ok(inline[name].expose().trim().to_owned()),
         Some(Err(e)) => Err(e.to_string()),
         None => Err(format!("secret {name:?} cannot be read here (no secrets given)")),
     };
+    diags.consulted.push((name.to_owned(), found.clone()));
     match found {
         Ok(value) if value.is_empty() || value.starts_with("os.environ/") => {
             diags.error(path, format!("model from secret {name:?} is empty or another reference"));

@@ -24,6 +24,7 @@ mod params;
 mod price;
 mod read;
 mod render;
+mod resolved;
 mod secret;
 pub mod shared;
 mod validate;
@@ -64,7 +65,9 @@ pub use params::{resolve_params, Resolved};
 pub use price::Price;
 pub use read::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES};
 pub use render::render_table;
+pub use resolved::ResolvedSecrets;
 pub use secret::{NamedKey, SecretError, SecretSource};
+pub use validate::Consulted;
 
 use validate::Diags;
 
@@ -98,12 +101,12 @@ pub fn load_str(text: &str, source: &Path) -> Result<Loaded, ConfigErrors> {
 
 /// [`load_str`], reading `model: os.environ/NAME` from `secrets` (a LiteLLM entry's
 /// model decides its provider, so it is needed to validate the entry). Also returns
-/// the secret names read that way, found or not, for the reloader to watch.
+/// each secret read that way with what it gave, found or not, for the reloader to hash.
 pub fn load_str_with_secrets(
     text: &str,
     source: &Path,
     secrets: Option<&SecretSource>,
-) -> (Result<Loaded, ConfigErrors>, Vec<String>) {
+) -> (Result<Loaded, ConfigErrors>, Vec<Consulted>) {
     let mut consulted = Vec::new();
     let loaded = load_checked(text, source, secrets, &mut consulted);
     (loaded, consulted)
@@ -113,7 +116,7 @@ fn load_checked(
     text: &str,
     source: &Path,
     secrets: Option<&SecretSource>,
-    consulted: &mut Vec<String>,
+    consulted: &mut Vec<Consulted>,
 ) -> Result<Loaded, ConfigErrors> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         let limit = read::size(MAX_CONFIG_BYTES);
@@ -157,7 +160,7 @@ fn convert(
     text: &str,
     source: &Path,
     secrets: Option<&SecretSource>,
-    consulted: &mut Vec<String>,
+    consulted: &mut Vec<Consulted>,
 ) -> Result<Converted, ConfigErrors> {
     // A key written twice: the last one counts, as in PyYAML (and so in LiteLLM).
     let (text, duplicates) = dupes::dedupe(text);

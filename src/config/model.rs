@@ -55,21 +55,37 @@ impl SharedSettings {
     pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
     pub const DEFAULT_PREFIX: &'static str = "keyrelay";
 
-    /// The secrets these settings are read from: a change to one is a reload.
-    pub fn secret_names(&self) -> Vec<&str> {
-        let mut values = vec![self.password.as_ref()];
+    /// Every secret these settings may be read from (a change to one is a reload),
+    /// including the [`redis_url_fallback`](Self::redis_url_fallback).
+    pub fn secret_refs(&self) -> Vec<KeyRef> {
+        let mut values = vec![self.password.clone()];
         match &self.address {
-            SharedAddress::Url(url) => values.push(Some(url)),
-            SharedAddress::HostPort { host, port, tls } => values.extend([Some(host), port.as_ref(), tls.as_ref()]),
+            SharedAddress::Url(url) => values.push(Some(url.clone())),
+            SharedAddress::HostPort { host, port, tls } => {
+                values.extend([Some(host.clone()), port.clone(), tls.clone()]);
+            }
         }
         values
             .into_iter()
             .flatten()
+            .chain(self.redis_url_fallback())
             .filter_map(|v| match v {
-                SharedValue::Named { key, .. } => Some(key.name.as_str()),
+                SharedValue::Named { key, .. } => Some(key),
                 SharedValue::Literal(_) => None,
             })
             .collect()
+    }
+
+    /// `REDIS_URL`, read before host and port when the host is itself only an optional
+    /// variable (LiteLLM's `REDIS_HOST`): LiteLLM takes the URL first too.
+    pub fn redis_url_fallback(&self) -> Option<SharedValue> {
+        let SharedAddress::HostPort { host: SharedValue::Named { key: host, optional: true }, .. } = &self.address
+        else {
+            return None;
+        };
+        let key =
+            KeyRef { name: "REDIS_URL".into(), kind: KeyRefKind::Single, origin: host.origin.clone(), implicit: false };
+        Some(SharedValue::Named { key, optional: true })
     }
 }
 
@@ -435,7 +451,7 @@ pub struct KeyRef {
     pub implicit: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KeyRefKind {
     Single,
     Lines,

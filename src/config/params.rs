@@ -12,7 +12,8 @@ use serde_yaml::Value;
 
 use super::keylike::looks_like_key;
 use super::model::{Config, Deployment, Diagnostic, ParamField, PendingBase, SecretParam};
-use super::secret::{SecretError, SecretSource};
+use super::resolved::ResolvedSecrets;
+use super::secret::SecretError;
 use super::validate::{self, is_plain_http_to_remote, report, Diags};
 use super::values;
 use super::walk::string;
@@ -96,8 +97,7 @@ pub struct Resolved {
 /// Reads every parameter written as `os.environ/NAME` and puts its value where the
 /// deployment uses it; a base URL is validated like a written one. Every problem is
 /// returned, each at the field that names the secret; the config is not changed then.
-/// Calling it again on its result reads the secrets again (the list is kept).
-pub fn resolve_params(config: &Config, secrets: &SecretSource) -> Result<Resolved, Vec<Diagnostic>> {
+pub fn resolve_params(config: &Config, secrets: &ResolvedSecrets) -> Result<Resolved, Vec<Diagnostic>> {
     let mut resolved = config.clone();
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     let diagnostic = |param: &SecretParam, message: String| Diagnostic {

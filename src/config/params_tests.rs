@@ -53,7 +53,7 @@ fn every_field_resolves_from_its_secret_and_none_is_a_key() {
         ("PARAMS_T_ORG", "org-team-a"),
         ("PARAMS_T_REGION", "eu-west"),
     ]);
-    let resolved = resolve_params(&config, &source).unwrap();
+    let resolved = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap();
     assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
     let d = only(&resolved.config);
     assert_eq!(d.base_url.to_string(), "https://eu.openai.azure.com/openai/deployments/gpt-4o-eu");
@@ -71,7 +71,7 @@ fn every_field_resolves_from_its_secret_and_none_is_a_key() {
 fn a_missing_secret_names_the_secret_and_the_field() {
     let config = load(AZURE);
     let (_dir, source) = secrets(&[("PARAMS_T_AZ_KEY", "k"), ("PARAMS_T_AZ_BASE", "https://x.example.com")]);
-    let errors = resolve_params(&config, &source).unwrap_err();
+    let errors = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap_err();
     let paths: Vec<&str> = errors.iter().map(|d| d.origin.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -91,7 +91,7 @@ fn a_value_that_is_not_a_url_is_shown_unless_it_looks_like_a_key() {
         "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_key: os.environ/PARAMS_T_KEY\n      api_base: os.environ/PARAMS_T_BASE\n",
     );
     let (_dir, source) = secrets(&[("PARAMS_T_KEY", "k"), ("PARAMS_T_BASE", "upstream.example.com/v1")]);
-    let errors = resolve_params(&config, &source).unwrap_err();
+    let errors = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap_err();
     assert_eq!(errors.len(), 1);
     let message = &errors[0].message;
     assert_eq!(errors[0].origin.path, "model_list[0].litellm_params.api_base");
@@ -99,7 +99,7 @@ fn a_value_that_is_not_a_url_is_shown_unless_it_looks_like_a_key() {
 
     let key = "sk-proj-Q3vX9kLm2PzT8wRb5NcY7dHf1JgK4sAe";
     let (_dir, source) = secrets(&[("PARAMS_T_KEY", "k"), ("PARAMS_T_BASE", key)]);
-    let errors = resolve_params(&config, &source).unwrap_err();
+    let errors = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap_err();
     assert!(!errors[0].message.contains("Q3vX9kLm") && errors[0].message.contains("API key"), "{errors:?}");
 }
 
@@ -109,17 +109,17 @@ fn an_implied_key_is_not_sent_over_plain_http_to_a_url_from_a_secret() {
         "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: os.environ/PARAMS_T_HTTP_BASE\n",
     );
     let (_dir, source) = secrets(&[("OPENAI_API_KEY", "k"), ("PARAMS_T_HTTP_BASE", "http://vllm.default.svc:8000/v1")]);
-    let errors = resolve_params(&config, &source).unwrap_err();
+    let errors = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap_err();
     assert!(errors[0].message.contains("OPENAI_API_KEY") && errors[0].message.contains("plain"), "{errors:?}");
 
     // A written key goes, with a warning; loopback needs none.
     let written = "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_key: os.environ/PARAMS_T_KEY\n      api_base: os.environ/PARAMS_T_HTTP_BASE\n";
     let config = load(written);
     let (_dir, source) = secrets(&[("PARAMS_T_KEY", "k"), ("PARAMS_T_HTTP_BASE", "http://vllm.default.svc:8000/v1")]);
-    let resolved = resolve_params(&config, &source).unwrap();
+    let resolved = resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap();
     assert!(resolved.warnings[0].message.contains("PARAMS_T_KEY"), "{:?}", resolved.warnings);
     let (_dir, source) = secrets(&[("PARAMS_T_KEY", "k"), ("PARAMS_T_HTTP_BASE", "http://127.0.0.1:8000/v1")]);
-    assert!(resolve_params(&config, &source).unwrap().warnings.is_empty());
+    assert!(resolve_params(&config, &ResolvedSecrets::read(&config, &source)).unwrap().warnings.is_empty());
 }
 
 #[test]
@@ -167,11 +167,14 @@ fn a_model_from_a_secret_decides_the_provider_and_is_watched() {
     assert_eq!((d.provider.as_str(), d.upstream_model.as_str()), ("groq", "llama-3.3-70b"));
     assert_eq!(d.base_url.to_string(), "https://api.groq.com/openai/v1");
     assert_eq!(d.from_secrets[0].field, ParamField::Model);
-    assert_eq!(consulted, ["PARAMS_T_MODEL"], "the reloader must watch it");
+    let names: Vec<&str> = consulted.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["PARAMS_T_MODEL"], "the reloader must hash it");
+    assert_eq!(consulted[0].1.as_deref(), Ok("groq/llama-3.3-70b"), "with the value the config was read with");
 
     // A secret that is missing is still watched (it may arrive later).
     let (_dir, empty) = secrets(&[]);
     let (loaded, consulted) = load_str_with_secrets(text, Path::new("c.yaml"), Some(&empty));
     assert!(loaded.unwrap_err().to_string().contains("PARAMS_T_MODEL"));
-    assert_eq!(consulted, ["PARAMS_T_MODEL"]);
+    assert_eq!(consulted.len(), 1);
+    assert!(consulted[0].0 == "PARAMS_T_MODEL" && consulted[0].1.is_err(), "{consulted:?}");
 }

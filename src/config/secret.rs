@@ -33,6 +33,9 @@ pub enum SecretError {
     /// The name is not shown: a name that fails the checks is often a pasted key.
     #[error("a secret name is not valid (letters, digits, '-', '_', '.'; the name is not shown)")]
     BadName { name: String },
+    /// A lookup of a name the config did not name when its secrets were read: a bug.
+    #[error("secret {name:?} was not read with this configuration")]
+    NotRead { name: String },
 }
 
 /// Resolves secret names to values: the Secret's data read through the Kubernetes API

@@ -4,13 +4,14 @@
 //! Only the form is checked here; values that may come from secrets are resolved with
 //! the keys when a snapshot is built (`crate::pool::shared_target`).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::bounds::{self, Zero};
-use super::model::{KeyRef, KeyRefKind, SharedAddress, SharedSettings, SharedValue};
+use super::model::{Config, KeyRef, KeyRefKind, SharedAddress, SharedSettings, SharedValue};
 use super::validate::{report, Diags};
 use super::values::{self, de, NumOrText};
 use crate::secret::Secret;
@@ -183,6 +184,40 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
         return Err(format!("must be 1 to {PREFIX_MAX_LEN} of letters, digits, '-', '_', '.', ':', '/'"));
     }
     Ok(())
+}
+
+impl Config {
+    /// The Redis replicas share state through: the config's own `shared:` (or LiteLLM's
+    /// `router_settings.redis_*`), else the chart's environment variables.
+    pub fn shared_settings(&self) -> Option<Cow<'_, SharedSettings>> {
+        match &self.shared {
+            Some(settings) => Some(Cow::Borrowed(settings)),
+            None => from_environment().map(Cow::Owned),
+        }
+    }
+}
+
+/// The chart's `sidecar.sharedState`: `KEYRELAY_SHARED_URL` (and the optional
+/// `KEYRELAY_SHARED_PASSWORD`) point a sidecar whose config has no `shared:` at a Redis.
+pub(crate) fn from_environment() -> Option<SharedSettings> {
+    std::env::var_os("KEYRELAY_SHARED_URL")?;
+    let named = |name: &str, optional| SharedValue::Named {
+        key: KeyRef {
+            name: name.into(),
+            kind: KeyRefKind::Single,
+            origin: super::model::Origin { line: None, path: format!("${name}") },
+            implicit: false,
+        },
+        optional,
+    };
+    Some(SharedSettings {
+        address: SharedAddress::Url(named("KEYRELAY_SHARED_URL", false)),
+        password: Some(named("KEYRELAY_SHARED_PASSWORD", true)),
+        key_prefix: SharedSettings::DEFAULT_PREFIX.to_owned(),
+        timeout: SharedSettings::DEFAULT_TIMEOUT,
+        sync_interval: SharedSettings::DEFAULT_SYNC_INTERVAL,
+        cluster: false,
+    })
 }
 
 #[cfg(test)]

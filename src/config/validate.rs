@@ -14,6 +14,9 @@ use super::model::{
 };
 use crate::secret::Secret;
 
+/// A secret read while the config is read: its name and its value, or why it has none.
+pub type Consulted = (String, Result<String, String>);
+
 /// Collects errors and warnings for one file, resolving each field path to a line.
 pub(crate) struct Diags<'a> {
     file: &'a Path,
@@ -25,9 +28,9 @@ pub(crate) struct Diags<'a> {
     /// Where `model: os.environ/NAME` is looked up while reading (the provider prefix
     /// it holds decides how the entry is validated); `None`: nowhere.
     pub secrets: Option<&'a super::secret::SecretSource>,
-    /// The secret names read while reading, whether found or not: their values are part
-    /// of what a reload compares, so a change (or a late arrival) reloads.
-    pub consulted: Vec<String>,
+    /// The secrets read while reading and what each gave (its value or why not): part
+    /// of what a reload hashes, so a change (or a late arrival) reloads.
+    pub consulted: Vec<Consulted>,
 }
 
 impl<'a> Diags<'a> {

@@ -226,7 +226,8 @@ fn exercise(text: &str) {
         .flat_map(|d| &d.keys)
         .map(|k| (k.name.clone(), Secret::new("fuzz-key\nfuzz-key-2")))
         .collect();
-    let _ = Snapshot::build(&loaded.config, &SecretSource::new(None, inline), None);
+    let secrets = ResolvedSecrets::read(&loaded.config, &SecretSource::new(None, inline));
+    let _ = Snapshot::build(&loaded.config, &secrets, None);
 }
 
 /// One random edit: insert, delete or replace a short span.
@@ -351,6 +352,6 @@ models:
     assert_eq!(config.models["m"].queue.max_waiting, 100_000);
     let mut inline = BTreeMap::new();
     inline.insert("K".to_owned(), Secret::new("k-value"));
-    let secrets = SecretSource::new(None, inline);
+    let secrets = ResolvedSecrets::read(&config, &SecretSource::new(None, inline));
     assert!(Snapshot::build(&config, &secrets, None).is_ok());
 }

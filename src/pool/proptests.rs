@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use super::select::{for_strategy, CandidateView};
 use super::session::weighted_score;
 use super::{Availability, Pick, Snapshot};
-use crate::config::{self, SecretSource, Strategy};
+use crate::config::{self, ResolvedSecrets, SecretSource, Strategy};
 use crate::provider::ratelimit::RateLimitReport;
 use crate::secret::Secret;
 
@@ -56,7 +56,8 @@ fn snapshot(strategy: Strategy, weights: &[u32]) -> Snapshot {
         inline.insert(format!("PROP_KEY_{i}"), Secret::new(format!("value-{i}")));
     }
     let loaded = config::load_str(&yaml, std::path::Path::new("prop.yaml")).expect("valid config");
-    Snapshot::build(&loaded.config, &SecretSource::new(None, inline), None).expect("snapshot")
+    Snapshot::build(&loaded.config, &ResolvedSecrets::read(&loaded.config, &SecretSource::new(None, inline)), None)
+        .expect("snapshot")
 }
 
 /// One deployment (one key each) for [`grouped_snapshot`]: weight, `order`, and
@@ -77,7 +78,8 @@ fn grouped_snapshot(strategy: Strategy, local: bool, placements: &[Placement]) -
         inline.insert(format!("PROP_KEY_{i}"), Secret::new(format!("value-{i}")));
     }
     let loaded = config::load_str(&yaml, std::path::Path::new("prop.yaml")).expect("valid config");
-    Snapshot::build(&loaded.config, &SecretSource::new(None, inline), None).expect("snapshot")
+    Snapshot::build(&loaded.config, &ResolvedSecrets::read(&loaded.config, &SecretSource::new(None, inline)), None)
+        .expect("snapshot")
 }
 
 proptest! {

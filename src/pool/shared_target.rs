@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::{ConnectionAddr, ConnectionInfo};
 
 use crate::config::shared::parse_url;
-use crate::config::{Config, Diagnostic, Origin, SecretSource, SharedAddress, SharedSettings, SharedValue};
+use crate::config::{Config, Diagnostic, Origin, ResolvedSecrets, SharedAddress, SharedSettings, SharedValue};
 
 /// Where to connect and how. `Debug` never shows the password.
 #[derive(Clone)]
@@ -41,9 +41,9 @@ impl fmt::Debug for Target {
 impl Target {
     /// `None` when the config shares nothing. A secret it names that does not
     /// resolve, or a URL built from secrets that does not parse, is a config error.
-    pub fn resolve(config: &Config, secrets: &SecretSource) -> Result<Option<Target>, Diagnostic> {
-        let from_env = config.shared.is_none().then(from_environment).flatten();
-        let Some(settings) = config.shared.as_ref().or(from_env.as_ref()) else { return Ok(None) };
+    pub fn resolve(config: &Config, secrets: &ResolvedSecrets) -> Result<Option<Target>, Diagnostic> {
+        let Some(settings) = config.shared_settings() else { return Ok(None) };
+        let settings = settings.as_ref();
         let error = |origin: Origin, message: String| Diagnostic { file: config.source.clone(), origin, message };
         let value = |v: &SharedValue| -> Result<Option<String>, Diagnostic> {
             match v {
@@ -62,17 +62,7 @@ impl Target {
         let (url, at) = match &settings.address {
             SharedAddress::Url(u) => (value(u)?, origin_of(u)),
             SharedAddress::HostPort { host, port, tls } => {
-                let env_url = SharedValue::Named {
-                    key: crate::config::KeyRef {
-                        name: "REDIS_URL".into(),
-                        kind: crate::config::KeyRefKind::Single,
-                        origin: origin_of(host),
-                        implicit: false,
-                    },
-                    optional: true,
-                };
-                let from_env = matches!(host, SharedValue::Named { optional: true, .. });
-                match from_env.then(|| value(&env_url)).transpose()?.flatten() {
+                match settings.redis_url_fallback().map(|url| value(&url)).transpose()?.flatten() {
                     Some(url) => (Some(url), origin_of(host)),
                     None => {
                         let host_name = value(host)?;
@@ -127,27 +117,4 @@ impl Target {
     pub fn same_server(&self, other: &Target) -> bool {
         self.identity == other.identity
     }
-}
-
-/// The chart's `sidecar.sharedState`: `KEYRELAY_SHARED_URL` (and the optional
-/// `KEYRELAY_SHARED_PASSWORD`) point a sidecar whose config has no `shared:` at a Redis.
-fn from_environment() -> Option<SharedSettings> {
-    std::env::var_os("KEYRELAY_SHARED_URL")?;
-    let named = |name: &str, optional| SharedValue::Named {
-        key: crate::config::KeyRef {
-            name: name.into(),
-            kind: crate::config::KeyRefKind::Single,
-            origin: Origin { line: None, path: format!("${name}") },
-            implicit: false,
-        },
-        optional,
-    };
-    Some(SharedSettings {
-        address: SharedAddress::Url(named("KEYRELAY_SHARED_URL", false)),
-        password: Some(named("KEYRELAY_SHARED_PASSWORD", true)),
-        key_prefix: SharedSettings::DEFAULT_PREFIX.to_owned(),
-        timeout: SharedSettings::DEFAULT_TIMEOUT,
-        sync_interval: SharedSettings::DEFAULT_SYNC_INTERVAL,
-        cluster: false,
-    })
 }

@@ -14,7 +14,7 @@ use super::select::{self, CandidateView, Select};
 use super::session;
 use super::state::{EndpointState, Exclusion, Priority};
 use super::wildcard::{self, Pattern};
-use crate::config::{Config, Deployment, Diagnostic, ModelRoute, SecretSource, ServerSettings, TlsProfile};
+use crate::config::{Config, Deployment, Diagnostic, ModelRoute, ResolvedSecrets, ServerSettings, TlsProfile};
 use crate::http::client::ProxyClient;
 use crate::http::tls_profiles::{self, TlsClients};
 use crate::provider::{Auth, NO_KEY};
@@ -87,12 +87,14 @@ impl KeyValues for NewValues {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a validated config, reading every key. State of
+    /// Builds a snapshot from a validated config and the secrets read for it, reading no
+    /// secret itself, so what the reloader hashed is what serves (a deployment's CA
+    /// bundle, no secret, is read by [`tls_profiles::client_for`]). State of
     /// endpoints that also exist in `previous` (same alias, deployment and key name,
     /// same key value) carries over. Returns every problem found, never the first only.
     pub fn build(
         config: &Config,
-        secrets: &SecretSource,
+        secrets: &ResolvedSecrets,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, Vec<Diagnostic>> {
         Self::build_with(config, secrets, previous, &NewValues)
@@ -102,7 +104,7 @@ impl Snapshot {
     /// whether the new value serves or the previous one serves on.
     pub fn build_with(
         config: &Config,
-        secrets: &SecretSource,
+        secrets: &ResolvedSecrets,
         previous: Option<&Snapshot>,
         values: &dyn KeyValues,
     ) -> Result<Snapshot, Vec<Diagnostic>> {

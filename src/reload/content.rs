@@ -7,13 +7,12 @@
 //! never shown anyway.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
 use super::api_source::ApiData;
 use super::Sources;
 use crate::config::{
-    self, Config, ConfigErrors, Diagnostic, KeyRefKind, KubernetesSource, Origin, SecretSource, ServerSettings,
+    self, Config, ConfigErrors, Diagnostic, KubernetesSource, Origin, ResolvedSecrets, SecretSource, ServerSettings,
 };
 use crate::pool::Snapshot;
 
@@ -47,6 +46,12 @@ impl Digest {
         self.1.write_u64(v);
     }
 
+    /// A value or why there is none; the two cannot collide.
+    fn result(&mut self, value: Result<&str, &str>) {
+        self.u64(u64::from(value.is_ok()));
+        self.str(value.unwrap_or_else(|e| e));
+    }
+
     fn finish(&self) -> u128 {
         (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
     }
@@ -58,17 +63,15 @@ pub(crate) struct Read {
     pub result: Result<Parsed, Vec<Diagnostic>>,
 }
 
-/// A config that parsed, with the secret source to build it from.
+/// A config that parsed, with every secret it names as read for this hash.
 pub(crate) struct Parsed {
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
-    pub secrets: SecretSource,
-    /// Hash of the secrets alone, to notice a change that raced the build.
-    pub secrets_digest: u128,
+    pub secrets: ResolvedSecrets,
 }
 
-/// Reads the config (the API's ConfigMap text if known, else the file) and resolves
-/// every secret it names, hashing all of it. `--listen`/`--admin` are applied.
+/// Reads the config (the API's ConfigMap text if known, else the file) and every secret
+/// it names, once each, hashing all of it. `--listen`/`--admin` are applied.
 pub(crate) fn read(sources: &Sources, api: &ApiData, hash_seeds: &HashSeeds) -> Read {
     let mut digest = hash_seeds.digest();
     let (source, text) = match &api.config {
@@ -85,17 +88,14 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, hash_seeds: &HashSeeds) -> 
         }
     };
     digest.str(&text);
-    // `model: os.environ/NAME` is read with the config (it decides the provider): its
-    // value, found or not, is part of the hash, so a change or a late arrival reloads.
+    // `model: os.environ/NAME` is read with the config (it decides the provider): the
+    // value it was read with, found or not, is part of the hash.
     let mut early = SecretSource::new(sources.secrets_dir.clone(), Default::default());
     early.api = api.secret.clone();
     let (loaded, consulted) = config::load_str_with_secrets(&text, &source, Some(&early));
-    for name in consulted {
+    for (name, value) in consulted {
         digest.str(&name);
-        match early.value(&name) {
-            Ok(value) => digest.str(&value),
-            Err(e) => digest.str(&e.to_string()),
-        }
+        digest.result(value.as_deref().map_err(String::as_str));
     }
     let loaded = match loaded {
         Ok(loaded) => loaded,
@@ -108,70 +108,43 @@ pub(crate) fn read(sources: &Sources, api: &ApiData, hash_seeds: &HashSeeds) -> 
     if let Some(admin) = sources.admin {
         config.server.admin = admin;
     }
-    let mut secrets = SecretSource::new(sources.secrets_dir.clone(), config.inline_secrets.clone());
-    secrets.api = api.secret.clone();
-    let secrets_digest = secrets_digest(&config, &secrets, hash_seeds);
-    digest.u64((secrets_digest >> 64) as u64);
-    digest.u64(secrets_digest as u64);
-    // After the digest: a secret that changes between the two reads makes the
-    // reloader's race check differ, and it reads again.
+    let mut source = SecretSource::new(sources.secrets_dir.clone(), config.inline_secrets.clone());
+    source.api = api.secret.clone();
+    let secrets = ResolvedSecrets::read(&config, &source);
+    hash_secrets(&mut digest, &secrets);
     let result = config::resolve_params(&config, &secrets).map(|resolved| {
         let mut warnings = loaded.warnings;
         warnings.extend(resolved.warnings);
-        Parsed { config: resolved.config, warnings, secrets, secrets_digest }
+        Parsed { config: resolved.config, warnings, secrets }
     });
     Read { hash: digest.finish(), result }
 }
 
-/// Hashes every secret `config` names, as resolved now: name and fingerprint of each
-/// key (a `keys_from` secret gives several), the value of each parameter from a secret
-/// (`api_base: os.environ/NAME`: not a key, and a new URL must be a change), or the
-/// error text when it does not resolve (a missing file that appears later is then a
-/// change).
-pub(crate) fn secrets_digest(config: &Config, secrets: &SecretSource, hash_seeds: &HashSeeds) -> u128 {
-    let refs: BTreeSet<(&str, bool)> = config
-        .models
-        .values()
-        .flat_map(|m| &m.deployments)
-        .flat_map(|d| &d.keys)
-        .map(|k| (k.name.as_str(), k.kind == KeyRefKind::Lines))
-        .chain(config.shared.iter().flat_map(|s| s.secret_names()).map(|name| (name, false)))
-        .collect();
-    let mut digest = hash_seeds.digest();
-    for (name, lines) in refs {
-        let key = config::KeyRef {
-            name: name.to_owned(),
-            kind: if lines { KeyRefKind::Lines } else { KeyRefKind::Single },
-            origin: Origin::default(),
-            implicit: false,
-        };
+/// Hashes every secret as read: name and fingerprint of each key (a `keys_from`
+/// secret gives several), the value of each parameter from a secret (not a key, and a
+/// new URL must be a change), or the error text when one does not resolve (a missing
+/// file that appears later is then a change).
+fn hash_secrets(digest: &mut Digest, secrets: &ResolvedSecrets) {
+    for (name, kind, keys) in secrets.keys() {
         digest.str(name);
-        digest.u64(u64::from(lines));
-        match secrets.resolve(&key) {
-            Ok(resolved) => {
-                for k in resolved {
-                    digest.str(&k.name);
-                    digest.u64(k.secret.fingerprint());
+        digest.u64(kind as u64);
+        match keys {
+            Ok(keys) => {
+                for key in keys {
+                    digest.str(&key.name);
+                    digest.u64(key.secret.fingerprint());
                 }
             }
             Err(e) => digest.str(&e.to_string()),
         }
     }
-    let params: BTreeSet<&str> = config
-        .models
-        .values()
-        .flat_map(|m| &m.deployments)
-        .flat_map(|d| &d.from_secrets)
-        .map(|p| p.name.as_str())
-        .collect();
-    for name in params {
+    for (name, value) in secrets.values() {
         digest.str(name);
-        match secrets.value(name) {
-            Ok(value) => digest.str(&value),
-            Err(e) => digest.str(&e.to_string()),
+        match value {
+            Ok(value) => digest.result(Ok(value)),
+            Err(e) => digest.result(Err(&e.to_string())),
         }
     }
-    digest.finish()
 }
 
 /// The first configuration and what the reloader needs to continue from it.

@@ -16,6 +16,7 @@
 pub mod api_source;
 mod content;
 pub mod files;
+mod health;
 mod reloader;
 #[cfg(test)]
 mod tests;
@@ -30,14 +31,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::admin::Health;
 use crate::config::{ConfigErrors, Diagnostic};
 use crate::pool::Snapshot;
 
 pub use content::{Initial, Seed};
+pub use health::{Health, ReloadEvent};
 pub use reloader::{Outcome, Reloader};
 
-/// Where the configuration comes from: the same paths and overrides `run` was given.
+/// Where the configuration comes from and the flags that override it: what `run` was
+/// given (`runtime::Options` is this type), read again on every reload.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub config: PathBuf,
@@ -46,6 +48,9 @@ pub struct Sources {
     pub listen: Option<SocketAddr>,
     /// `--admin`: wins over `server.admin` on every reload too.
     pub admin: Option<SocketAddr>,
+    /// `--upstream-ca`: a PEM CA bundle trusted for upstream TLS besides the built-in
+    /// roots. Read once at start (the process's upstream client is built from it).
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// How eagerly to reload. The defaults suit production; tests shorten them.
@@ -215,30 +220,21 @@ async fn run(
             }
             _ = ticker.tick() => {}
         }
-        // A build that raced a change asks for one more pass (see `Outcome::Recheck`).
-        for _ in 0..3 {
-            let reloader = Arc::clone(&reloader);
-            let work = tokio::task::spawn_blocking(move || {
-                reloader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reload()
-            });
-            // Stopping never waits for a read stuck in the kernel: the blocking thread
-            // is left behind (it only ever swaps in a complete snapshot).
-            let outcome = tokio::select! {
-                biased;
-                _ = stop.changed() => return,
-                outcome = work => outcome,
-            };
-            match outcome {
-                Ok(Outcome::Recheck) => tokio::time::sleep(settings.debounce).await,
-                Ok(_) => break,
-                Err(e) => {
-                    // A bug, not bad input: keep serving and say so, never take the
-                    // process down.
-                    tracing::error!(error = %e, "config reload crashed; still serving the previous configuration");
-                    health.record_reload_failure(format!("internal error while reloading: {e}"));
-                    break;
-                }
-            }
+        let reloader = Arc::clone(&reloader);
+        let work = tokio::task::spawn_blocking(move || {
+            reloader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reload()
+        });
+        // Stopping never waits for a read stuck in the kernel: the blocking thread is
+        // left behind (it only ever swaps in a complete snapshot).
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            outcome = work => outcome,
+        };
+        if let Err(e) = outcome {
+            // A bug, not bad input: keep serving and say so, never take the process down.
+            tracing::error!(error = %e, "config reload crashed; still serving the previous configuration");
+            health.record_reload_failure(format!("internal error while reloading: {e}"));
         }
     }
 }

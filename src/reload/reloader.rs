@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::api_source::ApiView;
 use super::content::{self, HashSeeds, Seed};
 use super::describe;
+use super::Health;
 use super::Sources;
-use crate::admin::Health;
 use crate::config::{Config, Diagnostic, KubernetesSource, Origin};
 use crate::lifecycle::Lifecycle;
 use crate::pool::Snapshot;
@@ -29,9 +29,6 @@ pub enum Outcome {
     Applied { generation: u64 },
     /// The content is bad: the previous snapshot keeps serving.
     Rejected,
-    /// Applied, but a secret changed while the snapshot was being built, so the
-    /// snapshot may mix two versions: read again.
-    Recheck,
 }
 
 /// Re-reads the sources and swaps in new snapshots. Owned by the reload task.
@@ -75,7 +72,9 @@ impl Reloader {
         }
     }
 
-    /// Reads everything once and applies it if it changed and is valid.
+    /// Reads everything once and applies it if it changed and is valid. The snapshot
+    /// is built from that one read, so a secret changing meanwhile is the next
+    /// reload's content, never half of this one.
     pub fn reload(&mut self) -> Outcome {
         let api = self.api.get();
         let read = content::read(&self.sources, &api, &self.hash_seeds);
@@ -113,8 +112,6 @@ impl Reloader {
             let d = Diagnostic { file: parsed.config.source.clone(), origin: Origin::default(), message };
             return self.reject(&[d]);
         }
-        let raced = content::secrets_digest(&parsed.config, &parsed.secrets, &self.hash_seeds) != parsed.secrets_digest;
-
         let generation = snapshot.generation;
         let (models, endpoints) = snapshot.routes().fold((0, 0), |(m, e), r| (m + 1, e + r.endpoints.len()));
         let snapshot = Arc::new(snapshot);
@@ -132,10 +129,6 @@ impl Reloader {
         self.generations.send_replace(generation);
         let source = parsed.config.source.display();
         tracing::info!(generation, models, endpoints, %source, "configuration reloaded");
-        if raced {
-            self.last = None;
-            return Outcome::Recheck;
-        }
         Outcome::Applied { generation }
     }
 

@@ -8,8 +8,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::api_source::ApiView;
-use super::{load_initial, Outcome, Reloader, Sources};
-use crate::admin::Health;
+use super::{load_initial, Health, Outcome, Reloader, Sources};
 
 const CONFIG: &str = "models:\n  m:\n    deployments:\n      - { provider: openai, model: x, keys: [K] }\n";
 
@@ -203,4 +202,36 @@ fn an_unconfigured_start_keeps_a_sound_kubernetes_section_so_the_fix_arrives_by_
 
     write(&config, &format!("kubernetes:\n  secrett: llm-keys\n{broken_model}"));
     assert!(load_initial(&sources).seed.kubernetes().is_none(), "a section with errors is not half applied");
+}
+
+/// What is hashed is what serves: the secrets are read once, into a map the snapshot is
+/// built from, so removing every file after the read changes nothing about the build,
+/// and the build sees the values of the read, not of the disk.
+#[test]
+fn a_snapshot_is_built_from_the_one_read_of_its_secrets() {
+    use crate::config::{self, ResolvedSecrets, SecretSource};
+    let native = "models:\n  m:\n    deployments:\n      - { provider: openai, model: x, keys: [K] }\n      - { provider: openai, model: y, keys_from: POOL }\n";
+    let litellm = "model_list:\n  - model_name: l\n    litellm_params: { model: openai/x, api_key: os.environ/K, api_base: os.environ/BASE }\n";
+    for (text, alias, keys) in [(native, "m", &["K", "POOL#1", "POOL#2"][..]), (litellm, "l", &["K"][..])] {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("K"), "sk-1\n");
+        write(&dir.path().join("BASE"), "http://127.0.0.1:9/v1");
+        write(&dir.path().join("POOL"), "sk-a\nsk-b\n");
+        let loaded = config::load_str(text, Path::new("c.yaml")).unwrap();
+        let source = SecretSource::new(Some(dir.path().into()), Default::default());
+        let secrets = ResolvedSecrets::read(&loaded.config, &source);
+        for name in ["K", "BASE", "POOL"] {
+            write(&dir.path().join(name), "sk-changed-after-the-read");
+        }
+        let resolved = config::resolve_params(&loaded.config, &secrets).unwrap();
+        let snapshot = crate::pool::Snapshot::build(&resolved.config, &secrets, None).unwrap();
+        let route = snapshot.route(alias).unwrap();
+        let names: Vec<&str> = route.endpoints.iter().map(|e| e.key_name()).collect();
+        assert_eq!(names, keys, "the lines read, not the one line written after");
+        if alias == "l" {
+            assert_eq!(route.endpoints[0].deployment.base_url.to_string(), "http://127.0.0.1:9/v1");
+        }
+        drop(dir);
+        assert!(crate::pool::Snapshot::build(&resolved.config, &secrets, None).is_ok(), "the build reads no file");
+    }
 }
