@@ -23,7 +23,9 @@ use crate::provider::refusal::KeyRefusal;
 pub struct SyncSignal {
     /// Wakes the sync task at once: a lease is spent, or a cooldown is news.
     pub wake: Notify,
-    /// Requests that went out on local state because no lease came within the bound.
+    /// Lease requests Redis did not answer within the bound, after which the endpoint's
+    /// requests went out on local state: counted once per unanswered request for a lease
+    /// (not once per request sent meanwhile, which would count the outage's traffic).
     pub lease_timeouts: AtomicU64,
 }
 
@@ -56,6 +58,8 @@ struct Link {
     exhausted_until: Option<Instant>,
     tokens_spent_until: Option<Instant>,
     demanded_at: Option<Instant>,
+    /// The wait for the lease asked for at `demanded_at` hit the bound (and was counted).
+    demand_timed_out: bool,
 }
 
 /// What happened locally since the last exchange.
@@ -159,7 +163,8 @@ impl SharedLocal {
         let Some(link) = self.live(now) else { return };
         let overdraft = link.lease == 0;
         if overdraft {
-            if link.demanded_at.is_some_and(|at| now >= later(at, link.bound)) {
+            if !link.demand_timed_out && link.demanded_at.is_some_and(|at| now >= later(at, link.bound)) {
+                link.demand_timed_out = true;
                 link.signal.lease_timeouts.fetch_add(1, Ordering::Relaxed);
             }
         } else {
@@ -277,6 +282,7 @@ impl EndpointState {
             exhausted_until: if held == 0 && reply.granted == 0 { spent_until(reply.requests_free_in) } else { None },
             tokens_spent_until: spent_until(reply.tokens_free_in),
             demanded_at: None,
+            demand_timed_out: false,
         });
         if let Some(until) = reply.cooldown.map(|d| later(now, d)) {
             if s.cooldown_until.is_none_or(|current| current < until) {
@@ -331,9 +337,10 @@ mod tests {
         let past = now + Duration::from_millis(50);
         assert!(matches!(state.availability(&limits, past), crate::pool::Availability::Ready { .. }));
         drop(state.begin(past));
-        assert_eq!(link.signal.lease_timeouts.load(Ordering::Relaxed), 1);
+        drop(state.begin(past));
+        assert_eq!(link.signal.lease_timeouts.load(Ordering::Relaxed), 1, "one unanswered lease request");
         let out = state.shared_outgoing(&limits, past);
-        assert_eq!((out.overdraft, out.want), (1, 4));
+        assert_eq!((out.overdraft, out.want), (2, 6), "three sent: twice that wanted");
     }
 
     #[test]
