@@ -210,4 +210,6 @@ async fn an_unsampled_client_trace_is_not_exported_but_still_propagated() {
     let sent = mock.requests();
     let upstream = sent[0].headers.get("traceparent").and_then(|v| v.to_str().ok()).expect("traceparent upstream");
     assert!(upstream.starts_with(&format!("00-{trace_id}-")) && upstream.ends_with("-00"), "{upstream}");
+    assert!(!upstream.contains("b7ad6b7169203331"), "the attempt's own span id, not the client's: {upstream}");
+    assert_eq!(sent.len(), 2, "one attempt each");
 }

@@ -247,6 +247,12 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Counter,
         )?)?;
+        ConstCounter::new(crate::telemetry::log_lines_dropped()).encode(encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full (whatever reads stderr fell behind)",
+            None,
+            MetricType::Counter,
+        )?)?;
 
         let shared = &self.health.shared;
         let help =
@@ -257,7 +263,7 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        let help = "Requests sent on local state because Redis did not hand out a lease within shared.timeout";
+        let help = "Lease requests Redis did not answer within shared.timeout (the key's requests then went out on local state)";
         ConstCounter::new(shared.lease_timeouts()).encode(encoder.encode_descriptor(
             "shared_state_lease_timeouts",
             help,

@@ -17,7 +17,7 @@ use http::request::Parts;
 use tracing::Span;
 
 use super::inbound::Inbound;
-use super::trace::{self, AttemptSpan};
+use super::trace::{self, AttemptSpan, Unsampled};
 use super::usage::Usage;
 use crate::pool::{Endpoint, Exclusion};
 use crate::telemetry::metrics::{status_class, ModelLabels, ProxyMetrics, RequestLabels, RetryLabels};
@@ -26,6 +26,8 @@ use crate::telemetry::ACCESS_TARGET;
 pub(super) struct Exchange {
     started: Instant,
     span: Span,
+    /// Set instead of a recording span when the sampler drops the request anyway.
+    unsampled: Option<Unsampled>,
     metrics: Arc<ProxyMetrics>,
     /// The model the client asked for, clipped, for the log (`None` until the body is read).
     alias: Option<String>,
@@ -68,9 +70,11 @@ struct BodyEnd {
 
 impl Exchange {
     pub(super) fn start(metrics: &Arc<ProxyMetrics>, parts: &Parts) -> Self {
+        let (span, unsampled) = trace::server_span(parts);
         Exchange {
             started: Instant::now(),
-            span: trace::server_span(parts),
+            span,
+            unsampled,
             metrics: Arc::clone(metrics),
             alias: None,
             model_label: String::new(),
@@ -113,7 +117,7 @@ impl Exchange {
         }
         let resend = self.tally.attempts;
         self.tally.attempts = self.tally.attempts.saturating_add(1);
-        AttemptSpan::start(&self.span, inbound, endpoint, resend, self.tally.last_failure)
+        AttemptSpan::start(&self.span, inbound, endpoint, resend, self.tally.last_failure, self.unsampled.as_ref())
     }
 
     /// The attempt took `took` to its answer's head or its failure; `failed` says why

@@ -5,8 +5,9 @@
 //! The client's W3C `traceparent` is continued, and each attempt's own context is sent
 //! upstream in its place. Spans stay open until the relayed body ends, so token usage
 //! and time to first chunk land on them. With no exporter installed the spans are
-//! disabled (`Span::none()`) and no attribute value is built; once the sampler has
-//! dropped a request, none is built either. Keys appear by name only (`keyrelay.key`),
+//! disabled (`Span::none()`) and no attribute value is built; a request the sampler
+//! drops whatever its trace id gets no spans at all ([`Unsampled`]), and once the
+//! sampler has dropped any other request, no attribute is built either. Keys appear by name only (`keyrelay.key`),
 //! never by value. What the client chose (its model, path, method) goes in cut to a
 //! bounded length ([`clip`]): a span must not grow with a request body.
 
@@ -16,9 +17,10 @@ use std::time::Duration;
 use http::request::Parts;
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -42,20 +44,44 @@ pub(super) fn clip(value: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}…", &value[..cut]))
 }
 
-/// The SERVER span of a client request, continuing the client's trace if it sent one.
-pub(super) fn server_span(parts: &Parts) -> Span {
+/// A request the sampler drops whatever its trace id (see [`crate::telemetry::sampling`]):
+/// it gets no spans, and each attempt passes the trace on unsampled, as a dropped span
+/// would have (the client's trace id and `tracestate`, or a new trace id).
+#[derive(Debug, Clone)]
+pub(super) struct Unsampled {
+    trace_id: TraceId,
+    trace_state: TraceState,
+}
+
+/// The SERVER span of a client request, continuing the client's trace if it sent one;
+/// `Span::none()` and the trace to pass on when the sampler is known to drop it.
+pub(super) fn server_span(parts: &Parts) -> (Span, Option<Unsampled>) {
+    let parent = crate::telemetry::sampling().map(|sampling| {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers));
+        let context = parent.span().span_context().clone();
+        let parent_sampled = context.is_valid().then(|| context.is_sampled());
+        (parent, context, sampling.drops(parent_sampled))
+    });
+    if let Some((_, context, true)) = &parent {
+        let trace_id =
+            if context.is_valid() { context.trace_id() } else { RandomIdGenerator::default().new_trace_id() };
+        return (Span::none(), Some(Unsampled { trace_id, trace_state: context.trace_state().clone() }));
+    }
     let span = tracing::info_span!(target: SPAN_TARGET, "keyrelay.request", otel.kind = "server", otel.name = Empty);
     if span.is_disabled() {
-        return span;
+        return (span, None);
     }
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers));
+    let parent = match parent {
+        Some((parent, ..)) => parent,
+        None => TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers)),
+    };
     let _ = span.set_parent(parent);
     // Named `{operation} {model}` once the body is read; the method until then.
     let method = clip(parts.method.as_str());
     span.record("otel.name", &*method);
     span.set_attribute("http.request.method", method.into_owned());
     span.set_attribute("url.path", clip(parts.uri.path()).into_owned());
-    span
+    (span, None)
 }
 
 /// Whether attributes set on `span` are kept: it is enabled and was sampled. Starts
@@ -162,6 +188,8 @@ pub(super) struct AttemptSpan {
     recording: bool,
     /// `gen_ai.response.model` when the body names none (empty while disabled).
     upstream_model: String,
+    /// The trace to pass upstream when the request has no spans because it is dropped.
+    unsampled: Option<Unsampled>,
 }
 
 impl AttemptSpan {
@@ -173,7 +201,18 @@ impl AttemptSpan {
         endpoint: &Endpoint,
         resend: u32,
         retry_reason: Option<&'static str>,
+        unsampled: Option<&Unsampled>,
     ) -> Self {
+        if server.is_disabled() {
+            // No server span (no exporter, or dropped in advance): an attempt span made
+            // here would be a root of its own.
+            return AttemptSpan {
+                span: Span::none(),
+                recording: false,
+                upstream_model: String::new(),
+                unsampled: unsampled.cloned(),
+            };
+        }
         let deployment = &endpoint.deployment;
         let base = &deployment.base_url;
         let operation = operation(&inbound.api, inbound.parts.uri.path());
@@ -196,10 +235,9 @@ impl AttemptSpan {
             http.request.resend_count = (resend > 0).then_some(i64::from(resend)),
             keyrelay.retry_reason = retry_reason,
         );
-        if span.is_disabled() {
-            return AttemptSpan { span, recording: false, upstream_model: String::new() };
-        }
-        AttemptSpan { span, recording: true, upstream_model: deployment.upstream_model.clone() }
+        let recording = !span.is_disabled();
+        let upstream_model = if recording { deployment.upstream_model.clone() } else { String::new() };
+        AttemptSpan { span, recording, upstream_model, unsampled: None }
     }
 
     /// The response head arrived and is passed to the client.
@@ -231,6 +269,12 @@ impl AttemptSpan {
         if !self.span.is_disabled() {
             let cx = self.span.context();
             self.recording = cx.span().is_recording();
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+        } else if let Some(trace) = &self.unsampled {
+            let span_id = RandomIdGenerator::default().new_span_id();
+            let context =
+                SpanContext::new(trace.trace_id, span_id, TraceFlags::default(), false, trace.trace_state.clone());
+            let cx = opentelemetry::Context::new().with_remote_span_context(context);
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
         }
     }
@@ -319,8 +363,8 @@ mod tests {
     fn disabled_spans_cost_nothing_and_inject_nothing() {
         // No subscriber in unit tests: spans are disabled.
         let (parts, ()) = http::Request::post("/v1/chat/completions").body(()).unwrap().into_parts();
-        let span = server_span(&parts);
-        assert!(span.is_disabled());
+        let (span, unsampled) = server_span(&parts);
+        assert!(span.is_disabled() && unsampled.is_none());
         head(&span, 200, None, false);
     }
 }

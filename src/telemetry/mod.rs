@@ -1,7 +1,7 @@
 //! Logs, traces and the request-path metrics.
 //!
 //! Logs: `tracing` with `RUST_LOG`-style filtering, human-readable by default and JSON
-//! with `KEYRELAY_LOG_FORMAT=json`. Traces: the request path's spans (target
+//! with `KEYRELAY_LOG_FORMAT=json`, to stderr through a background writer thread. Traces: the request path's spans (target
 //! [`SPAN_TARGET`]) go to an OTLP exporter when the `OTEL_*` variables configure one,
 //! and nowhere otherwise. They never go to the log: with no exporter they are disabled
 //! at their call sites, so the request path pays one cached check for each.
@@ -9,12 +9,14 @@
 mod export_client;
 pub mod metrics;
 mod otlp;
+pub mod sampling;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,6 +32,18 @@ pub const ACCESS_TARGET: &str = "keyrelay::access";
 
 /// The tracer provider once an exporter is installed: flushed on shutdown.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// The exporting provider's sampler, for the request path to skip spans it would drop.
+static SAMPLING: OnceLock<sampling::Sampling> = OnceLock::new();
+
+/// The background log writer's guard (dropping it writes out what is queued) and its
+/// count of lines dropped because the queue was full.
+static LOG_WRITER: OnceLock<(Mutex<Option<WorkerGuard>>, ErrorCounter)> = OnceLock::new();
+
+/// Lines queued for the log writer at most. Past it, lines are dropped and counted
+/// (`keyrelay_log_lines_dropped_total`) rather than making requests wait for a slow
+/// reader of the pod's log; a line is about 300 bytes, so this holds ~20 MB at worst.
+const LOG_QUEUE_LINES: usize = 65_536;
 
 /// Installs logging only (`demo`, `webhook`). Logs go to stderr so stdout stays free
 /// for command output.
@@ -57,10 +71,17 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         filter = filter.add_directive(off);
     }
     let json = std::env::var("KEYRELAY_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("keyrelay-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
 
     let warnings = otlp.as_ref().map(|s| s.warnings.clone()).unwrap_or_default();
+    let sampler = otlp.as_ref().map(|s| s.sampling);
     let built = otlp.map(|settings| otlp::provider(&settings).map(|p| (p, settings.describe())));
     let (provider, failure) = match built {
         Some(Ok((provider, target))) => (Some((provider, target)), None),
@@ -78,6 +99,9 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
             .with_filter(Targets::new().with_target(SPAN_TARGET, Level::INFO))
     });
     let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
+    if installed {
+        let _ = LOG_WRITER.set((Mutex::new(Some(guard)), dropped));
+    }
 
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -89,6 +113,9 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         Some((provider, endpoint)) if installed => {
             tracing::info!(%endpoint, "exporting traces over OTLP");
             let _ = PROVIDER.set(provider);
+            if let Some(sampler) = sampler {
+                let _ = SAMPLING.set(sampler);
+            }
         }
         Some((provider, _)) => {
             // Another subscriber was installed first (tests): this provider has no spans.
@@ -100,6 +127,12 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
     installed
 }
 
+/// The sampler of the installed exporter; `None` when no traces are exported (the
+/// request path's spans are disabled then anyway).
+pub fn sampling() -> Option<sampling::Sampling> {
+    SAMPLING.get().copied()
+}
+
 /// Exports the spans ended so far (shutdown, tests). Blocking work runs off the
 /// async workers; returns at once when no exporter is installed.
 pub async fn flush() {
@@ -108,11 +141,20 @@ pub async fn flush() {
     }
 }
 
-/// Flushes and stops the exporter; call once, outside async code, as the process ends.
+/// Flushes and stops the exporter, then writes out the queued log lines; call once,
+/// outside async code, as the process ends. Later lines go nowhere.
 pub fn shutdown() {
     if let Some(provider) = PROVIDER.get() {
         if let Err(e) = provider.shutdown() {
             tracing::debug!(error = %e, "trace exporter shutdown");
         }
     }
+    if let Some((guard, _)) = LOG_WRITER.get() {
+        drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+}
+
+/// Log lines dropped since start because the log writer's queue was full.
+pub fn log_lines_dropped() -> u64 {
+    LOG_WRITER.get().map_or(0, |(_, dropped)| dropped.dropped_lines() as u64)
 }

@@ -17,6 +17,7 @@ use opentelemetry_sdk::Resource;
 use tokio::runtime::Runtime;
 
 use super::export_client::ExportClient;
+use super::sampling::Sampling;
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub struct OtlpSettings {
     /// HTTP transport: a PEM bundle trusted besides the built-in roots (a private
     /// collector's CA), from `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`.
     pub ca: Option<PathBuf>,
+    /// `OTEL_TRACES_SAMPLER(_ARG)`: given to the SDK, and asked by the request path
+    /// before it creates spans the sampler would drop anyway.
+    pub sampling: Sampling,
     /// Settings that were not understood, logged once the logger is up.
     pub warnings: Vec<String>,
 }
@@ -53,13 +57,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 impl OtlpSettings {
     /// Explicit settings: export to `endpoint` over `transport`.
     pub fn new(endpoint: impl Into<String>, transport: Transport) -> Self {
+        let (sampling, warning) = Sampling::from_env();
         OtlpSettings {
             endpoint: Some(endpoint.into()),
             transport,
             batch_delay: None,
             timeout: DEFAULT_TIMEOUT,
             ca: None,
-            warnings: Vec::new(),
+            sampling,
+            warnings: warning.into_iter().collect(),
         }
     }
 
@@ -107,12 +113,16 @@ impl OtlpSettings {
                 "OTEL_EXPORTER_OTLP_CERTIFICATE applies to http/protobuf only; gRPC uses the built-in roots".into(),
             );
         }
+        let (sampling, warning) =
+            Sampling::parse(var("OTEL_TRACES_SAMPLER").as_deref(), var("OTEL_TRACES_SAMPLER_ARG").as_deref());
+        warnings.extend(warning);
         Some(OtlpSettings {
             endpoint: None,
             transport,
             batch_delay: None,
             timeout,
             ca: ca.map(PathBuf::from),
+            sampling,
             warnings,
         })
     }
@@ -164,8 +174,11 @@ pub(super) fn provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Str
             .build(),
         None => BatchSpanProcessor::builder(exporter).build(),
     };
-    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG) (the SDK's default config).
-    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource()).build())
+    Ok(SdkTracerProvider::builder()
+        .with_sampler(settings.sampling.sdk_sampler())
+        .with_span_processor(processor)
+        .with_resource(resource())
+        .build())
 }
 
 /// `service.name` from `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`, else
