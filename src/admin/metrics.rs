@@ -138,7 +138,7 @@ struct Row<'a> {
 impl Row<'_> {
     fn labels(&self) -> [(&str, &str); 3] {
         let e = self.endpoint;
-        [("model", e.id.alias.as_str()), ("deployment", e.deployment.name.as_str()), ("key", e.key_name())]
+        [("model", &*e.id.alias), ("deployment", e.deployment.name.as_str()), ("key", e.key_name())]
     }
 
     fn counters(&self) -> &Counters {

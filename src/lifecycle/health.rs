@@ -123,7 +123,7 @@ mod tests {
     fn offsets_spread_keys_within_the_interval() {
         let interval = Duration::from_secs(60);
         let offsets: HashSet<u64> = (0..20)
-            .map(|i| EndpointId { alias: "m".into(), deployment: "d".into(), key_name: format!("K{i}") })
+            .map(|i| EndpointId { alias: "m".into(), deployment: "d".into(), key_name: format!("K{i}").into() })
             .map(|id| offset(&id, interval).as_millis() as u64)
             .inspect(|&ms| assert!(ms < 60_000))
             .collect();

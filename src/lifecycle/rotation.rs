@@ -158,7 +158,7 @@ mod tests {
         r.decide(&id("gone"), 2, t0);
         r.decide(&id("reverted"), 2, t0);
         r.decide(&id("pending"), 2, t0);
-        r.retain(|id, _| id.key_name == "pending");
+        r.retain(|id, _| &*id.key_name == "pending");
         assert_eq!(r.len(), 1);
         assert_eq!(r.decide(&id("reverted"), 2, t0), Decision::Probe, "a later change is a new rotation");
     }

@@ -10,12 +10,13 @@ use crate::provider::refusal::KeyRefusal;
 use crate::provider::Auth;
 
 /// Identifies an endpoint across reloads: state carries over when all three match and
-/// the key's value is unchanged.
+/// the key's value is unchanged. Shared strings: they are the endpoint's metric labels
+/// too, which the request path clones for every request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointId {
-    pub alias: String,
-    pub deployment: String,
-    pub key_name: String,
+    pub alias: Arc<str>,
+    pub deployment: Arc<str>,
+    pub key_name: Arc<str>,
 }
 
 /// One deployment x key. Immutable apart from its shared [`EndpointState`].

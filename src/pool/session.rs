@@ -65,7 +65,7 @@ mod tests {
     fn removing_an_endpoint_moves_only_its_sessions() {
         let all: Vec<EndpointId> = ["A", "B", "C", "D"].iter().map(|k| id(k)).collect();
         let pick = |eps: &[EndpointId], s: &str| eps.iter().max_by_key(|e| score(s, e)).cloned().unwrap();
-        let without_c: Vec<EndpointId> = all.iter().filter(|e| e.key_name != "C").cloned().collect();
+        let without_c: Vec<EndpointId> = all.iter().filter(|e| &*e.key_name != "C").cloned().collect();
         let mut moved = 0;
         let mut counts = std::collections::HashMap::new();
         for i in 0..2000 {
@@ -73,7 +73,7 @@ mod tests {
             let before = pick(&all, &s);
             *counts.entry(before.key_name.clone()).or_insert(0) += 1;
             let after = pick(&without_c, &s);
-            if before.key_name != "C" {
+            if &*before.key_name != "C" {
                 assert_eq!(before, after, "a session not on C moved");
             } else {
                 moved += 1;

@@ -43,6 +43,8 @@ pub struct Snapshot {
 /// One alias: its settings, its endpoints and the strategy that orders them.
 #[derive(Debug)]
 pub struct Route {
+    /// `settings.alias`, shared: the route's metric label, cloned for every request.
+    pub alias: Arc<str>,
     pub settings: ModelRoute,
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Where requests wait when no endpoint has capacity.
@@ -131,6 +133,7 @@ impl Snapshot {
         let mut routes = BTreeMap::new();
         let mut tls_clients = TlsClients::new();
         for (alias, model) in &config.models {
+            let alias_label: Arc<str> = Arc::from(alias.as_str());
             let mut endpoints = Vec::new();
             for deployment in model.deployments.iter().filter(|d| within_required_regions(model, d)) {
                 let profile = &deployment.options.tls;
@@ -149,13 +152,14 @@ impl Snapshot {
                     }
                 }
                 let deployment_arc = Arc::new(deployment.clone());
+                let deployment_label: Arc<str> = Arc::from(deployment.name.as_str());
                 let style = deployment.provider.auth_style_at(&deployment.base_url);
                 if deployment.keys.is_empty() {
                     // A local server that needs no key: one endpoint that sends none.
                     let id = EndpointId {
-                        alias: alias.clone(),
-                        deployment: deployment.name.clone(),
-                        key_name: NO_KEY.to_owned(),
+                        alias: Arc::clone(&alias_label),
+                        deployment: Arc::clone(&deployment_label),
+                        key_name: NO_KEY.into(),
                     };
                     let state = carried.get(&(&id, 0, &deployment.base_url)).map(|s| Arc::clone(s)).unwrap_or_default();
                     endpoints.push(Arc::new(Endpoint {
@@ -196,9 +200,9 @@ impl Snapshot {
                             }
                         };
                         let id = EndpointId {
-                            alias: alias.clone(),
-                            deployment: deployment.name.clone(),
-                            key_name: key.name,
+                            alias: Arc::clone(&alias_label),
+                            deployment: Arc::clone(&deployment_label),
+                            key_name: key.name.into(),
                         };
                         let fingerprint = key.secret.fingerprint();
                         let state = carried
@@ -247,7 +251,8 @@ impl Snapshot {
             let selector = select::for_strategy(model.strategy, endpoints.len());
             let queue = WaitQueue::new(model.queue);
             let pattern = Pattern::parse(alias);
-            routes.insert(alias.clone(), Route { settings: model.clone(), endpoints, queue, selector, pattern });
+            let route = Route { alias: alias_label, settings: model.clone(), endpoints, queue, selector, pattern };
+            routes.insert(alias.clone(), route);
         }
         let shared = super::shared_target::Target::resolve(config, secrets)
             .map_err(|e| errors.push(e))

@@ -175,7 +175,7 @@ async fn call(
     };
     let now = Instant::now();
     let latency = now - started;
-    ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.deployment.name, latency);
+    ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.id.deployment, latency);
     let bounds = route.map(|r| r.settings.cooldown_bounds).unwrap_or_default();
     let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, now);

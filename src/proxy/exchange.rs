@@ -20,7 +20,7 @@ use super::inbound::Inbound;
 use super::trace::{self, AttemptSpan, Unsampled};
 use super::usage::Usage;
 use crate::pool::{Endpoint, Exclusion};
-use crate::telemetry::metrics::{status_class, ModelLabels, ProxyMetrics, RequestLabels, RetryLabels};
+use crate::telemetry::metrics::{empty_label, status_class, ModelLabels, ProxyMetrics, RequestLabels, RetryLabels};
 use crate::telemetry::ACCESS_TARGET;
 
 pub(super) struct Exchange {
@@ -33,7 +33,7 @@ pub(super) struct Exchange {
     alias: Option<String>,
     /// The same as a metric label: `""` unless it is a configured alias, so a client
     /// cannot grow the label set.
-    model_label: String,
+    model_label: Arc<str>,
     tally: Tally,
     /// Whether the server span keeps attributes (enabled and sampled), once asked.
     recorded: Option<bool>,
@@ -77,7 +77,7 @@ impl Exchange {
             unsampled,
             metrics: Arc::clone(metrics),
             alias: None,
-            model_label: String::new(),
+            model_label: empty_label(),
             tally: Tally::default(),
             recorded: None,
             head: None,
@@ -89,11 +89,11 @@ impl Exchange {
     /// `route` is the alias that serves the request: the requested name, or the
     /// wildcard alias it matched (the metrics label, so that clients cannot grow the
     /// label set by naming models).
-    pub(super) fn routed(&mut self, inbound: &Inbound, route: Option<&str>) {
+    pub(super) fn routed(&mut self, inbound: &Inbound, route: Option<&Arc<str>>) {
         trace::routed(&self.span, inbound, route.is_some());
         self.alias = Some(trace::clip(&inbound.alias).into_owned());
         if let Some(alias) = route {
-            alias.clone_into(&mut self.model_label);
+            self.model_label = Arc::clone(alias);
         }
     }
 
@@ -194,7 +194,7 @@ impl Exchange {
         let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_ref());
         if let (Some((sent, at)), Some(endpoint)) = (first_chunk, endpoint) {
             let m = &self.metrics.time_to_first_chunk;
-            ProxyMetrics::observe(m, &endpoint.id.alias, &endpoint.deployment.name, at - sent);
+            ProxyMetrics::observe(m, &endpoint.id.alias, &endpoint.id.deployment, at - sent);
         }
         self.body = Some(BodyEnd { usage, cost_usd, complete });
     }
@@ -207,19 +207,17 @@ impl Drop for Exchange {
             trace::head(&self.span, 499, Some("client_closed".to_owned()), false);
         }
         let endpoint = self.head.as_ref().and_then(|h| h.endpoint.as_deref());
-        let (key, deployment) = endpoint.map_or(("", ""), |e| (e.key_name(), e.deployment.name.as_str()));
+        let (key, deployment) = endpoint.map_or_else(
+            || (empty_label(), empty_label()),
+            |e| (Arc::clone(&e.id.key_name), Arc::clone(&e.id.deployment)),
+        );
         let (status, class) = match &self.head {
             Some(head) => (head.status, status_class(head.status)),
             None => (499, "cancelled"),
         };
         self.metrics
             .requests
-            .get_or_create(&RequestLabels {
-                model: self.model_label.clone(),
-                deployment: deployment.to_owned(),
-                key: key.to_owned(),
-                status_class: class,
-            })
+            .get_or_create(&RequestLabels { model: self.model_label.clone(), deployment, key, status_class: class })
             .inc();
         if status == 429 {
             self.metrics.client_rate_limited.get_or_create(&ModelLabels { model: self.model_label.clone() }).inc();

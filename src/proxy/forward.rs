@@ -35,7 +35,7 @@ pub(super) async fn forward(
     inbound: Inbound,
     mut exchange: Exchange,
 ) -> Response<ProxyBody> {
-    exchange.routed(&inbound, snapshot.route(&inbound.alias).map(|r| r.settings.alias.as_str()));
+    exchange.routed(&inbound, snapshot.route(&inbound.alias).map(|r| &r.alias));
     let result = route(state, snapshot, &inbound, &mut exchange).await;
     respond(exchange, result, snapshot.server.request_timeout)
 }

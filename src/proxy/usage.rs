@@ -3,7 +3,10 @@
 //! chunk of a stream (OpenAI, Anthropic and Gemini spellings). The answering `model`
 //! is taken from the same objects, for the trace's `gen_ai.response.model`.
 
+use std::collections::HashMap;
+
 use http::HeaderMap;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// JSON bodies larger than this are relayed without usage accounting.
@@ -11,6 +14,24 @@ const JSON_LIMIT: usize = 4 * 1024 * 1024;
 /// One SSE line longer than this is skipped: the tap holds at most one partial line,
 /// so a stream that never ends a line cannot grow it without bound.
 const LINE_LIMIT: usize = 1024 * 1024;
+
+/// The top-level fields of a response object that [`UsageTap`] reads (see `absorb`).
+const READ_FIELDS: [&str; 5] = ["model", "modelVersion", "message", "usage", "usageMetadata"];
+
+/// An object with only the [`READ_FIELDS`] of `data`. The rest (the generated text in
+/// `choices`, `content`, `candidates`: nearly all of a body) is checked as JSON and
+/// skipped, never built into values. `None` where `data` is not a JSON object, which
+/// is where a whole `Value` would have had none of those fields either.
+fn read_fields(data: &[u8]) -> Option<Value> {
+    let top: HashMap<String, &RawValue> = serde_json::from_slice(data).ok()?;
+    let mut fields = serde_json::Map::new();
+    for name in READ_FIELDS {
+        if let Some(raw) = top.get(name) {
+            fields.insert(name.to_owned(), serde_json::from_str(raw.get()).ok()?);
+        }
+    }
+    Some(Value::Object(fields))
+}
 
 /// Tokens one response used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,7 +98,7 @@ impl UsageTap {
     /// The usage and the answering model seen, once the body has ended.
     pub fn finish_with_model(mut self) -> (Option<Usage>, Option<String>) {
         if !self.sse && !self.overflow {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.buf) {
+            if let Some(v) = read_fields(&self.buf) {
                 self.absorb(&v);
             }
         } else if self.sse && !self.buf.is_empty() && !self.overflow {
@@ -94,7 +115,7 @@ impl UsageTap {
         if !data.windows(5).any(|w| w.eq_ignore_ascii_case(b"usage")) {
             return;
         }
-        if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        if let Some(v) = read_fields(data) {
             self.absorb(&v);
         }
     }
@@ -246,8 +267,68 @@ mod tests {
         chunks
     }
 
+    /// Any JSON value, objects favouring the fields usage is read from.
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(|n| Value::from(n % 100_000)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[a-z0-9-]{0,12}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            proptest::sample::select(&READ_FIELDS[..]).prop_map(str::to_owned),
+            proptest::sample::select(
+                &["prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "promptTokenCount"][..]
+            )
+            .prop_map(str::to_owned),
+            proptest::sample::select(&["candidatesTokenCount", "choices", "id", "content"][..]).prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The slow path the tap used to take: the whole body as one `Value`.
+    fn absorbed_whole(data: &[u8]) -> (Option<Usage>, Option<String>) {
+        let mut t = tap("application/json");
+        if let Ok(v) = serde_json::from_slice::<Value>(data) {
+            t.absorb(&v);
+        }
+        (t.usage, t.model)
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Reading only the fields `absorb` looks at gives what the whole `Value` gave,
+        /// for any JSON (and for any bytes at all, including a key written twice).
+        #[test]
+        fn reading_only_the_usage_fields_matches_parsing_the_whole_body(
+            value in json(),
+            garble in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            duplicate in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = serde_json::to_vec(&value).unwrap();
+            if duplicate && bytes.len() > 2 && bytes[0] == b'{' {
+                // The same key twice: both parsers keep the last.
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                bytes = format!("{{\"usage\":{{\"prompt_tokens\":1}},{}", &text[1..]).into_bytes();
+                if text == "{}" { bytes = b"{\"usage\":{\"prompt_tokens\":1}}".to_vec(); }
+            }
+            let mut t = tap("application/json");
+            t.feed(&bytes);
+            proptest::prop_assert_eq!(t.finish_with_model(), absorbed_whole(&bytes));
+            bytes.extend_from_slice(&garble);
+            let mut t = tap("application/json");
+            t.feed(&bytes);
+            proptest::prop_assert_eq!(t.finish_with_model(), absorbed_whole(&bytes));
+        }
 
         #[test]
         fn arbitrary_chunks_never_panic_and_hold_bounded_memory(

@@ -5,7 +5,10 @@
 //!
 //! Label values are bounded by the config: a model alias that is not configured is
 //! recorded as `""`, never as the client's string, and no label holds a path or an id.
+//! They are the snapshot's shared strings (`Arc<str>`), so labelling a request's
+//! series allocates nothing.
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,29 +21,29 @@ use prometheus_client::registry::{Registry, Unit};
 /// answered (`""` when keyrelay answered itself).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub model: String,
-    pub deployment: String,
-    pub key: String,
+    pub model: Arc<str>,
+    pub deployment: Arc<str>,
+    pub key: Arc<str>,
     /// `2xx`, `4xx`, `5xx`..., or `cancelled` when the client left first.
     pub status_class: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
-    pub model: String,
+    pub model: Arc<str>,
     /// `rate_limited`, `upstream_5xx`, `connect_error` or `timeout`.
     pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeploymentLabels {
-    pub model: String,
-    pub deployment: String,
+    pub model: Arc<str>,
+    pub deployment: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
-    pub model: String,
+    pub model: Arc<str>,
 }
 
 /// `keyrelay_probes_total` labels: token-free key checks, never client requests.
@@ -170,14 +173,20 @@ impl ProxyMetrics {
         );
     }
 
-    pub fn observe(histograms: &Histograms<DeploymentLabels>, model: &str, deployment: &str, d: Duration) {
-        let labels = DeploymentLabels { model: model.to_owned(), deployment: deployment.to_owned() };
+    pub fn observe(histograms: &Histograms<DeploymentLabels>, model: &Arc<str>, deployment: &Arc<str>, d: Duration) {
+        let labels = DeploymentLabels { model: Arc::clone(model), deployment: Arc::clone(deployment) };
         histograms.get_or_create(&labels).observe(d.as_secs_f64());
     }
 
-    pub fn observe_model(histograms: &Histograms<ModelLabels>, model: &str, d: Duration) {
-        histograms.get_or_create(&ModelLabels { model: model.to_owned() }).observe(d.as_secs_f64());
+    pub fn observe_model(histograms: &Histograms<ModelLabels>, model: &Arc<str>, d: Duration) {
+        histograms.get_or_create(&ModelLabels { model: Arc::clone(model) }).observe(d.as_secs_f64());
     }
+}
+
+/// The `""` label value (keyrelay answered itself; a model that is not configured).
+pub fn empty_label() -> Arc<str> {
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    Arc::clone(&EMPTY)
 }
 
 /// `2xx` ... `5xx` for a status code.

@@ -77,7 +77,10 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         .thread_name("keyrelay-log")
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    // Colours only for a person at a terminal: a pod's log is a file, and escape codes
+    // in it are noise to every log pipeline (and work on every line).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
 
     let warnings = otlp.as_ref().map(|s| s.warnings.clone()).unwrap_or_default();
