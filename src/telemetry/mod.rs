@@ -42,8 +42,15 @@ static LOG_WRITER: OnceLock<(Mutex<Option<WorkerGuard>>, ErrorCounter)> = OnceLo
 
 /// Lines queued for the log writer at most. Past it, lines are dropped and counted
 /// (`keyrelay_log_lines_dropped_total`) rather than making requests wait for a slow
-/// reader of the pod's log; a line is about 300 bytes, so this holds ~20 MB at worst.
-const LOG_QUEUE_LINES: usize = 65_536;
+/// reader of the pod's log. The queue's slots are allocated up front (~40 bytes each);
+/// a line is about 300 bytes, so a full queue holds ~2.5 MB, a second or so of lines
+/// at the request rate a sidecar sees.
+const LOG_QUEUE_LINES: usize = 8_192;
+
+/// The writer thread writes what is queued into this buffer and flushes it whenever
+/// the queue is empty: one write to stderr per burst instead of one per line, and no
+/// line waits once the queue has drained.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Installs logging only (`demo`, `webhook`). Logs go to stderr so stdout stays free
 /// for command output.
@@ -75,7 +82,7 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
         .thread_name("keyrelay-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stderr()));
     let dropped = writer.error_counter();
     // Colours only for a person at a terminal: a pod's log is a file, and escape codes
     // in it are noise to every log pipeline (and work on every line).

@@ -42,6 +42,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Optio
         // Never close an idle keep-alive connection: a client's pooled connection must
         // not vanish under it mid-test (only `Fault::ResetConnection` drops connections).
         idle_timeout: None,
+        // Benchmarks hold thousands of streams open through it at once.
+        max_connections: 100_000,
         tls,
         stats: Arc::clone(&shared.connections),
         ..keyrelay::http::Settings::new("mock")
