@@ -87,6 +87,7 @@ fn main() -> ExitCode {
     // Dropping the runtime would wait forever for a blocking read stuck in the kernel
     // (a hung filesystem under a reload); everything that matters has finished here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    keyrelay::telemetry::flush_logs();
     code
 }
 

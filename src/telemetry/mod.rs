@@ -159,6 +159,12 @@ pub fn shutdown() {
             tracing::debug!(error = %e, "trace exporter shutdown");
         }
     }
+    flush_logs();
+}
+
+/// Writes out the queued log lines and stops the writer: the last thing a process does
+/// (statics are never dropped, so without this the lines queued at exit are lost).
+pub fn flush_logs() {
     if let Some((guard, _)) = LOG_WRITER.get() {
         drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
     }

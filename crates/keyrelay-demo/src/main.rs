@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(run(args));
     // As `keyrelay run` does: never wait for a blocking read stuck in the kernel.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    keyrelay::telemetry::flush_logs();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
