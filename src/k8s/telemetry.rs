@@ -34,15 +34,8 @@ const MAX_ATTRIBUTE_PART: usize = 128;
 
 /// The protocols keyrelay's exporter speaks.
 pub const PROTOCOLS: [&str; 2] = ["http/protobuf", "grpc"];
-/// The samplers the OpenTelemetry SDK reads from `OTEL_TRACES_SAMPLER`.
-pub const SAMPLERS: [&str; 6] = [
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-];
+/// The samplers keyrelay reads from `OTEL_TRACES_SAMPLER`.
+pub use crate::telemetry::sampling::SAMPLERS;
 
 /// What the sidecar's OTel variables say. `None`: the variable is not set (the
 /// sidecar's own default, or a value from the chart's `sidecar.env`).

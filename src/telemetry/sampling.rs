@@ -13,6 +13,17 @@
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::Sampler;
 
+/// The names `OTEL_TRACES_SAMPLER` may hold (the SDK's; any other is
+/// `parentbased_always_on` with a warning).
+pub const SAMPLERS: [&str; 6] = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
 /// How a trace without a parent (or any trace, for a sampler that is not parent-based)
 /// is decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,21 +141,16 @@ mod tests {
         let (bad_arg, warning) = Sampling::parse(Some("traceidratio"), Some("lots"));
         assert_eq!(bad_arg.root, Root::Ratio(1.0));
         assert!(warning.is_some());
+        for name in SAMPLERS {
+            assert_eq!(Sampling::parse(Some(name), Some("0.5")).1, None, "{name} is understood");
+        }
         let (unknown, warning) = Sampling::parse(Some("xray"), None);
         assert_eq!(unknown, Sampling::default());
         assert!(warning.unwrap().contains("xray"));
     }
 
     fn samplings() -> impl Strategy<Value = Sampling> {
-        let names = prop::sample::select(vec![
-            "always_on",
-            "always_off",
-            "traceidratio",
-            "parentbased_always_on",
-            "parentbased_always_off",
-            "parentbased_traceidratio",
-            "bogus",
-        ]);
+        let names = prop::sample::select(SAMPLERS.iter().copied().chain(["bogus"]).collect::<Vec<_>>());
         let args = prop::sample::select(vec!["0", "0.0", "-1", "1e-9", "0.5", "1", "2", "NaN", "x", ""]);
         (names, prop::option::of(args)).prop_map(|(n, a)| Sampling::parse(Some(n), a).0)
     }
