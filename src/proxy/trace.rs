@@ -7,8 +7,8 @@
 //! and time to first chunk land on them. With no exporter installed the spans are
 //! disabled (`Span::none()`) and no attribute value is built; a request the sampler
 //! drops whatever its trace id gets no spans at all ([`Unsampled`]), and once the
-//! sampler has dropped any other request, no attribute is built either. Keys appear by name only (`keyrelay.key`),
-//! never by value. What the client chose (its model, path, method) goes in cut to a
+//! sampler has dropped any other request, no attribute is built either. Keys appear by
+//! name only (`keyrelay.key`), never by value. What the client chose (its model, path, method) goes in cut to a
 //! bounded length ([`clip`]): a span must not grow with a request body.
 
 use std::borrow::Cow;
