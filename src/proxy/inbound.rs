@@ -5,6 +5,7 @@
 //! `api_base`, so a segment that could climb out of it is refused here, before a key
 //! is chosen.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
@@ -309,8 +310,9 @@ fn safe_segment(segment: &str) -> bool {
     if segment.is_empty() || segment.contains('\\') {
         return false;
     }
-    // Decoded up to three times: a server behind the upstream may decode again.
-    let mut decoded = segment.as_bytes().to_vec();
+    // Decoded up to three times: a server behind the upstream may decode again. A
+    // segment with nothing to decode (nearly all of them) is checked in place.
+    let mut decoded: Cow<'_, [u8]> = Cow::Borrowed(segment.as_bytes());
     for _ in 0..3 {
         let is_dot = |s: &[u8]| matches!(s, b"." | b"..");
         let before_param = decoded.split(|&b| b == b';').next().unwrap_or_default();
@@ -320,11 +322,11 @@ fn safe_segment(segment: &str) -> bool {
         {
             return false;
         }
-        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
-        if next == decoded {
-            return true;
+        // Borrowed exactly when decoding changes nothing.
+        match Cow::from(percent_encoding::percent_decode(&decoded)) {
+            Cow::Borrowed(_) => return true,
+            Cow::Owned(next) => decoded = Cow::Owned(next),
         }
-        decoded = next;
     }
     // Still changing after three decodes: nothing legitimate is encoded that deep.
     false
@@ -460,6 +462,38 @@ mod tests {
         }
         for path in ["/", "/v1/chat/completions", "/v1/chat/completions/", "/v1/files/file-abc.jsonl", "/v1/a..b/.c"] {
             assert!(check_path(path).is_ok(), "{path}");
+        }
+    }
+
+    /// `safe_segment` as it was before it checked undecodable segments in place: it
+    /// copied and decoded every segment three times over.
+    fn safe_segment_decoding_copies(segment: &str) -> bool {
+        if segment.is_empty() || segment.contains('\\') {
+            return false;
+        }
+        let mut decoded = segment.as_bytes().to_vec();
+        for _ in 0..3 {
+            let before_param = decoded.split(|&b| b == b';').next().unwrap_or_default();
+            let is_dot = |s: &[u8]| matches!(s, b"." | b"..");
+            if is_dot(&decoded)
+                || is_dot(before_param)
+                || decoded.iter().any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control())
+            {
+                return false;
+            }
+            let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
+            if next == decoded {
+                return true;
+            }
+            decoded = next;
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn checking_in_place_agrees_with_decoding_copies(segment in "([.;%/\\\\a-f0-9A-F]|%2[eEfF]|%25|%5[cC]|%00){0,12}") {
+            proptest::prop_assert_eq!(safe_segment(&segment), safe_segment_decoding_copies(&segment));
         }
     }
 

@@ -3,9 +3,11 @@
 //! chunk of a stream (OpenAI, Anthropic and Gemini spellings). The answering `model`
 //! is taken from the same objects, for the trace's `gen_ai.response.model`.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::fmt;
 
 use http::HeaderMap;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -23,14 +25,75 @@ const READ_FIELDS: [&str; 5] = ["model", "modelVersion", "message", "usage", "us
 /// skipped, never built into values. `None` where `data` is not a JSON object, which
 /// is where a whole `Value` would have had none of those fields either.
 fn read_fields(data: &[u8]) -> Option<Value> {
-    let top: HashMap<String, &RawValue> = serde_json::from_slice(data).ok()?;
+    let Found(found) = serde_json::from_slice(data).ok()?;
     let mut fields = serde_json::Map::new();
-    for name in READ_FIELDS {
-        if let Some(raw) = top.get(name) {
-            fields.insert(name.to_owned(), serde_json::from_str(raw.get()).ok()?);
+    for (name, raw) in READ_FIELDS.iter().zip(found) {
+        if let Some(raw) = raw {
+            fields.insert((*name).to_owned(), serde_json::from_str(raw.get()).ok()?);
         }
     }
     Some(Value::Object(fields))
+}
+
+/// The raw values of an object's [`READ_FIELDS`], in that order (the last of a
+/// repeated key, as a whole-`Value` parse keeps). Keys are compared where they lie in
+/// the input: nothing is allocated for the fields skipped.
+struct Found<'de>([Option<&'de RawValue>; READ_FIELDS.len()]);
+
+impl<'de> Deserialize<'de> for Found<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FoundVisitor)
+    }
+}
+
+struct FoundVisitor;
+
+impl<'de> Visitor<'de> for FoundVisitor {
+    type Value = Found<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
+        let mut found = [None; READ_FIELDS.len()];
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match READ_FIELDS.iter().position(|name| *name == key.0) {
+                Some(i) => found[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Found(found))
+    }
+}
+
+/// An object key: borrowed from the input, or owned where it had escapes to undo.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(key)))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(key.to_owned())))
+    }
 }
 
 /// Tokens one response used.

@@ -1,27 +1,28 @@
 //! Logs, traces and the request-path metrics.
 //!
 //! Logs: `tracing` with `RUST_LOG`-style filtering, human-readable by default and JSON
-//! with `KEYRELAY_LOG_FORMAT=json`, to stderr through a background writer thread. Traces: the request path's spans (target
+//! with `KEYRELAY_LOG_FORMAT=json`, to stderr through a batching writer thread (`log_writer`). Traces: the request path's spans (target
 //! [`SPAN_TARGET`]) go to an OTLP exporter when the `OTEL_*` variables configure one,
 //! and nowhere otherwise. They never go to the log: with no exporter they are disabled
 //! at their call sites, so the request path pays one cached check for each.
 
 mod export_client;
+mod log_writer;
 pub mod metrics;
 mod otlp;
 pub mod sampling;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
-use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use log_writer::{Limits, LogBuffer, LogWriter, WriterThread};
 pub use otlp::{OtlpSettings, Transport};
 
 /// Target of the spans that make up a request's trace (server and attempt spans).
@@ -36,21 +37,9 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// The exporting provider's sampler, for the request path to skip spans it would drop.
 static SAMPLING: OnceLock<sampling::Sampling> = OnceLock::new();
 
-/// The background log writer's guard (dropping it writes out what is queued) and its
-/// count of lines dropped because the queue was full.
-static LOG_WRITER: OnceLock<(Mutex<Option<WorkerGuard>>, ErrorCounter)> = OnceLock::new();
-
-/// Lines queued for the log writer at most. Past it, lines are dropped and counted
-/// (`keyrelay_log_lines_dropped_total`) rather than making requests wait for a slow
-/// reader of the pod's log. The queue's slots are allocated up front (~40 bytes each);
-/// a line is about 300 bytes, so a full queue holds ~2.5 MB, a second or so of lines
-/// at the request rate a sidecar sees.
-const LOG_QUEUE_LINES: usize = 8_192;
-
-/// The writer thread writes what is queued into this buffer and flushes it whenever
-/// the queue is empty: one write to stderr per burst instead of one per line, and no
-/// line waits once the queue has drained.
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
+/// The log's buffer (for its count of dropped lines) and its writer thread (stopped
+/// by [`flush_logs`], which writes out what waits): see `log_writer`.
+static LOG_WRITER: OnceLock<(Arc<LogBuffer>, Mutex<Option<WriterThread>>)> = OnceLock::new();
 
 /// Installs logging only (`demo`, `webhook`). Logs go to stderr so stdout stays free
 /// for command output.
@@ -78,17 +67,23 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         filter = filter.add_directive(off);
     }
     let json = std::env::var("KEYRELAY_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .lossy(true)
-        .thread_name("keyrelay-log")
-        .finish(std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stderr()));
-    let dropped = writer.error_counter();
+    let writer = match LogBuffer::start(Box::new(std::io::stderr()), Limits::default()) {
+        Ok((buffer, thread)) => Some((buffer, thread)),
+        Err(e) => {
+            eprintln!("keyrelay: no log writer thread ({e}): logging to stderr directly");
+            None
+        }
+    };
     // Colours only for a person at a terminal: a pod's log is a file, and escape codes
     // in it are noise to every log pipeline (and work on every line).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer);
-    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let fmt = match (&writer, json) {
+        (Some((buffer, _)), true) => fmt.json().with_writer(LogWriter(Arc::clone(buffer))).boxed(),
+        (Some((buffer, _)), false) => fmt.with_writer(LogWriter(Arc::clone(buffer))).boxed(),
+        (None, true) => fmt.json().with_writer(std::io::stderr).boxed(),
+        (None, false) => fmt.with_writer(std::io::stderr).boxed(),
+    };
 
     let warnings = otlp.as_ref().map(|s| s.warnings.clone()).unwrap_or_default();
     let sampler = otlp.as_ref().map(|s| s.sampling);
@@ -109,8 +104,8 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
             .with_filter(Targets::new().with_target(SPAN_TARGET, Level::INFO))
     });
     let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
-    if installed {
-        let _ = LOG_WRITER.set((Mutex::new(Some(guard)), dropped));
+    if let Some((buffer, thread)) = writer.filter(|_| installed) {
+        let _ = LOG_WRITER.set((buffer, Mutex::new(Some(thread))));
     }
 
     for warning in warnings {
@@ -162,15 +157,18 @@ pub fn shutdown() {
     flush_logs();
 }
 
-/// Writes out the queued log lines and stops the writer: the last thing a process does
-/// (statics are never dropped, so without this the lines queued at exit are lost).
+/// Writes out the waiting log lines and stops the writer thread: the last thing a
+/// process does (statics are never dropped, so without this the last lines are lost).
+/// Lines logged later are written directly.
 pub fn flush_logs() {
-    if let Some((guard, _)) = LOG_WRITER.get() {
-        drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if let Some((_, thread)) = LOG_WRITER.get() {
+        if let Some(mut thread) = thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            thread.stop();
+        }
     }
 }
 
-/// Log lines dropped since start because the log writer's queue was full.
+/// Log lines dropped since start because whatever reads stderr fell behind.
 pub fn log_lines_dropped() -> u64 {
-    LOG_WRITER.get().map_or(0, |(_, dropped)| dropped.dropped_lines() as u64)
+    LOG_WRITER.get().map_or(0, |(buffer, _)| buffer.dropped())
 }
