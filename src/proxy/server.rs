@@ -29,7 +29,10 @@ pub async fn serve(
     settings: crate::http::Settings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+    // Boxed per request: hyper keeps room for a connection's service future for as long
+    // as the connection lives, and a streamed answer holds its connection for minutes.
+    // Boxed, the request's routing state is freed once the response head is out.
+    let service = service_fn(move |req| Box::pin(handle(Arc::clone(&state), req)));
     crate::http::serve(listener, settings, service, shutdown).await;
 }
 
