@@ -16,6 +16,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub const HIGH_WATER: usize = 256 * 1024;
 /// Bytes that may wait at most: about 8,000 access lines, a second or two of them at
 /// the request rates a sidecar sees. Past it lines are dropped.
 pub const LIMIT: usize = 2 * 1024 * 1024;
+/// How long [`WriterThread::stop`] waits for what is left to be written: stderr that is
+/// never read must not keep the process from ending.
+pub const STOP_WAIT: Duration = Duration::from_secs(1);
 /// Capacity the writer keeps between batches; a larger buffer left by a burst is freed.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -46,11 +50,12 @@ pub struct Limits {
     pub gather: Duration,
     pub high_water: usize,
     pub limit: usize,
+    pub stop_wait: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { gather: GATHER, high_water: HIGH_WATER, limit: LIMIT }
+        Limits { gather: GATHER, high_water: HIGH_WATER, limit: LIMIT, stop_wait: STOP_WAIT }
     }
 }
 
@@ -81,8 +86,12 @@ impl LogBuffer {
             limits,
         });
         let shared = Arc::clone(&buffer);
-        let handle = std::thread::Builder::new().name("keyrelay-log".to_owned()).spawn(move || shared.run(sink))?;
-        Ok((Arc::clone(&buffer), WriterThread { buffer, handle: Some(handle) }))
+        let (done, finished) = mpsc::channel();
+        let handle = std::thread::Builder::new().name("keyrelay-log".to_owned()).spawn(move || {
+            shared.run(sink);
+            let _ = done.send(());
+        })?;
+        Ok((Arc::clone(&buffer), WriterThread { buffer, running: Some((handle, finished)) }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -152,13 +161,19 @@ impl LogBuffer {
             }
             if stopping {
                 // Lines pushed while this batch was written are still pending: write
-                // them, then hand the sink over under the lock so none slips between.
-                let mut state = self.lock();
-                let _ = sink.write_all(&state.pending);
-                let _ = sink.flush();
-                state.pending = Vec::new();
-                state.sink = Sink::Direct(sink);
-                return;
+                // them (not under the lock: the sink may block), and hand the sink over
+                // under the lock once none is left, so no line slips between.
+                loop {
+                    let mut state = self.lock();
+                    if state.pending.is_empty() {
+                        state.sink = Sink::Direct(sink);
+                        return;
+                    }
+                    let rest = std::mem::take(&mut state.pending);
+                    drop(state);
+                    let _ = sink.write_all(&rest);
+                    let _ = sink.flush();
+                }
             }
         }
     }
@@ -167,14 +182,16 @@ impl LogBuffer {
 /// A handle on the writer thread: [`WriterThread::stop`] writes out what is waiting.
 pub struct WriterThread {
     buffer: Arc<LogBuffer>,
-    handle: Option<JoinHandle<()>>,
+    /// The thread, and word from it that it has finished.
+    running: Option<(JoinHandle<()>, mpsc::Receiver<()>)>,
 }
 
 impl WriterThread {
     /// Writes out every waiting line and ends the thread; lines logged after this are
-    /// written directly by the thread that logs them.
+    /// written directly by the thread that logs them. Waits [`Limits::stop_wait`] at
+    /// most: past it (stderr not read) the thread is left to finish on its own.
     pub fn stop(&mut self) {
-        let Some(handle) = self.handle.take() else { return };
+        let Some((handle, finished)) = self.running.take() else { return };
         {
             let mut state = self.buffer.lock();
             if matches!(state.sink, Sink::Thread) {
@@ -182,7 +199,9 @@ impl WriterThread {
             }
         }
         self.buffer.wake.notify_one();
-        let _ = handle.join();
+        if !matches!(finished.recv_timeout(self.buffer.limits.stop_wait), Err(mpsc::RecvTimeoutError::Timeout)) {
+            let _ = handle.join();
+        }
     }
 }
 

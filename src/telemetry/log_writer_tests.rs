@@ -102,7 +102,7 @@ fn a_line_reaches_the_sink_without_a_stop_or_more_lines() {
 fn a_stuck_reader_costs_dropped_lines_not_waiting_ones() {
     let (release, gate) = mpsc::channel();
     let sink = Recorder { gate: Some(Arc::new(Mutex::new(gate))), ..Recorder::default() };
-    let limits = Limits { gather: Duration::from_millis(1), high_water: 64, limit: 1000 };
+    let limits = Limits { gather: Duration::from_millis(1), high_water: 64, limit: 1000, ..Limits::default() };
     let (buffer, mut thread) = LogBuffer::start(Box::new(sink.clone()), limits).unwrap();
     let writer = LogWriter(Arc::clone(&buffer));
     // The first line is taken by the writer, which then blocks in the sink.
@@ -140,4 +140,25 @@ fn lines_after_stop_are_written_directly() {
     assert_eq!(sink.text(), "before\n", "stop writes out what waits");
     line(&writer, "after\n");
     assert_eq!(sink.text(), "before\nafter\n", "a line after stop is written by its caller at once");
+}
+
+#[test]
+fn stop_gives_up_on_a_reader_that_never_reads() {
+    let (release, gate) = mpsc::channel::<()>();
+    let sink = Recorder { gate: Some(Arc::new(Mutex::new(gate))), ..Recorder::default() };
+    let limits = Limits { gather: Duration::from_millis(1), stop_wait: Duration::from_millis(50), ..Limits::default() };
+    let (buffer, mut thread) = LogBuffer::start(Box::new(sink.clone()), limits).unwrap();
+    let writer = LogWriter(Arc::clone(&buffer));
+    line(&writer, "stuck\n");
+    eventually("the writer to take the line", || buffer.lock().pending.is_empty());
+    let (stopped_tx, stopped_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        thread.stop();
+        let _ = stopped_tx.send(());
+    });
+    stopped_rx.recv_timeout(Duration::from_secs(10)).expect("stop must not wait for a reader that never reads");
+    // Logging goes on meanwhile without waiting either: the line waits in the buffer.
+    line(&writer, "later\n");
+    drop(release);
+    eventually("the stuck writer to finish once the reader reads", || sink.text() == "stuck\nlater\n");
 }

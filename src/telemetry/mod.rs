@@ -1,7 +1,8 @@
 //! Logs, traces and the request-path metrics.
 //!
 //! Logs: `tracing` with `RUST_LOG`-style filtering, human-readable by default and JSON
-//! with `KEYRELAY_LOG_FORMAT=json`, to stderr through a batching writer thread (`log_writer`). Traces: the request path's spans (target
+//! with `KEYRELAY_LOG_FORMAT=json`, to stderr through a batching writer thread
+//! (`log_writer`). Traces: the request path's spans (target
 //! [`SPAN_TARGET`]) go to an OTLP exporter when the `OTEL_*` variables configure one,
 //! and nowhere otherwise. They never go to the log: with no exporter they are disabled
 //! at their call sites, so the request path pays one cached check for each.
@@ -67,13 +68,9 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
         filter = filter.add_directive(off);
     }
     let json = std::env::var("KEYRELAY_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let writer = match LogBuffer::start(Box::new(std::io::stderr()), Limits::default()) {
-        Ok((buffer, thread)) => Some((buffer, thread)),
-        Err(e) => {
-            eprintln!("keyrelay: no log writer thread ({e}): logging to stderr directly");
-            None
-        }
-    };
+    let writer = LogBuffer::start(Box::new(std::io::stderr()), Limits::default())
+        .map_err(|e| eprintln!("keyrelay: no log writer thread ({e}): logging to stderr directly"))
+        .ok();
     // Colours only for a person at a terminal: a pod's log is a file, and escape codes
     // in it are noise to every log pipeline (and work on every line).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
