@@ -13,7 +13,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// What one response said about the key's remaining quota. Every duration in it is at
 /// most the ceiling given to [`parse`].
@@ -73,52 +73,51 @@ impl RateLimitReport {
 /// Reads every known rate-limit header family from a response; no wait in the report
 /// is longer than `ceiling`.
 pub fn parse(headers: &HeaderMap, now: SystemTime, ceiling: Duration) -> RateLimitReport {
+    let hints = Hints::of(headers);
     let mut r = RateLimitReport::default();
 
-    if headers.contains_key("retry-after-ms") {
-        r.retry_after = dur(&mut r, headers, "retry-after-ms", ceiling, parse_millis);
-    } else if headers.contains_key("retry-after") {
-        r.retry_after = dur(&mut r, headers, "retry-after", ceiling, |v| parse_retry_after(v, now));
+    if hints.has(Hint::RetryAfterMs) {
+        r.retry_after = dur(&mut r, &hints, Hint::RetryAfterMs, ceiling, parse_millis);
+    } else if hints.has(Hint::RetryAfter) {
+        r.retry_after = dur(&mut r, &hints, Hint::RetryAfter, ceiling, |v| parse_retry_after(v, now));
     }
 
     // OpenAI, Groq and most OpenAI-compatible providers.
-    let num = |r: &mut RateLimitReport, name: &str| -> Option<u64> {
-        let v = headers.get(name)?;
+    let num = |r: &mut RateLimitReport, hint: Hint| -> Option<u64> {
+        let v = hints.get(hint)?;
         let parsed = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
         r.malformed += u32::from(parsed.is_none());
         parsed
     };
-    r.limit_requests = num(&mut r, "x-ratelimit-limit-requests");
-    r.remaining_requests = num(&mut r, "x-ratelimit-remaining-requests");
-    r.limit_tokens = num(&mut r, "x-ratelimit-limit-tokens");
-    r.remaining_tokens = num(&mut r, "x-ratelimit-remaining-tokens");
-    r.reset_requests = dur(&mut r, headers, "x-ratelimit-reset-requests", ceiling, parse_go_duration);
-    r.reset_tokens = dur(&mut r, headers, "x-ratelimit-reset-tokens", ceiling, parse_go_duration);
+    r.limit_requests = num(&mut r, Hint::LimitRequests);
+    r.remaining_requests = num(&mut r, Hint::RemainingRequests);
+    r.limit_tokens = num(&mut r, Hint::LimitTokens);
+    r.remaining_tokens = num(&mut r, Hint::RemainingTokens);
+    r.reset_requests = dur(&mut r, &hints, Hint::ResetRequests, ceiling, parse_go_duration);
+    r.reset_tokens = dur(&mut r, &hints, Hint::ResetTokens, ceiling, parse_go_duration);
 
     // Cerebras: daily request quota and per-minute tokens, resets in float seconds.
-    if headers.contains_key("x-ratelimit-remaining-requests-day")
-        || headers.contains_key("x-ratelimit-remaining-tokens-minute")
-    {
-        r.limit_requests = r.limit_requests.or(num(&mut r, "x-ratelimit-limit-requests-day"));
-        r.remaining_requests = r.remaining_requests.or(num(&mut r, "x-ratelimit-remaining-requests-day"));
-        r.limit_tokens = r.limit_tokens.or(num(&mut r, "x-ratelimit-limit-tokens-minute"));
-        r.remaining_tokens = r.remaining_tokens.or(num(&mut r, "x-ratelimit-remaining-tokens-minute"));
-        let day = dur(&mut r, headers, "x-ratelimit-reset-requests-day", ceiling, parse_float_secs);
+    if hints.has(Hint::RemainingRequestsDay) || hints.has(Hint::RemainingTokensMinute) {
+        r.limit_requests = r.limit_requests.or(num(&mut r, Hint::LimitRequestsDay));
+        r.remaining_requests = r.remaining_requests.or(num(&mut r, Hint::RemainingRequestsDay));
+        r.limit_tokens = r.limit_tokens.or(num(&mut r, Hint::LimitTokensMinute));
+        r.remaining_tokens = r.remaining_tokens.or(num(&mut r, Hint::RemainingTokensMinute));
+        let day = dur(&mut r, &hints, Hint::ResetRequestsDay, ceiling, parse_float_secs);
         r.reset_requests = r.reset_requests.or(day);
-        let minute = dur(&mut r, headers, "x-ratelimit-reset-tokens-minute", ceiling, parse_float_secs);
+        let minute = dur(&mut r, &hints, Hint::ResetTokensMinute, ceiling, parse_float_secs);
         r.reset_tokens = r.reset_tokens.or(minute);
     }
 
     // Anthropic: RFC 3339 reset instants; the tightest token family wins.
-    if headers.keys().any(|k| k.as_str().starts_with("anthropic-ratelimit-")) {
-        let at = |r: &mut RateLimitReport, name: &str| dur(r, headers, name, ceiling, |v| parse_rfc3339_from(v, now));
-        r.limit_requests = r.limit_requests.or(num(&mut r, "anthropic-ratelimit-requests-limit"));
-        r.remaining_requests = r.remaining_requests.or(num(&mut r, "anthropic-ratelimit-requests-remaining"));
-        r.reset_requests = r.reset_requests.or(at(&mut r, "anthropic-ratelimit-requests-reset"));
-        for family in ["tokens", "input-tokens", "output-tokens"] {
-            let limit = num(&mut r, &format!("anthropic-ratelimit-{family}-limit"));
-            let remaining = num(&mut r, &format!("anthropic-ratelimit-{family}-remaining"));
-            let reset = at(&mut r, &format!("anthropic-ratelimit-{family}-reset"));
+    if hints.anthropic {
+        let at = |r: &mut RateLimitReport, hint| dur(r, &hints, hint, ceiling, |v| parse_rfc3339_from(v, now));
+        r.limit_requests = r.limit_requests.or(num(&mut r, Hint::AnthropicRequestsLimit));
+        r.remaining_requests = r.remaining_requests.or(num(&mut r, Hint::AnthropicRequestsRemaining));
+        r.reset_requests = r.reset_requests.or(at(&mut r, Hint::AnthropicRequestsReset));
+        for [limit, remaining, reset] in Hint::ANTHROPIC_TOKEN_FAMILIES {
+            let limit = num(&mut r, limit);
+            let remaining = num(&mut r, remaining);
+            let reset = at(&mut r, reset);
             if remaining.is_some() && (r.remaining_tokens.is_none() || remaining < r.remaining_tokens) {
                 r.remaining_tokens = remaining;
                 r.limit_tokens = limit.or(r.limit_tokens);
@@ -129,12 +128,161 @@ pub fn parse(headers: &HeaderMap, now: SystemTime, ceiling: Duration) -> RateLim
 
     // OpenRouter (on 429): `X-RateLimit-Reset` is a unix timestamp in milliseconds.
     if r.remaining_requests.is_none() {
-        r.limit_requests = num(&mut r, "x-ratelimit-limit");
-        r.remaining_requests = num(&mut r, "x-ratelimit-remaining");
-        let reset = dur(&mut r, headers, "x-ratelimit-reset", ceiling, |v| parse_unix_ms_from(v, now));
+        r.limit_requests = num(&mut r, Hint::Limit);
+        r.remaining_requests = num(&mut r, Hint::Remaining);
+        let reset = dur(&mut r, &hints, Hint::Reset, ceiling, |v| parse_unix_ms_from(v, now));
         r.reset_requests = r.reset_requests.or(reset);
     }
     r
+}
+
+/// A header [`parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    RetryAfterMs,
+    RetryAfter,
+    LimitRequests,
+    RemainingRequests,
+    LimitTokens,
+    RemainingTokens,
+    ResetRequests,
+    ResetTokens,
+    LimitRequestsDay,
+    RemainingRequestsDay,
+    LimitTokensMinute,
+    RemainingTokensMinute,
+    ResetRequestsDay,
+    ResetTokensMinute,
+    AnthropicRequestsLimit,
+    AnthropicRequestsRemaining,
+    AnthropicRequestsReset,
+    AnthropicTokensLimit,
+    AnthropicTokensRemaining,
+    AnthropicTokensReset,
+    AnthropicInputTokensLimit,
+    AnthropicInputTokensRemaining,
+    AnthropicInputTokensReset,
+    AnthropicOutputTokensLimit,
+    AnthropicOutputTokensRemaining,
+    AnthropicOutputTokensReset,
+    Limit,
+    Remaining,
+    Reset,
+}
+
+impl Hint {
+    /// Every hint, each at the index of its discriminant.
+    const ALL: [Hint; 29] = {
+        use Hint::*;
+        [
+            RetryAfterMs,
+            RetryAfter,
+            LimitRequests,
+            RemainingRequests,
+            LimitTokens,
+            RemainingTokens,
+            ResetRequests,
+            ResetTokens,
+            LimitRequestsDay,
+            RemainingRequestsDay,
+            LimitTokensMinute,
+            RemainingTokensMinute,
+            ResetRequestsDay,
+            ResetTokensMinute,
+            AnthropicRequestsLimit,
+            AnthropicRequestsRemaining,
+            AnthropicRequestsReset,
+            AnthropicTokensLimit,
+            AnthropicTokensRemaining,
+            AnthropicTokensReset,
+            AnthropicInputTokensLimit,
+            AnthropicInputTokensRemaining,
+            AnthropicInputTokensReset,
+            AnthropicOutputTokensLimit,
+            AnthropicOutputTokensRemaining,
+            AnthropicOutputTokensReset,
+            Limit,
+            Remaining,
+            Reset,
+        ]
+    };
+
+    /// Anthropic's token families (all tokens, input, output): limit, remaining, reset.
+    const ANTHROPIC_TOKEN_FAMILIES: [[Hint; 3]; 3] = [
+        [Hint::AnthropicTokensLimit, Hint::AnthropicTokensRemaining, Hint::AnthropicTokensReset],
+        [Hint::AnthropicInputTokensLimit, Hint::AnthropicInputTokensRemaining, Hint::AnthropicInputTokensReset],
+        [Hint::AnthropicOutputTokensLimit, Hint::AnthropicOutputTokensRemaining, Hint::AnthropicOutputTokensReset],
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Hint::RetryAfterMs => "retry-after-ms",
+            Hint::RetryAfter => "retry-after",
+            Hint::LimitRequests => "x-ratelimit-limit-requests",
+            Hint::RemainingRequests => "x-ratelimit-remaining-requests",
+            Hint::LimitTokens => "x-ratelimit-limit-tokens",
+            Hint::RemainingTokens => "x-ratelimit-remaining-tokens",
+            Hint::ResetRequests => "x-ratelimit-reset-requests",
+            Hint::ResetTokens => "x-ratelimit-reset-tokens",
+            Hint::LimitRequestsDay => "x-ratelimit-limit-requests-day",
+            Hint::RemainingRequestsDay => "x-ratelimit-remaining-requests-day",
+            Hint::LimitTokensMinute => "x-ratelimit-limit-tokens-minute",
+            Hint::RemainingTokensMinute => "x-ratelimit-remaining-tokens-minute",
+            Hint::ResetRequestsDay => "x-ratelimit-reset-requests-day",
+            Hint::ResetTokensMinute => "x-ratelimit-reset-tokens-minute",
+            Hint::AnthropicRequestsLimit => "anthropic-ratelimit-requests-limit",
+            Hint::AnthropicRequestsRemaining => "anthropic-ratelimit-requests-remaining",
+            Hint::AnthropicRequestsReset => "anthropic-ratelimit-requests-reset",
+            Hint::AnthropicTokensLimit => "anthropic-ratelimit-tokens-limit",
+            Hint::AnthropicTokensRemaining => "anthropic-ratelimit-tokens-remaining",
+            Hint::AnthropicTokensReset => "anthropic-ratelimit-tokens-reset",
+            Hint::AnthropicInputTokensLimit => "anthropic-ratelimit-input-tokens-limit",
+            Hint::AnthropicInputTokensRemaining => "anthropic-ratelimit-input-tokens-remaining",
+            Hint::AnthropicInputTokensReset => "anthropic-ratelimit-input-tokens-reset",
+            Hint::AnthropicOutputTokensLimit => "anthropic-ratelimit-output-tokens-limit",
+            Hint::AnthropicOutputTokensRemaining => "anthropic-ratelimit-output-tokens-remaining",
+            Hint::AnthropicOutputTokensReset => "anthropic-ratelimit-output-tokens-reset",
+            Hint::Limit => "x-ratelimit-limit",
+            Hint::Remaining => "x-ratelimit-remaining",
+            Hint::Reset => "x-ratelimit-reset",
+        }
+    }
+}
+
+/// The first value of each [`Hint`] header (what `HeaderMap::get` returns), found in
+/// one pass over the response's headers: a response without rate-limit headers costs
+/// a prefix check per header, not a hashed lookup per name this module knows.
+struct Hints<'a> {
+    values: [Option<&'a HeaderValue>; Hint::ALL.len()],
+    /// Any `anthropic-ratelimit-*` header, known or not.
+    anthropic: bool,
+}
+
+impl<'a> Hints<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut hints = Hints { values: [None; Hint::ALL.len()], anthropic: false };
+        for (name, value) in headers {
+            let name = name.as_str();
+            let anthropic = name.starts_with("anthropic-ratelimit-");
+            hints.anthropic |= anthropic;
+            if !(anthropic || name.starts_with("x-ratelimit-") || name.starts_with("retry-after")) {
+                continue;
+            }
+            if let Some(hint) = Hint::ALL.iter().find(|h| h.name() == name) {
+                // A repeated header's first value comes first.
+                hints.values[*hint as usize].get_or_insert(value);
+            }
+        }
+        hints
+    }
+
+    fn get(&self, hint: Hint) -> Option<&'a HeaderValue> {
+        self.values[hint as usize]
+    }
+
+    fn has(&self, hint: Hint) -> bool {
+        self.get(hint).is_some()
+    }
 }
 
 /// Gemini puts its retry hint in the 429 body: `error.details[].retryDelay` of a
@@ -162,12 +310,12 @@ pub fn gemini_retry_delay(body: &[u8], ceiling: Duration) -> Option<Wait> {
 /// and cutting it to `ceiling`.
 fn dur(
     r: &mut RateLimitReport,
-    headers: &HeaderMap,
-    name: &str,
+    hints: &Hints<'_>,
+    hint: Hint,
     ceiling: Duration,
     f: impl Fn(&str) -> Option<Duration>,
 ) -> Option<Duration> {
-    let v = headers.get(name)?;
+    let v = hints.get(hint)?;
     let parsed = v.to_str().ok().and_then(|s| f(s.trim()));
     r.malformed += u32::from(parsed.is_none());
     parsed.map(|d| r.bound(d, ceiling))
@@ -240,143 +388,5 @@ fn parse_unix_ms_from(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    const HOUR: Duration = Duration::from_secs(3600);
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    fn wait(secs: f64) -> Option<Wait> {
-        Some(Wait { duration: Duration::from_secs_f64(secs), clamped: false })
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_go_duration("7.66s"), Some(Duration::from_millis(7660)));
-        assert_eq!(parse_go_duration("12ms"), Some(Duration::from_millis(12)));
-        assert_eq!(parse_go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
-        for bad in ["", "s", "5", "5x", "-1s", "1.2.3s", "99999999999999999999s", "1e300s"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn retry_after_seconds_and_date() {
-        let now = SystemTime::now();
-        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
-        let d = parse_retry_after(&later, now).unwrap();
-        assert!(d > Duration::from_secs(118) && d <= Duration::from_secs(120), "{d:?}");
-        for bad in ["soon", "-1", "NaN", "inf", "1e20"] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn openai_family_and_cooldown_choice() {
-        let h = headers(&[
-            ("x-ratelimit-remaining-requests", "0"),
-            ("x-ratelimit-reset-requests", "7.66s"),
-            ("x-ratelimit-remaining-tokens", "100"),
-            ("x-ratelimit-reset-tokens", "6m0s"),
-        ]);
-        let r = parse(&h, SystemTime::now(), HOUR);
-        assert_eq!(r.remaining_requests, Some(0));
-        assert_eq!(r.cooldown(), wait(7.66));
-        let h = headers(&[("retry-after", "2"), ("x-ratelimit-reset-requests", "9s")]);
-        assert_eq!(parse(&h, SystemTime::now(), HOUR).cooldown(), wait(2.0));
-        let h = headers(&[("retry-after-ms", "20")]);
-        assert_eq!(parse(&h, SystemTime::now(), HOUR).cooldown(), wait(0.02));
-    }
-
-    #[test]
-    fn anthropic_cerebras_openrouter() {
-        let now = SystemTime::now();
-        let reset = humantime::format_rfc3339_seconds(now + Duration::from_secs(30)).to_string();
-        let h = headers(&[
-            ("anthropic-ratelimit-requests-remaining", "0"),
-            ("anthropic-ratelimit-requests-reset", &reset),
-            ("anthropic-ratelimit-tokens-remaining", "5000"),
-            ("anthropic-ratelimit-output-tokens-remaining", "10"),
-        ]);
-        let r = parse(&h, now, HOUR);
-        assert_eq!(r.remaining_tokens, Some(10));
-        let c = r.cooldown().unwrap().duration;
-        assert!(c > Duration::from_secs(28) && c <= Duration::from_secs(30), "{c:?}");
-
-        let h = headers(&[("x-ratelimit-remaining-requests-day", "0"), ("x-ratelimit-reset-requests-day", "3011.38")]);
-        assert_eq!(parse(&h, now, HOUR).cooldown(), wait(3011.38));
-
-        let at = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 4000;
-        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &at.to_string())]);
-        let c = parse(&h, now, HOUR).cooldown().unwrap().duration;
-        assert!(c > Duration::from_millis(3900) && c <= Duration::from_secs(4), "{c:?}");
-    }
-
-    #[test]
-    fn malformed_headers_counted_not_fatal() {
-        let h = headers(&[
-            ("retry-after", "tomorrow-ish"),
-            ("x-ratelimit-remaining-requests", "lots"),
-            ("x-ratelimit-reset-tokens", "??"),
-        ]);
-        let r = parse(&h, SystemTime::now(), HOUR);
-        assert_eq!(r.malformed, 3);
-        assert_eq!(r.cooldown(), None);
-    }
-
-    /// Each of these used to panic (`Duration::from_secs_f64` overflow).
-    #[test]
-    fn hints_no_clock_can_hold_are_malformed() {
-        let cases: [&[(&'static str, &str)]; 5] = [
-            &[("retry-after", "1e20")],
-            &[("retry-after-ms", "1e30")],
-            &[("x-ratelimit-reset-requests", "99999999999999999999s")],
-            &[("x-ratelimit-remaining-requests-day", "0"), ("x-ratelimit-reset-requests-day", "1e300")],
-            &[("retry-after", "-5")],
-        ];
-        for pairs in cases {
-            let r = parse(&headers(pairs), SystemTime::now(), HOUR);
-            assert_eq!(r.malformed, 1, "{pairs:?}");
-            assert_eq!(r.cooldown(), None, "{pairs:?}");
-        }
-    }
-
-    /// A long but representable hint rests the key for the ceiling, and says so.
-    #[test]
-    fn long_hints_are_cut_to_the_ceiling() {
-        let now = SystemTime::now();
-        let h = headers(&[("retry-after", "99999999")]);
-        let r = parse(&h, now, Duration::from_secs(120));
-        assert_eq!(r.malformed, 0);
-        assert_eq!(r.cooldown(), Some(Wait { duration: Duration::from_secs(120), clamped: true }));
-
-        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &u64::MAX.to_string())]);
-        let r = parse(&h, now, HOUR);
-        assert_eq!(r.reset_requests, Some(HOUR));
-        assert_eq!(r.cooldown(), Some(Wait { duration: HOUR, clamped: true }));
-
-        // A clamped reset of one quota does not mark a short retry hint as clamped.
-        let h = headers(&[("retry-after", "3"), ("x-ratelimit-reset-tokens", "9999h")]);
-        assert_eq!(parse(&h, now, HOUR).cooldown(), wait(3.0));
-    }
-
-    #[test]
-    fn gemini_retry_info() {
-        let body = br#"[{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"17s"}]}}]"#;
-        assert_eq!(gemini_retry_delay(body, HOUR), wait(17.0));
-        assert_eq!(gemini_retry_delay(b"not json", HOUR), None);
-        let long = br#"{"error":{"details":[{"@type":"google.rpc.RetryInfo","retryDelay":"999999s"}]}}"#;
-        assert_eq!(gemini_retry_delay(long, HOUR), Some(Wait { duration: HOUR, clamped: true }));
-    }
-}
+#[path = "ratelimit_tests.rs"]
+mod tests;

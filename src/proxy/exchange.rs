@@ -20,8 +20,8 @@ use super::inbound::Inbound;
 use super::trace::{self, AttemptSpan, Unsampled};
 use super::usage::Usage;
 use crate::pool::{Endpoint, Exclusion};
+use crate::telemetry::access::AccessLine;
 use crate::telemetry::metrics::{empty_label, status_class, ModelLabels, ProxyMetrics, RequestLabels, RetryLabels};
-use crate::telemetry::ACCESS_TARGET;
 
 pub(super) struct Exchange {
     started: Instant,
@@ -223,22 +223,20 @@ impl Drop for Exchange {
             self.metrics.client_rate_limited.get_or_create(&ModelLabels { model: self.model_label.clone() }).inc();
         }
         let usage = self.body.as_ref().and_then(|b| b.usage);
-        // `None` fields are left out of the line.
-        tracing::info!(
-            target: ACCESS_TARGET,
-            model = self.alias.as_deref(),
-            key = endpoint.map(Endpoint::key_name),
-            deployment = endpoint.map(|e| e.deployment.name.as_str()),
+        AccessLine {
+            model: self.alias.as_deref(),
+            key: endpoint.map(Endpoint::key_name),
+            deployment: endpoint.map(|e| e.deployment.name.as_str()),
             status,
-            attempts = self.tally.attempts,
-            latency_ms = self.head.as_ref().map(|h| ms(h.at)),
-            duration_ms = ms(duration),
-            input_tokens = usage.map(|u| u.input),
-            output_tokens = usage.map(|u| u.output),
-            cost_usd = self.body.as_ref().and_then(|b| b.cost_usd),
-            complete = self.body.as_ref().is_none_or(|b| b.complete) && self.head.is_some(),
-            "request"
-        );
+            attempts: self.tally.attempts,
+            latency_ms: self.head.as_ref().map(|h| ms(h.at)),
+            duration_ms: ms(duration),
+            input_tokens: usage.map(|u| u.input),
+            output_tokens: usage.map(|u| u.output),
+            cost_usd: self.body.as_ref().and_then(|b| b.cost_usd),
+            complete: self.body.as_ref().is_none_or(|b| b.complete) && self.head.is_some(),
+        }
+        .log();
     }
 }
 

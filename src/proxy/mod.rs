@@ -21,6 +21,7 @@ mod state;
 mod trace;
 pub mod upstream;
 mod usage;
+mod usage_fields;
 
 pub use server::serve;
 pub use state::ProxyState;

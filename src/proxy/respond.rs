@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 
@@ -13,6 +14,11 @@ use super::body::{full, ProxyBody, Relay};
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::upstream;
+
+/// Which key and deployment answered, and after how many tries: names only.
+const KEY: HeaderName = HeaderName::from_static("x-keyrelay-key");
+const DEPLOYMENT: HeaderName = HeaderName::from_static("x-keyrelay-deployment");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-keyrelay-attempts");
 
 /// The client's response. `idle` is how long a relayed body may go silent.
 pub(super) fn respond(
@@ -34,14 +40,13 @@ pub(super) fn respond(
             let mut response = Response::from_parts(parts, body);
             let headers = response.headers_mut();
             upstream::strip_hop_by_hop(headers);
-            // Which key and deployment answered, and after how many tries: names only.
             if let Ok(v) = HeaderValue::from_str(endpoint.key_name()) {
-                headers.insert("x-keyrelay-key", v);
+                headers.insert(KEY, v);
             }
             if let Ok(v) = HeaderValue::from_str(&endpoint.deployment.name) {
-                headers.insert("x-keyrelay-deployment", v);
+                headers.insert(DEPLOYMENT, v);
             }
-            headers.insert("x-keyrelay-attempts", HeaderValue::from(attempts));
+            headers.insert(ATTEMPTS, HeaderValue::from(attempts));
             response
         }
         Err(e) => {
@@ -49,7 +54,7 @@ pub(super) fn respond(
             let attempts = exchange.attempts();
             let mut response = e.into_response();
             if attempts > 0 {
-                response.headers_mut().insert("x-keyrelay-attempts", HeaderValue::from(attempts));
+                response.headers_mut().insert(ATTEMPTS, HeaderValue::from(attempts));
             }
             response
         }

@@ -15,9 +15,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext, Status, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{SpanId, Status, TraceContextExt, TraceId, TraceState};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -52,6 +52,26 @@ pub(super) struct Unsampled {
     trace_id: TraceId,
     trace_state: TraceState,
 }
+
+impl Unsampled {
+    /// What `TraceContextPropagator` writes for an unsampled span `span_id` of this
+    /// trace (`tracestate` too, empty when there is none), without building the
+    /// context it reads that from: this runs for every request the sampler drops.
+    fn inject(&self, span_id: SpanId, headers: &mut HeaderMap) {
+        if self.trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+            return; // the propagator passes on no invalid context
+        }
+        if let Ok(value) = HeaderValue::try_from(format!("00-{}-{span_id}-00", self.trace_id)) {
+            headers.insert(TRACEPARENT, value);
+        }
+        if let Ok(value) = HeaderValue::try_from(self.trace_state.header()) {
+            headers.insert(TRACESTATE, value);
+        }
+    }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The SERVER span of a client request, continuing the client's trace if it sent one;
 /// `Span::none()` and the trace to pass on when the sampler is known to drop it.
@@ -271,11 +291,7 @@ impl AttemptSpan {
             self.recording = cx.span().is_recording();
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
         } else if let Some(trace) = &self.unsampled {
-            let span_id = RandomIdGenerator::default().new_span_id();
-            let context =
-                SpanContext::new(trace.trace_id, span_id, TraceFlags::default(), false, trace.trace_state.clone());
-            let cx = opentelemetry::Context::new().with_remote_span_context(context);
-            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+            trace.inject(RandomIdGenerator::default().new_span_id(), headers);
         }
     }
 
@@ -337,6 +353,39 @@ fn provider_name(provider: ProviderKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trace_state() -> impl proptest::strategy::Strategy<Value = TraceState> {
+        use proptest::prelude::*;
+        proptest::collection::vec(("[a-z][a-z0-9_*/-]{0,8}", "[!-+--<>-~]{1,8}"), 0..4)
+            .prop_map(|pairs| TraceState::from_key_value(pairs).unwrap_or_default())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unsampled_inject_writes_what_the_propagator_writes(
+            trace_id in proptest::prelude::any::<u128>(),
+            span_id in proptest::prelude::any::<u64>(),
+            trace_state in trace_state(),
+            client_sent in proptest::prelude::any::<bool>(),
+        ) {
+            use opentelemetry::trace::{SpanContext, TraceFlags};
+            let (trace_id, span_id) = (TraceId::from(trace_id), SpanId::from(span_id));
+            let mut theirs = HeaderMap::new();
+            let mut ours = HeaderMap::new();
+            if client_sent {
+                // What the client sent is replaced, as `inject_context` replaces it.
+                for h in [&mut theirs, &mut ours] {
+                    h.insert(TRACEPARENT, HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+                    h.insert(TRACESTATE, HeaderValue::from_static("client=1"));
+                }
+            }
+            let context = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state.clone());
+            let cx = opentelemetry::Context::new().with_remote_span_context(context);
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut theirs));
+            Unsampled { trace_id, trace_state }.inject(span_id, &mut ours);
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
 
     #[test]
     fn operation_names() {

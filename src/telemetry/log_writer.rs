@@ -100,7 +100,7 @@ impl LogBuffer {
 
     /// Queues one line (whatever one `write` call brings: the fmt layer writes each
     /// event whole), or drops it if [`Limits::limit`] bytes are already waiting.
-    fn push(&self, line: &[u8]) {
+    pub(super) fn push(&self, line: &[u8]) {
         let mut state = self.lock();
         if let Sink::Direct(sink) = &mut state.sink {
             let _ = sink.write_all(line);

@@ -7,6 +7,7 @@
 //! and nowhere otherwise. They never go to the log: with no exporter they are disabled
 //! at their call sites, so the request path pays one cached check for each.
 
+pub mod access;
 mod export_client;
 mod log_writer;
 pub mod metrics;
@@ -101,6 +102,10 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
             .with_filter(Targets::new().with_target(SPAN_TARGET, Level::INFO))
     });
     let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
+    if installed && !ansi {
+        let buffer = writer.as_ref().map(|(buffer, _)| Arc::clone(buffer));
+        access::render_directly(access::DirectSink { json, buffer });
+    }
     if let Some((buffer, thread)) = writer.filter(|_| installed) {
         let _ = LOG_WRITER.set((buffer, Mutex::new(Some(thread))));
     }
