@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::json_key::Key;
 use crate::config::BodyDefault;
 
 /// At most: before the brace, defaults, up to `model`, `model`, after it.
@@ -79,10 +80,13 @@ impl Buf for AttemptBody {
 /// What one parse of the client's JSON object tells every attempt.
 #[derive(Debug, Clone, Default)]
 pub struct TopLevel {
-    /// The `model` string, and its value's byte range (quotes included).
+    /// The `model` string (taken for the request's alias once read), and its value's
+    /// byte range (quotes included).
     pub model: Option<(String, Range<usize>)>,
-    /// Top-level keys the client set, `null` values included.
-    keys: Vec<Box<str>>,
+    /// Top-level keys the client set (`null` values included), back to back:
+    /// [`TopLevel::keys`] cuts them at `key_ends` (two allocations, not one per key).
+    key_text: String,
+    key_ends: Vec<usize>,
     /// Byte offset just after the opening `{`.
     open: usize,
     /// `"stream": true`.
@@ -111,13 +115,23 @@ impl TopLevel {
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| &**k == key)
+        self.keys().any(|k| k == key)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.key_ends.iter().map(move |&end| {
+            let key = self.key_text.get(start..end).unwrap_or_default();
+            start = end;
+            key
+        })
     }
 
     /// The attempt body for `body` (the buffer this was parsed from): `model` set to
     /// `upstream_model`, and each of `defaults` whose key the client did not set added.
     pub fn attempt(&self, body: &Bytes, upstream_model: &str, defaults: &[BodyDefault]) -> AttemptBody {
-        let model = Bytes::from(serde_json::Value::from(upstream_model).to_string());
+        // A string always serializes: the fallback is never taken.
+        let model = Bytes::from(serde_json::to_vec(upstream_model).unwrap_or_default());
         let missing = defaults.iter().filter(|d| !self.has(&d.key));
         let mut spliced = BytesMut::new();
         for d in missing {
@@ -126,7 +140,7 @@ impl TopLevel {
             }
             spliced.extend_from_slice(&d.member);
         }
-        if !spliced.is_empty() && !self.keys.is_empty() {
+        if !spliced.is_empty() && !self.key_ends.is_empty() {
             spliced.extend_from_slice(b",");
         }
         let Some((_, span)) = &self.model else { return AttemptBody::new([body.clone()]) };
@@ -163,10 +177,11 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
-        let mut top = TopLevel::default();
+        let mut top =
+            TopLevel { key_text: String::with_capacity(64), key_ends: Vec::with_capacity(8), ..TopLevel::default() };
         let mut model_raw: Option<&'de RawValue> = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match &*key {
                 "model" if model_raw.is_some() => return Err(de::Error::duplicate_field("model")),
                 "model" => model_raw = Some(map.next_value()?),
                 "stream" => top.stream = map.next_value::<&'de RawValue>()?.get() == "true",
@@ -179,7 +194,8 @@ impl<'de> Visitor<'de> for TopVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            top.keys.push(key.into_boxed_str());
+            top.key_text.push_str(&key);
+            top.key_ends.push(top.key_text.len());
         }
         if let Some(raw) = model_raw {
             match serde_json::from_str::<String>(raw.get()) {

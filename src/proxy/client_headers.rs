@@ -80,7 +80,9 @@ pub fn is_forwarded(name: &HeaderName) -> bool {
 /// The client's headers that go upstream, each value as sent, before keyrelay adds
 /// its own (auth, `accept-encoding`, trace context).
 pub fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(client.len());
+    // Room for what keyrelay adds (auth, `accept-encoding`, trace context, `host`),
+    // so that none of it regrows the map.
+    let mut out = HeaderMap::with_capacity(client.len() + 8);
     for (name, value) in client {
         if is_forwarded(name) {
             out.append(name, value.clone());

@@ -344,11 +344,12 @@ fn find_model(body: &[u8]) -> Result<(String, TopLevel), ProxyError> {
             Err(e) => ProxyError::InvalidJson(e.to_string()),
         });
     }
-    let top = TopLevel::parse(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+    let mut top = TopLevel::parse(body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
     if top.model_not_string {
         return Err(ProxyError::ModelNotString);
     }
-    let alias = top.model.as_ref().map(|(alias, _)| alias.clone()).ok_or(ProxyError::MissingModel)?;
+    // The name moves to the `Inbound`; the attempts need only where it sits.
+    let alias = top.model.as_mut().map(|(alias, _)| std::mem::take(alias)).ok_or(ProxyError::MissingModel)?;
     Ok((alias, top))
 }
 

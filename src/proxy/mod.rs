@@ -11,6 +11,7 @@ mod fallback_kind;
 mod forward;
 mod head;
 pub mod inbound;
+mod json_key;
 pub mod multipart;
 pub mod outbound;
 mod per_deployment;

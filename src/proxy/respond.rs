@@ -46,7 +46,7 @@ pub(super) fn respond(
             if let Ok(v) = HeaderValue::from_str(&endpoint.deployment.name) {
                 headers.insert(DEPLOYMENT, v);
             }
-            headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+            headers.insert(ATTEMPTS, count(attempts));
             response
         }
         Err(e) => {
@@ -54,14 +54,35 @@ pub(super) fn respond(
             let attempts = exchange.attempts();
             let mut response = e.into_response();
             if attempts > 0 {
-                response.headers_mut().insert(ATTEMPTS, HeaderValue::from(attempts));
+                response.headers_mut().insert(ATTEMPTS, count(attempts));
             }
             response
         }
     }
 }
 
+/// `n` as a header value; the usual few without an allocation.
+fn count(n: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(digits) => HeaderValue::from_static(digits),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// keyrelay's own answer to a request that never reached routing.
 pub(super) fn reject(exchange: Exchange, error: ProxyError) -> Response<ProxyBody> {
     respond(exchange, Err(error), Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_as_their_digits() {
+        for n in [0, 1, 9, 10, 11, 100, u32::MAX] {
+            assert_eq!(count(n), HeaderValue::from(n), "{n}");
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! bounded length ([`clip`]): a span must not grow with a request body.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -61,10 +62,17 @@ impl Unsampled {
         if self.trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
             return; // the propagator passes on no invalid context
         }
-        if let Ok(value) = HeaderValue::try_from(format!("00-{}-{span_id}-00", self.trace_id)) {
+        let mut traceparent = [0u8; 55];
+        let mut out = &mut traceparent[..];
+        // 55 bytes hold it exactly; a short write would leave zeros, which no header
+        // value takes.
+        let _ = write!(out, "00-{}-{span_id}-00", self.trace_id);
+        if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
             headers.insert(TRACEPARENT, value);
         }
-        if let Ok(value) = HeaderValue::try_from(self.trace_state.header()) {
+        let state = self.trace_state.header();
+        let state = if state.is_empty() { Ok(HeaderValue::from_static("")) } else { HeaderValue::try_from(state) };
+        if let Ok(value) = state {
             headers.insert(TRACESTATE, value);
         }
     }
