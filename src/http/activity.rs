@@ -42,6 +42,11 @@ struct State {
     /// Learned from the first request. HTTP/2 peers send PINGs and window updates while
     /// idle, so their bytes do not mean a request head has begun.
     http2: bool,
+    /// The deadline the watchdog sleeps until (`None`: it waits for one). Only a
+    /// deadline earlier than this wakes it: a later one (or none) is found when this
+    /// one passes. On a busy keep-alive connection every request moves the deadline
+    /// later, and waking the connection task for each would poll it again for nothing.
+    armed: Option<Instant>,
 }
 
 /// One connection's shared state; see the module doc.
@@ -52,13 +57,23 @@ pub(super) struct Activity {
     changed: Notify,
     header_read_timeout: Duration,
     idle_timeout: Option<Duration>,
+    /// How often the watchdog was woken for a change.
+    #[cfg(test)]
+    wakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Activity {
     /// A new connection: its first request head is due within `header_read_timeout`.
     pub fn new(header_read_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
-        let state = State { in_flight: 0, awaiting_head: true, since: Instant::now(), http2: false };
-        Activity { state: Mutex::new(state), changed: Notify::new(), header_read_timeout, idle_timeout }
+        let state = State { in_flight: 0, awaiting_head: true, since: Instant::now(), http2: false, armed: None };
+        Activity {
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            header_read_timeout,
+            idle_timeout,
+            #[cfg(test)]
+            wakes: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,7 +86,7 @@ impl Activity {
         s.in_flight += 1;
         s.http2 |= version == Version::HTTP_2;
         drop(s);
-        self.changed.notify_one();
+        // No deadline now: the watchdog finds that when its current one passes.
         InFlight(Some(Arc::clone(self)))
     }
 
@@ -81,9 +96,8 @@ impl Activity {
         if s.in_flight == 0 {
             s.awaiting_head = false;
             s.since = Instant::now();
+            self.wake_if_sooner(s);
         }
-        drop(s);
-        self.changed.notify_one();
     }
 
     fn bytes_read(&self) {
@@ -91,13 +105,34 @@ impl Activity {
         if s.in_flight == 0 && !s.awaiting_head && !s.http2 {
             s.awaiting_head = true;
             s.since = Instant::now();
-            drop(s);
+            self.wake_if_sooner(s);
+        }
+    }
+
+    /// Wakes the watchdog if the deadline is now earlier than the one it sleeps until.
+    fn wake_if_sooner(&self, s: std::sync::MutexGuard<'_, State>) {
+        let sooner = self.deadline_of(&s).is_some_and(|(at, _)| s.armed.is_none_or(|armed| at < armed));
+        drop(s);
+        if sooner {
+            #[cfg(test)]
+            self.wakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.changed.notify_one();
         }
     }
 
+    /// The current deadline, which the watchdog is about to sleep until.
+    fn arm(&self) -> Option<(Instant, Expiry)> {
+        let mut s = self.state();
+        let deadline = self.deadline_of(&s);
+        s.armed = deadline.map(|(at, _)| at);
+        deadline
+    }
+
     fn deadline(&self) -> Option<(Instant, Expiry)> {
-        let s = self.state();
+        self.deadline_of(&self.state())
+    }
+
+    fn deadline_of(&self, s: &State) -> Option<(Instant, Expiry)> {
         if s.in_flight > 0 {
             return None;
         }
@@ -110,17 +145,19 @@ impl Activity {
     }
 
     /// Resolves once the current deadline passes, following it as it moves.
+    /// A wake for a change that came before the wait began is kept (`Notify` stores
+    /// one), so none is lost between [`Activity::arm`] and the wait.
     pub async fn expired(&self) -> Expiry {
         loop {
-            match self.deadline() {
+            match self.arm() {
                 None => self.changed.notified().await,
-                Some((at, expiry)) => {
+                Some((at, _)) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(at) => {
-                            if self.deadline().is_some_and(|(now_at, _)| now_at <= Instant::now()) {
-                                return expiry;
-                            }
-                        }
+                        // The deadline may have moved later (or gone) meanwhile.
+                        () = tokio::time::sleep_until(at) => match self.deadline() {
+                            Some((now_at, expiry)) if now_at <= Instant::now() => return expiry,
+                            _ => {}
+                        },
                         () = self.changed.notified() => {}
                     }
                 }
@@ -325,6 +362,59 @@ mod tests {
         activity.bytes_read();
         assert_eq!(activity.expired().await, Expiry::Idle);
         assert_eq!(idle_since.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_wakes_the_watchdog_and_a_later_one_is_followed() {
+        let activity = Arc::new(Activity::new(HEAD, Some(IDLE)));
+        drop(activity.request_started(Version::HTTP_11));
+        let watchdog = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { activity.expired().await }
+        });
+        // Idle, armed for IDLE; a byte brings the deadline forward to HEAD from now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first_byte = Instant::now();
+        activity.bytes_read();
+        assert_eq!(watchdog.await.unwrap(), Expiry::NoRequest);
+        assert_eq!(first_byte.elapsed(), HEAD);
+
+        // Waiting for a head, armed for HEAD; a request and its end push the deadline
+        // out to IDLE after that end, which is where it expires.
+        let activity = Arc::new(Activity::new(HEAD, Some(IDLE)));
+        let watchdog = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { activity.expired().await }
+        });
+        tokio::time::sleep(HEAD / 2).await;
+        drop(activity.request_started(Version::HTTP_11));
+        let finished = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Idle);
+        assert_eq!(finished.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_to_back_requests_do_not_wake_the_watchdog_each_time() {
+        let activity = Arc::new(Activity::new(HEAD, Some(IDLE)));
+        let watchdog = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { activity.expired().await }
+        });
+        tokio::task::yield_now().await;
+        for _ in 0..1000 {
+            activity.bytes_read();
+            let request = activity.request_started(Version::HTTP_11);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(request);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // 6 s of requests, under one header timeout: nothing needed waking.
+        let wakes = activity.wakes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(wakes <= 2, "{wakes} wakes for 1000 requests");
+        assert!(!watchdog.is_finished());
+        let last = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Idle);
+        assert_eq!(last.elapsed() + Duration::from_millis(1), IDLE);
     }
 
     #[tokio::test(start_paused = true)]
