@@ -28,13 +28,15 @@ struct Load {
     stop: AtomicBool,
     ok: AtomicU64,
     failed: Mutex<Vec<String>>,
+    /// Requests each client has finished, answered or not.
+    done: Vec<AtomicU64>,
 }
 
 impl Load {
     fn start(m: &Arc<Mounted>, clients: usize) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-        let load = Arc::new(Load::default());
+        let load = Arc::new(Load { done: (0..clients).map(|_| AtomicU64::new(0)).collect(), ..Load::default() });
         let tasks = (0..clients)
-            .map(|_| {
+            .map(|client| {
                 let (m, load) = (Arc::clone(m), Arc::clone(&load));
                 tokio::spawn(async move {
                     while !load.stop.load(Ordering::SeqCst) {
@@ -44,6 +46,7 @@ impl Load {
                         } else {
                             load.failed.lock().unwrap().push(format!("{}: {}", r.status, r.text()));
                         }
+                        load.done[client].fetch_add(1, Ordering::SeqCst);
                     }
                 })
             })
@@ -54,6 +57,16 @@ impl Load {
     async fn more(&self, n: u64) {
         let target = self.ok.load(Ordering::SeqCst) + n;
         eventually(LONG, "more successful requests", || async { self.ok.load(Ordering::SeqCst) >= target }).await;
+    }
+
+    /// Waits until every client has finished the request it had in flight when called
+    /// (each client sends one at a time): those routed on an older snapshot are done.
+    async fn settle(&self) {
+        let marks: Vec<u64> = self.done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+        eventually(LONG, "the requests in flight finished", || async {
+            self.done.iter().zip(&marks).all(|(done, mark)| done.load(Ordering::SeqCst) > *mark)
+        })
+        .await;
     }
 
     async fn finish(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
@@ -185,6 +198,9 @@ async fn a_removed_key_is_gone_at_once_even_while_its_rotation_is_pending() {
     m.secrets.write(&[("KB", "sk-b")]);
     m.wait_generation_past(g).await;
     assert!(endpoint_status(&m, "KA").await.is_none(), "KA is gone from the serving snapshot");
+    // A request routed on the old snapshot just before the swap may still reach the
+    // provider with the old value (and succeed): "at once" is for requests routed after.
+    load.settle().await;
     let seen = traffic(&mock, "sk-a");
     load.more(20).await;
     load.finish(tasks).await;
