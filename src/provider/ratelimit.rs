@@ -136,117 +136,67 @@ pub fn parse(headers: &HeaderMap, now: SystemTime, ceiling: Duration) -> RateLim
     r
 }
 
-/// A header [`parse`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hint {
-    RetryAfterMs,
-    RetryAfter,
-    LimitRequests,
-    RemainingRequests,
-    LimitTokens,
-    RemainingTokens,
-    ResetRequests,
-    ResetTokens,
-    LimitRequestsDay,
-    RemainingRequestsDay,
-    LimitTokensMinute,
-    RemainingTokensMinute,
-    ResetRequestsDay,
-    ResetTokensMinute,
-    AnthropicRequestsLimit,
-    AnthropicRequestsRemaining,
-    AnthropicRequestsReset,
-    AnthropicTokensLimit,
-    AnthropicTokensRemaining,
-    AnthropicTokensReset,
-    AnthropicInputTokensLimit,
-    AnthropicInputTokensRemaining,
-    AnthropicInputTokensReset,
-    AnthropicOutputTokensLimit,
-    AnthropicOutputTokensRemaining,
-    AnthropicOutputTokensReset,
-    Limit,
-    Remaining,
-    Reset,
+/// Declares [`Hint`] from one table: each header's variant and name, listed once.
+macro_rules! hints {
+    ($($hint:ident => $name:literal,)*) => {
+        /// A header [`parse`] reads.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Hint {
+            $($hint,)*
+        }
+
+        impl Hint {
+            /// Every hint, each at the index of its discriminant.
+            const ALL: [Hint; [$($name),*].len()] = [$(Hint::$hint),*];
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Hint::$hint => $name,)*
+                }
+            }
+        }
+    };
+}
+
+hints! {
+    RetryAfterMs => "retry-after-ms",
+    RetryAfter => "retry-after",
+    LimitRequests => "x-ratelimit-limit-requests",
+    RemainingRequests => "x-ratelimit-remaining-requests",
+    LimitTokens => "x-ratelimit-limit-tokens",
+    RemainingTokens => "x-ratelimit-remaining-tokens",
+    ResetRequests => "x-ratelimit-reset-requests",
+    ResetTokens => "x-ratelimit-reset-tokens",
+    LimitRequestsDay => "x-ratelimit-limit-requests-day",
+    RemainingRequestsDay => "x-ratelimit-remaining-requests-day",
+    LimitTokensMinute => "x-ratelimit-limit-tokens-minute",
+    RemainingTokensMinute => "x-ratelimit-remaining-tokens-minute",
+    ResetRequestsDay => "x-ratelimit-reset-requests-day",
+    ResetTokensMinute => "x-ratelimit-reset-tokens-minute",
+    AnthropicRequestsLimit => "anthropic-ratelimit-requests-limit",
+    AnthropicRequestsRemaining => "anthropic-ratelimit-requests-remaining",
+    AnthropicRequestsReset => "anthropic-ratelimit-requests-reset",
+    AnthropicTokensLimit => "anthropic-ratelimit-tokens-limit",
+    AnthropicTokensRemaining => "anthropic-ratelimit-tokens-remaining",
+    AnthropicTokensReset => "anthropic-ratelimit-tokens-reset",
+    AnthropicInputTokensLimit => "anthropic-ratelimit-input-tokens-limit",
+    AnthropicInputTokensRemaining => "anthropic-ratelimit-input-tokens-remaining",
+    AnthropicInputTokensReset => "anthropic-ratelimit-input-tokens-reset",
+    AnthropicOutputTokensLimit => "anthropic-ratelimit-output-tokens-limit",
+    AnthropicOutputTokensRemaining => "anthropic-ratelimit-output-tokens-remaining",
+    AnthropicOutputTokensReset => "anthropic-ratelimit-output-tokens-reset",
+    Limit => "x-ratelimit-limit",
+    Remaining => "x-ratelimit-remaining",
+    Reset => "x-ratelimit-reset",
 }
 
 impl Hint {
-    /// Every hint, each at the index of its discriminant.
-    const ALL: [Hint; 29] = {
-        use Hint::*;
-        [
-            RetryAfterMs,
-            RetryAfter,
-            LimitRequests,
-            RemainingRequests,
-            LimitTokens,
-            RemainingTokens,
-            ResetRequests,
-            ResetTokens,
-            LimitRequestsDay,
-            RemainingRequestsDay,
-            LimitTokensMinute,
-            RemainingTokensMinute,
-            ResetRequestsDay,
-            ResetTokensMinute,
-            AnthropicRequestsLimit,
-            AnthropicRequestsRemaining,
-            AnthropicRequestsReset,
-            AnthropicTokensLimit,
-            AnthropicTokensRemaining,
-            AnthropicTokensReset,
-            AnthropicInputTokensLimit,
-            AnthropicInputTokensRemaining,
-            AnthropicInputTokensReset,
-            AnthropicOutputTokensLimit,
-            AnthropicOutputTokensRemaining,
-            AnthropicOutputTokensReset,
-            Limit,
-            Remaining,
-            Reset,
-        ]
-    };
-
     /// Anthropic's token families (all tokens, input, output): limit, remaining, reset.
     const ANTHROPIC_TOKEN_FAMILIES: [[Hint; 3]; 3] = [
         [Hint::AnthropicTokensLimit, Hint::AnthropicTokensRemaining, Hint::AnthropicTokensReset],
         [Hint::AnthropicInputTokensLimit, Hint::AnthropicInputTokensRemaining, Hint::AnthropicInputTokensReset],
         [Hint::AnthropicOutputTokensLimit, Hint::AnthropicOutputTokensRemaining, Hint::AnthropicOutputTokensReset],
     ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Hint::RetryAfterMs => "retry-after-ms",
-            Hint::RetryAfter => "retry-after",
-            Hint::LimitRequests => "x-ratelimit-limit-requests",
-            Hint::RemainingRequests => "x-ratelimit-remaining-requests",
-            Hint::LimitTokens => "x-ratelimit-limit-tokens",
-            Hint::RemainingTokens => "x-ratelimit-remaining-tokens",
-            Hint::ResetRequests => "x-ratelimit-reset-requests",
-            Hint::ResetTokens => "x-ratelimit-reset-tokens",
-            Hint::LimitRequestsDay => "x-ratelimit-limit-requests-day",
-            Hint::RemainingRequestsDay => "x-ratelimit-remaining-requests-day",
-            Hint::LimitTokensMinute => "x-ratelimit-limit-tokens-minute",
-            Hint::RemainingTokensMinute => "x-ratelimit-remaining-tokens-minute",
-            Hint::ResetRequestsDay => "x-ratelimit-reset-requests-day",
-            Hint::ResetTokensMinute => "x-ratelimit-reset-tokens-minute",
-            Hint::AnthropicRequestsLimit => "anthropic-ratelimit-requests-limit",
-            Hint::AnthropicRequestsRemaining => "anthropic-ratelimit-requests-remaining",
-            Hint::AnthropicRequestsReset => "anthropic-ratelimit-requests-reset",
-            Hint::AnthropicTokensLimit => "anthropic-ratelimit-tokens-limit",
-            Hint::AnthropicTokensRemaining => "anthropic-ratelimit-tokens-remaining",
-            Hint::AnthropicTokensReset => "anthropic-ratelimit-tokens-reset",
-            Hint::AnthropicInputTokensLimit => "anthropic-ratelimit-input-tokens-limit",
-            Hint::AnthropicInputTokensRemaining => "anthropic-ratelimit-input-tokens-remaining",
-            Hint::AnthropicInputTokensReset => "anthropic-ratelimit-input-tokens-reset",
-            Hint::AnthropicOutputTokensLimit => "anthropic-ratelimit-output-tokens-limit",
-            Hint::AnthropicOutputTokensRemaining => "anthropic-ratelimit-output-tokens-remaining",
-            Hint::AnthropicOutputTokensReset => "anthropic-ratelimit-output-tokens-reset",
-            Hint::Limit => "x-ratelimit-limit",
-            Hint::Remaining => "x-ratelimit-remaining",
-            Hint::Reset => "x-ratelimit-reset",
-        }
-    }
 }
 
 /// The first value of each [`Hint`] header (what `HeaderMap::get` returns), found in
