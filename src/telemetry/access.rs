@@ -6,15 +6,17 @@
 //! log is keyrelay's own and has no colours (a pod's log), the line is rendered here,
 //! byte for byte as the fmt layer renders it (`access_tests` checks that against
 //! `tracing-subscriber` itself), and queued on the log's buffer. `RUST_LOG` still
-//! decides whether it is written. Anywhere else (a terminal, a test's subscriber)
+//! decides whether it is written ([`passes`]). Anywhere else (a terminal, a test's subscriber)
 //! it stays a `tracing` event.
 
 use std::cell::RefCell;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use tracing::Level;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{EnvFilter, Layer};
 
 use super::log_writer::LogBuffer;
 use super::ACCESS_TARGET;
@@ -38,6 +40,9 @@ pub struct AccessLine<'a> {
 /// Where access lines are rendered directly: set by `telemetry::install` when its
 /// subscriber is the process's and writes without colours.
 pub(super) struct DirectSink {
+    /// Whether the log's filter lets the line through ([`passes`], asked once: the
+    /// filter is fixed at start).
+    pub enabled: bool,
     pub json: bool,
     /// `None`: straight to stderr (the writer thread could not start).
     pub buffer: Option<Arc<LogBuffer>>,
@@ -47,6 +52,23 @@ static DIRECT: OnceLock<DirectSink> = OnceLock::new();
 
 pub(super) fn render_directly(sink: DirectSink) {
     let _ = DIRECT.set(sink);
+}
+
+/// Whether `filter` lets an `info` event of [`ACCESS_TARGET`] through, asked the one
+/// way that gives its real answer: an event, under a scratch subscriber filtered by it.
+/// (`tracing::enabled!` cannot say: with per-layer filters the dispatcher answers for
+/// all its layers, and the fmt layer drops the event only when it arrives.)
+pub(super) fn passes(filter: EnvFilter) -> bool {
+    struct Seen(Arc<AtomicBool>);
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let seen = Arc::new(AtomicBool::new(false));
+    let probe = tracing_subscriber::registry().with(Seen(Arc::clone(&seen)).with_filter(filter));
+    tracing::subscriber::with_default(probe, || tracing::info!(target: ACCESS_TARGET, "request"));
+    seen.load(Ordering::Relaxed)
 }
 
 /// A line longer than this does not keep its buffer for the next one.
@@ -64,7 +86,7 @@ impl AccessLine<'_> {
             self.event();
             return;
         };
-        if !tracing::enabled!(target: ACCESS_TARGET, Level::INFO) {
+        if !sink.enabled {
             return;
         }
         LINE.with(|line| {

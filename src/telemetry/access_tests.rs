@@ -130,3 +130,15 @@ fn a_typical_line_reads_as_documented() {
     assert_eq!(value["fields"]["latency_ms"], 1.6);
     assert_eq!(value["target"], "keyrelay::access");
 }
+
+#[test]
+fn the_filter_decides_as_it_decides_for_the_event() {
+    let passes = |spec: &str| super::passes(tracing_subscriber::EnvFilter::new(spec));
+    assert!(passes("info"));
+    assert!(passes("debug"));
+    assert!(passes("keyrelay=debug"));
+    assert!(passes("off,keyrelay::access=info"));
+    assert!(!passes("warn"));
+    assert!(!passes("info,keyrelay::access=off"));
+    assert!(!passes("keyrelay::proxy=info"));
+}

@@ -101,10 +101,12 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
             .with_tracked_inactivity(false)
             .with_filter(Targets::new().with_target(SPAN_TARGET, Level::INFO))
     });
+    // The same directives again, for the access line's own check (`EnvFilter` is not `Clone`).
+    let access_filter = EnvFilter::try_new(filter.to_string()).ok();
     let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
-    if installed && !ansi {
+    if let Some(access_filter) = access_filter.filter(|_| installed && !ansi) {
         let buffer = writer.as_ref().map(|(buffer, _)| Arc::clone(buffer));
-        access::render_directly(access::DirectSink { json, buffer });
+        access::render_directly(access::DirectSink { enabled: access::passes(access_filter), json, buffer });
     }
     if let Some((buffer, thread)) = writer.filter(|_| installed) {
         let _ = LOG_WRITER.set((buffer, Mutex::new(Some(thread))));
