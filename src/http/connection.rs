@@ -51,14 +51,32 @@ pub(super) async fn run<S, B>(
     let activity = Arc::new(Activity::new(settings.header_read_timeout, settings.idle_timeout));
     match &settings.tls {
         None => serve_io(stream, &shared, activity, drain).await,
-        Some(acceptor) => {
-            // The handshake is part of the wait for the first request head.
-            match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_io(tls, &shared, activity, drain).await,
-                Ok(Err(e)) => tracing::debug!(listener = settings.name, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(listener = settings.name, "TLS handshake timed out"),
-            }
-        }
+        // Boxed: the handshake and the TLS stream's state are kilobytes that every
+        // connection task of a plain listener (the sidecar's app port) would carry.
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, &shared, activity, drain)).await,
+    }
+}
+
+async fn serve_tls<S, B>(
+    stream: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    shared: &Shared<S>,
+    activity: Arc<Activity>,
+    drain: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let settings = &shared.settings;
+    // The handshake is part of the wait for the first request head.
+    match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_io(tls, shared, activity, drain).await,
+        Ok(Err(e)) => tracing::debug!(listener = settings.name, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(listener = settings.name, "TLS handshake timed out"),
     }
 }
 
@@ -75,10 +93,9 @@ where
     let name = shared.settings.name;
     let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
     let service = Tracked::new(shared.service.clone(), Arc::clone(&activity));
-    let connection = shared.builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let expired = activity.expired();
-    tokio::pin!(expired);
+    // Built in place: a value moved into `tokio::pin!` kept two slots in this future.
+    let mut connection = std::pin::pin!(shared.builder.serve_connection(io, service));
+    let mut expired = std::pin::pin!(activity.expired());
     let mut draining = false;
     loop {
         tokio::select! {
@@ -93,7 +110,7 @@ where
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            expiry = &mut expired => {
+            expiry = expired.as_mut() => {
                 match expiry {
                     // Nothing to answer: close at once.
                     Expiry::NoRequest => {
