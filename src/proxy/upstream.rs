@@ -85,16 +85,6 @@ fn upstream_uri(
     api_version: Option<&str>,
 ) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
-    let path = match &inbound.api {
-        Api::GeminiNative { method } => {
-            let root = base_path.strip_suffix("/openai").unwrap_or(base_path);
-            format!("{root}/models/{upstream_model}:{method}")
-        }
-        Api::OpenAi | Api::AnthropicMessages => {
-            let client_path = inbound.parts.uri.path();
-            format!("{base_path}{}", client_path.strip_prefix("/v1").unwrap_or(client_path))
-        }
-    };
     let mut query = forwarded_query(inbound.parts.uri.query());
     if let Some(version) = api_version {
         let client = query.as_deref().unwrap_or_default().split('&');
@@ -103,10 +93,26 @@ fn upstream_uri(
             std::iter::once(format!("api-version={version}")).chain(kept.map(str::to_owned)).collect();
         query = Some(pairs.join("&"));
     }
-    let path_and_query = match query {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
+    // Pushed into one string with room for all of it: `format!` grew it piece by piece.
+    let client_path = inbound.parts.uri.path();
+    let room = base_path.len() + client_path.len() + upstream_model.len() + 16 + query.as_ref().map_or(0, String::len);
+    let mut path_and_query = String::with_capacity(room);
+    match &inbound.api {
+        Api::GeminiNative { method } => {
+            let root = base_path.strip_suffix("/openai").unwrap_or(base_path);
+            for piece in [root, "/models/", upstream_model, ":", method.as_str()] {
+                path_and_query.push_str(piece);
+            }
+        }
+        Api::OpenAi | Api::AnthropicMessages => {
+            path_and_query.push_str(base_path);
+            path_and_query.push_str(client_path.strip_prefix("/v1").unwrap_or(client_path));
+        }
+    }
+    if let Some(query) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse()?);
     Ok(Uri::from_parts(parts)?)

@@ -107,7 +107,13 @@ impl UsageTap {
                 (Some(Text(model)), _) | (None, Some(Text(model))) => model,
                 (None, None) => fields.message.as_ref().and_then(|m| m.model.clone()),
             };
-            self.model = model.map(|m| m.chars().take(200).collect());
+            self.model = model.map(|mut m| {
+                // At most 200 chars, cut in place (collecting chars built a new string).
+                if let Some((end, _)) = m.char_indices().nth(200) {
+                    m.truncate(end);
+                }
+                m
+            });
         }
         let found = if let Some(u) = fields.usage.filter(|u| u.object) {
             // OpenAI (prompt/completion) or Anthropic message_delta (input/output).

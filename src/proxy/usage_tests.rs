@@ -216,6 +216,19 @@ fn node() -> impl proptest::strategy::Strategy<Value = Node> {
     proptest::collection::vec((key, tree), 0..7).prop_map(Node::Object)
 }
 
+#[test]
+fn a_long_model_name_is_cut_to_200_chars() {
+    for len in [1, 199, 200, 201, 450] {
+        let name = "é".repeat(len);
+        let body = format!(r#"{{"model":"{name}","usage":{{"prompt_tokens":1,"completion_tokens":2}}}}"#);
+        let mut t = tap("application/json");
+        t.feed(body.as_bytes());
+        let (usage, model) = t.finish_with_model();
+        assert_eq!(model.as_deref().map(|m| m.chars().count()), Some(len.min(200)), "{len}");
+        assert_eq!((usage, model), absorbed_whole(body.as_bytes()), "{len}");
+    }
+}
+
 /// The slow path the tap used to take: the whole body as one `Value`, read with
 /// `Value::get` chains.
 fn absorbed_whole(data: &[u8]) -> (Option<Usage>, Option<String>) {

@@ -199,10 +199,9 @@ impl Fields<'_> {
         self.name(name);
         if self.json {
             self.json_value(&value);
-        } else if value == 0.0 || (1e-4..1e16).contains(&value.abs()) {
-            // Where `Debug` writes no exponent, it writes what `ryu` writes.
-            self.out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
         } else {
+            // As `Debug` writes it: `ryu`'s shortest digits differ from it in the last
+            // place for some 17-digit values (150898429778999.63 became ...99.62).
             let _ = write!(self.out, "{value:?}");
         }
     }
