@@ -53,30 +53,17 @@ pub(super) async fn run<S, B>(
         None => serve_io(stream, &shared, activity, drain).await,
         // Boxed: the handshake and the TLS stream's state are kilobytes that every
         // connection task of a plain listener (the sidecar's app port) would carry.
-        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, &shared, activity, drain)).await,
-    }
-}
-
-async fn serve_tls<S, B>(
-    stream: TcpStream,
-    acceptor: &tokio_rustls::TlsAcceptor,
-    shared: &Shared<S>,
-    activity: Arc<Activity>,
-    drain: watch::Receiver<bool>,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    let settings = &shared.settings;
-    // The handshake is part of the wait for the first request head.
-    match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_io(tls, shared, activity, drain).await,
-        Ok(Err(e)) => tracing::debug!(listener = settings.name, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(listener = settings.name, "TLS handshake timed out"),
+        Some(acceptor) => {
+            Box::pin(async {
+                // The handshake is part of the wait for the first request head.
+                match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_io(tls, &shared, activity, drain).await,
+                    Ok(Err(e)) => tracing::debug!(listener = settings.name, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(listener = settings.name, "TLS handshake timed out"),
+                }
+            })
+            .await
+        }
     }
 }
 
