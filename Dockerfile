@@ -8,7 +8,7 @@
 #
 #   ./scripts/build-image registry.example.com/platform/keyrelay:0.1.0
 #
-# It builds target/<triple>/release/keyrelay with -C target-feature=+crt-static,
+# It builds target/<triple>/dist/keyrelay with -C target-feature=+crt-static,
 # stages it with this file in a fresh target/image-context.*, and runs `podman build`
 # (or `docker build` with BUILDER=docker) there. tests/image.rs runs the same script
 # with KEYRELAY_IMAGE_PROFILE=image-test: the same image, built without optimisation.

@@ -13,7 +13,7 @@
 //! have found the upstream.
 //!
 //! The only difference from the users' image is `KEYRELAY_IMAGE_PROFILE=image-test`:
-//! an unoptimised build instead of `release` (see Cargo.toml), to keep CI's time.
+//! an unoptimised build instead of `dist` (see Cargo.toml), to keep CI's time.
 //! podman comes from `./scripts/test`; without it, or if it cannot build here, the test
 //! fails.
 
