@@ -127,6 +127,103 @@ async fn idle_http2_and_http1_connections_are_closed_after_the_idle_timeout() {
     assert!(ended.is_ok(), "an idle HTTP/1.1 keep-alive connection stayed open");
 }
 
+/// A slow client's socket: it sends at most `step` bytes per write, and waits a
+/// moment after its first write, so the server sees the request head (or the
+/// HTTP/2 preface) begin before the rest of it is there.
+struct Trickle {
+    tcp: TcpStream,
+    step: usize,
+    /// Armed by the first write; the next write waits for it.
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    written: bool,
+}
+
+impl Trickle {
+    fn new(tcp: TcpStream, step: usize) -> Self {
+        Trickle { tcp, step, pause: None, written: false }
+    }
+}
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
+            self.pause = None;
+        }
+        let n = buf.len().min(self.step);
+        let written = std::task::ready!(std::pin::Pin::new(&mut self.tcp).poll_write(cx, &buf[..n]))?;
+        if !self.written {
+            self.written = true;
+            self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+        }
+        std::task::Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn requests_whose_first_bytes_arrive_in_pieces_are_served_over_http1_and_http2() {
+    let (_mock, proxy) = start("").await;
+    let request = || {
+        http::Request::get(format!("http://{}/v1/models", proxy.running.proxy_addr))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    // One byte (`P`, also the preface's first), a part of the preface, or more than it:
+    // the server decides from the first bytes when it can, else reads until it can.
+    for step in [1, 7, 30] {
+        let tcp = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(Trickle::new(tcp, step));
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let chat = http::Request::post(format!("http://{}/v1/chat/completions", proxy.running.proxy_addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from_static(br#"{"model":"m","messages":[]}"#)))
+            .unwrap();
+        let response = sender.send_request(chat).await.expect("HTTP/1.1 answered");
+        assert_eq!(response.status(), 200, "HTTP/1.1, {step} bytes per write");
+        response.into_body().collect().await.unwrap();
+
+        let tcp = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(Trickle::new(tcp, step));
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(request()).await.expect("HTTP/2 answered");
+        assert_eq!(response.status(), 200, "HTTP/2, {step} bytes per write");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"{"), "{}", String::from_utf8_lossy(&body));
+    }
+}
+
 #[tokio::test]
 async fn past_the_admin_cap_new_connections_are_closed_while_the_app_port_serves() {
     let (mock, proxy) = start("  admin_max_connections: 4\n  timeouts: { header_read: 60s }\n").await;

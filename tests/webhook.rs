@@ -61,14 +61,28 @@ impl Webhook {
     /// One request on a fresh TLS connection that checks the certificate against the CA
     /// and the Service's DNS name, as the API server does.
     async fn request(&self, method: &str, path: &str, body: Vec<u8>, http2: bool) -> Answer {
+        let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
+        self.request_offering(Some(alpn), method, path, body, http2).await
+    }
+
+    /// [`Webhook::request`] offering `alpn` in the handshake (`None`: no ALPN at all,
+    /// so the server learns the protocol from the first bytes).
+    async fn request_offering(
+        &self,
+        alpn: Option<&[u8]>,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        http2: bool,
+    ) -> Answer {
         let mut config = (*self.tls).clone();
-        config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let tls = TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from(SERVICE_DNS).unwrap(), tcp)
             .await
             .expect("TLS handshake with the webhook");
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(if http2 { &b"h2"[..] } else { &b"http/1.1"[..] }));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), alpn);
         let request = http::Request::builder()
             .method(method)
             .uri(format!("https://{SERVICE_DNS}{path}"))
@@ -251,6 +265,18 @@ async fn container_mode_from_the_flag_adds_a_plain_sidecar_over_http2() {
     assert_eq!(patched["spec"]["initContainers"].as_array().unwrap().len(), 1);
     assert_eq!(env(find(&patched["spec"]["containers"], "chat"), "OPENAI_BASE_URL"), Some("http://127.0.0.1:4100/v1"));
     assert_eq!(patched["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"], "chat");
+}
+
+#[tokio::test]
+async fn a_client_offering_no_alpn_is_served_in_the_protocol_it_speaks() {
+    let webhook = start(&[]);
+    let pod = app_pod(injected_annotations());
+    for http2 in [false, true] {
+        let review = serde_json::to_vec(&admission_review(&pod)).unwrap();
+        let answer = webhook.request_offering(None, "POST", "/mutate", review, http2).await;
+        assert_eq!(answer.status, 200, "HTTP/2: {http2}: {}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(answer.json()["response"]["uid"], UID, "HTTP/2: {http2}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! One accepted connection, from TLS handshake to close: served by hyper (HTTP/1.1 or
-//! HTTP/2, auto-detected) under the [`Activity`] watchdog, and shut down gracefully
-//! when the listener drains.
+//! HTTP/2, as the connection announces it, see [`protocol`](super::protocol)) under the
+//! [`Activity`] watchdog, and shut down gracefully when the listener drains.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::activity::{Activity, Expiry, Tracked, Watched};
+use super::protocol::{Announced, Protocol};
 use super::Settings;
 
 /// How long an idle connection gets to flush its GOAWAY (HTTP/2) before it is cut.
@@ -25,8 +26,30 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// What every connection task of one listener shares.
 pub(super) struct Shared<S> {
     pub settings: Settings,
-    pub builder: auto::Builder<TokioExecutor>,
+    pub builders: Builders,
     pub service: S,
+}
+
+/// hyper's connection builders, all configured alike: one for each protocol a
+/// connection announces, and auto-detection for a connection that does not.
+pub(super) struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub fn new(auto: auto::Builder<TokioExecutor>) -> Self {
+        Builders { http1: auto.clone().http1_only(), http2: auto.clone().http2_only(), auto }
+    }
+
+    fn speaking(&self, protocol: Option<Protocol>) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Some(Protocol::Http1) => &self.http1,
+            Some(Protocol::Http2) => &self.http2,
+            None => &self.auto,
+        }
+    }
 }
 
 /// Serves one connection until it closes, its deadline passes, or (after `drain`
@@ -69,7 +92,7 @@ pub(super) async fn run<S, B>(
 
 async fn serve_io<I, S, B>(io: I, shared: &Shared<S>, activity: Arc<Activity>, mut drain: watch::Receiver<bool>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Announced + AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -78,11 +101,21 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let name = shared.settings.name;
+    let mut expired = std::pin::pin!(activity.expired());
+    // Under the same deadline and drain as the request head that follows.
+    let protocol = tokio::select! {
+        protocol = io.protocol() => protocol,
+        () = stopped(&mut drain) => return,
+        _ = expired.as_mut() => {
+            tracing::debug!(listener = name, "closed: no complete request head in time");
+            return;
+        }
+    };
     let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
     let service = Tracked::new(shared.service.clone(), Arc::clone(&activity));
     // Built in place: a value moved into `tokio::pin!` kept two slots in this future.
-    let mut connection = std::pin::pin!(shared.builder.serve_connection(io, service));
-    let mut expired = std::pin::pin!(activity.expired());
+    let builder = shared.builders.speaking(protocol);
+    let mut connection = std::pin::pin!(builder.serve_connection(io, service));
     let mut draining = false;
     loop {
         tokio::select! {

@@ -15,6 +15,7 @@ mod activity;
 pub mod body;
 pub mod client;
 mod connection;
+mod protocol;
 pub mod resolve;
 mod serve;
 pub mod tls_profiles;

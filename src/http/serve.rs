@@ -19,7 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::connection::{self, Shared};
+use super::connection::{self, Builders, Shared};
 use super::{ConnectionStats, Settings};
 
 /// Accept errors (usually out of file descriptors) are retried after this, doubling
@@ -43,7 +43,7 @@ where
     let name = settings.name;
     let (grace, stats, cap) = (settings.drain_grace, Arc::clone(&settings.stats), settings.max_connections);
     let permits = Arc::new(Semaphore::new(cap.min(Semaphore::MAX_PERMITS)));
-    let shared = Arc::new(Shared { builder: builder(&settings), settings, service });
+    let shared = Arc::new(Shared { builders: Builders::new(builder(&settings)), settings, service });
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut backoff = Backoff::default();
