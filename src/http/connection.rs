@@ -113,8 +113,8 @@ where
     };
     let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
     let service = Tracked::new(shared.service.clone(), Arc::clone(&activity));
-    // Built in place: a value moved into `tokio::pin!` kept two slots in this future.
     let builder = shared.builders.speaking(protocol);
+    // Built in place: a value moved into `tokio::pin!` kept two slots in this future.
     let mut connection = std::pin::pin!(builder.serve_connection(io, service));
     let mut draining = false;
     loop {
