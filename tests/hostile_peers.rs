@@ -65,6 +65,11 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> String {
     String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned()
 }
 
+/// `GET /v1/models` on the app port at `addr` (answered by keyrelay itself).
+fn list_models(addr: SocketAddr) -> http::Request<Empty<Bytes>> {
+    http::Request::get(format!("http://{addr}/v1/models")).body(Empty::<Bytes>::new()).unwrap()
+}
+
 #[tokio::test]
 async fn silent_partial_and_preface_only_connections_are_closed_on_both_ports() {
     let (_mock, proxy) = start("  timeouts: { header_read: 300ms }\n").await;
@@ -101,11 +106,7 @@ async fn an_http1_keep_alive_connection_gets_the_header_timeout_for_its_next_req
 #[tokio::test]
 async fn idle_http2_and_http1_connections_are_closed_after_the_idle_timeout() {
     let (_mock, proxy) = start("  timeouts: { idle: 300ms }\n").await;
-    let request = || {
-        http::Request::get(format!("http://{}/v1/models", proxy.running.proxy_addr))
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
+    let request = || list_models(proxy.running.proxy_addr);
 
     let tcp = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
     let (mut sender, connection) =
@@ -191,11 +192,7 @@ impl tokio::io::AsyncWrite for Trickle {
 #[tokio::test]
 async fn requests_whose_first_bytes_arrive_in_pieces_are_served_over_http1_and_http2() {
     let (_mock, proxy) = start("").await;
-    let request = || {
-        http::Request::get(format!("http://{}/v1/models", proxy.running.proxy_addr))
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
+    let request = || list_models(proxy.running.proxy_addr);
     // One byte (`P`, also the preface's first), a part of the preface, or more than it:
     // the server decides from the first bytes when it can, else reads until it can.
     for step in [1, 7, 30] {
