@@ -76,6 +76,38 @@ mod tests {
         }
     }
 
+    /// The real peek: it decides once enough has arrived, and consumes nothing.
+    #[tokio::test]
+    async fn a_peek_decides_without_taking_the_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (first, rest, wanted) in [
+            (&b"PRI * HTTP/2.0\r\n"[..], &b"\r\nSM\r\n\r\n"[..], Protocol::Http2),
+            (b"P", b"OST /v1/chat/completions HTTP/1.1\r\n", Protocol::Http1),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            client.write_all(first).await.unwrap();
+            // Only a part of the preface has been sent: nothing to decide yet.
+            assert_eq!(server.protocol().await, None, "{first:?}");
+            client.write_all(rest).await.unwrap();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            // The rest may arrive after a peek that still sees only the first part.
+            let decided = loop {
+                if let Some(protocol) = server.protocol().await {
+                    break protocol;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "undecided: {first:?}");
+                tokio::task::yield_now().await;
+            };
+            assert_eq!(decided, wanted);
+            let mut read = vec![0u8; first.len() + rest.len()];
+            server.read_exact(&mut read).await.unwrap();
+            assert_eq!(read, [first, rest].concat(), "the bytes are still there for hyper");
+        }
+    }
+
     proptest::proptest! {
         /// Where both decide, they agree with hyper-util's rule: HTTP/2 exactly when the
         /// bytes are the whole preface.
