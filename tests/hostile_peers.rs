@@ -73,8 +73,10 @@ fn list_models(addr: SocketAddr) -> http::Request<Empty<Bytes>> {
 #[tokio::test]
 async fn silent_partial_and_preface_only_connections_are_closed_on_both_ports() {
     let (_mock, proxy) = start("  timeouts: { header_read: 300ms }\n").await;
-    let peers: [(&str, &[u8]); 4] = [
+    let peers: [(&str, &[u8]); 5] = [
         ("sends nothing", b""),
+        // Too little to tell HTTP/1 from HTTP/2: left to hyper-util's detection, which waits.
+        ("sends one byte", b"P"),
         ("partial headers", b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: "),
         ("only the HTTP/2 preface", H2_PREFACE),
         ("preface and SETTINGS, never a request", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0"),
