@@ -55,10 +55,12 @@ impl Health {
     }
 
     /// A rejected reload: counts it and keeps its errors for `/readyz`.
+    /// The count goes up last: whoever sees it (a probe, `/metrics`) finds the errors
+    /// already in place.
     pub fn record_reload_failure(&self, errors: String) {
-        self.reload_failures.fetch_add(1, Ordering::SeqCst);
         self.reloads.push(None, false, &errors);
         self.set_last_error(Some(errors));
+        self.reload_failures.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A reload applied: `generation` serves now.
