@@ -121,7 +121,7 @@ impl Running {
         let metrics = Arc::new(ProxyMetrics::default());
         let state = Arc::new(ProxyState {
             store: Arc::clone(&store),
-            client: http::client::client(server.connect_timeout, options.upstream_ca.as_deref())?,
+            client: http::lanes::ProxyClient::verified(server.connect_timeout, options.upstream_ca.as_deref())?,
             body_budget: Arc::default(),
             metrics: Arc::clone(&metrics),
         });

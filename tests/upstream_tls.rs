@@ -32,8 +32,13 @@ fn config(port: u16) -> String {
 /// The mock over TLS and keyrelay in front of it, trusting the test CA if `trust`.
 /// The returned temp dir holds the CA file and must outlive the proxy.
 async fn start(alpn: &[&[u8]], trust: bool) -> (MockProvider, Proxy, tempfile::TempDir) {
+    start_with_mock(alpn, trust, MockConfig::new()).await
+}
+
+/// [`start`] with the mock configured as `mock` says (its one key added here).
+async fn start_with_mock(alpn: &[&[u8]], trust: bool, mock: MockConfig) -> (MockProvider, Proxy, tempfile::TempDir) {
     let (ca_pem, server) = pki(alpn);
-    let mock = MockProvider::start_tls(MockConfig::new().key("sk-a", KeyLimit::unlimited()), server).await.unwrap();
+    let mock = MockProvider::start_tls(mock.key("sk-a", KeyLimit::unlimited()), server).await.unwrap();
     let ca_dir = tempfile::tempdir().unwrap();
     let ca_path = ca_dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca_pem).unwrap();
@@ -62,6 +67,48 @@ async fn http2_is_negotiated_by_alpn_and_one_connection_carries_every_request() 
     );
     assert!(requests.iter().all(|r| r.key.as_deref() == Some("sk-a")));
     assert_eq!(mock.connections(), 1, "requests were not multiplexed on one pooled connection");
+}
+
+/// More streams at once than one HTTP/2 connection to the provider may carry (the mock,
+/// like hyper's server, allows 200 at a time): every one reaches the provider at once,
+/// none waits inside a full connection for another to end.
+#[tokio::test]
+async fn streams_past_one_connections_stream_limit_all_reach_the_provider_at_once() {
+    const STREAMS: usize = 250;
+    // Each stream stays open after its first chunk: the second comes ten minutes later.
+    let slow_streams = MockConfig::new().stream(2, std::time::Duration::from_secs(600));
+    let (mock, proxy, _ca) = start_with_mock(&[b"h2", b"http/1.1"], true, slow_streams).await;
+    let client = harness::http_client();
+    let url = proxy.url("/v1/chat/completions");
+    let mut heads = tokio::task::JoinSet::new();
+    for _ in 0..STREAMS {
+        let request = http::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            )))
+            .unwrap();
+        heads.spawn(client.request(request));
+    }
+    // The streams' response heads, kept (and their bodies open) until the end.
+    let mut open = Vec::new();
+    let all = async {
+        while let Some(head) = heads.join_next().await {
+            open.push(head.unwrap().unwrap());
+        }
+    };
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), all).await;
+    assert!(
+        waited.is_ok(),
+        "{} of {STREAMS} streams answered, {} reached the provider",
+        open.len(),
+        mock.requests().len()
+    );
+    assert!(open.iter().all(|r| r.status() == 200));
+    let requests = mock.requests();
+    assert_eq!(requests.len(), STREAMS);
+    assert!(requests.iter().all(|r| r.version == http::Version::HTTP_2));
+    assert!(mock.connections() >= STREAMS.div_ceil(100), "{} connections", mock.connections());
 }
 
 #[tokio::test]

@@ -18,10 +18,12 @@ use rustls::pki_types::CertificateDer;
 use super::resolve::Resolver;
 use super::BoxError;
 
-/// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN,
-/// plain `http://` allowed for local servers) sending bodies of type `B`.
-/// Host names go through keyrelay's own resolver (`/etc/hosts`, `/etc/resolv.conf`).
-pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector<Resolver>>, B>;
+/// How every upstream connection is made ([`connector`]).
+pub type Connector = HttpsConnector<HttpConnector<Resolver>>;
+
+/// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN)
+/// sending bodies of type `B`.
+pub type HttpsClient<B> = Client<Connector, B>;
 
 /// The client for whole in-memory bodies (the OTLP exporter's).
 pub type UpstreamClient = HttpsClient<Full<Bytes>>;
@@ -32,17 +34,19 @@ pub type UpstreamClient = HttpsClient<Full<Bytes>>;
 /// snapshot need not name the proxy's type.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The request path's client (and the key probes').
-pub type ProxyClient = HttpsClient<UpstreamBody>;
-
-/// Builds a client. Upstream certificates are checked against the Mozilla roots
-/// compiled in (no CA bundle needed in the image) plus, if given, the PEM bundle
-/// `extra_ca` (a corporate proxy's CA, a self-hosted model server's).
+/// Builds a client. Upstream certificates are checked as [`verified_tls`] says.
 pub fn client<B>(connect_timeout: Duration, extra_ca: Option<&Path>) -> Result<HttpsClient<B>, CaError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
+    Ok(pooled(connector(connect_timeout, verified_tls(extra_ca)?)))
+}
+
+/// Upstream certificates checked against the Mozilla roots compiled in (no CA bundle
+/// needed in the image) plus, if given, the PEM bundle `extra_ca` (a corporate proxy's
+/// CA, a self-hosted model server's).
+pub fn verified_tls(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, CaError> {
     let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
         let failed = |reason: String| CaError { path: path.to_owned(), reason };
@@ -56,27 +60,27 @@ where
             return Err(failed("no certificates in the file".to_owned()));
         }
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    Ok(client_with_tls(connect_timeout, tls))
+    Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
 }
 
-/// A pooled client checking upstream certificates as `tls` says.
-pub fn client_with_tls<B>(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpsClient<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-{
+/// How upstream connections are made: TCP with `TCP_NODELAY`, then TLS checked as
+/// `tls` says, offering HTTP/2 and HTTP/1.1 by ALPN (plain `http://` allowed for
+/// local servers). Host names go through keyrelay's own resolver.
+pub fn connector(connect_timeout: Duration, tls: rustls::ClientConfig) -> Connector {
     let mut http = HttpConnector::new_with_resolver(Resolver::from_system());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+    HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().enable_http2().wrap_connector(http)
+}
+
+/// A keep-alive pool over `connector`.
+pub fn pooled<B>(connector: Connector) -> HttpsClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
 }
 
 /// The extra CA bundle could not be used.

@@ -3,9 +3,9 @@
 //! on one port, timeouts for peers that send nothing, never finish a request head or
 //! sit idle, and a bounded drain on shutdown. Plus the body type and the small
 //! response helpers the handlers share. And the outbound side: [`client`], the pooled
-//! HTTPS client builder, [`tls_profiles`], the clients for deployments that check
-//! certificates their own way, and [`resolve`], the in-process name resolver outbound
-//! clients connect through.
+//! HTTPS client builder, [`lanes`], the request path's client over several such pools,
+//! [`tls_profiles`], the clients for deployments that check certificates their own
+//! way, and [`resolve`], the in-process name resolver outbound clients connect through.
 //!
 //! It owns connections, never requests: what a request means is the handler's
 //! business. Nothing here reads snapshots; of config it knows only the
@@ -15,6 +15,7 @@ mod activity;
 pub mod body;
 pub mod client;
 mod connection;
+pub mod lanes;
 mod protocol;
 pub mod resolve;
 mod serve;

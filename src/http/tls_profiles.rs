@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::client::{client_with_tls, ProxyClient};
+use super::lanes::ProxyClient;
 use crate::config::TlsProfile;
 
 /// The clients of one snapshot, by profile, each with a hash of what it was built from.
@@ -61,7 +61,7 @@ pub fn client_for(
     if let Some(kept) = previous.and_then(|p| p.get(profile)).filter(|(f, _)| *f == fingerprint) {
         return Ok(Some(kept.clone()));
     }
-    Ok(Some((fingerprint, client_with_tls(connect_timeout, tls))))
+    Ok(Some((fingerprint, ProxyClient::with_tls(connect_timeout, tls))))
 }
 
 /// `ssl_verify: false`: any certificate is accepted. Handshake signatures are still

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Deployment;
-use crate::http::client::ProxyClient;
+use crate::http::lanes::ProxyClient;
 use crate::pool::{Changed, Choice, EndpointId, KeyValues, Rotation, Snapshot};
 use crate::provider::probe::Verdict;
 use crate::provider::Auth;

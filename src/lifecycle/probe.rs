@@ -9,7 +9,8 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::config::Deployment;
-use crate::http::client::{ProxyClient, UpstreamBody};
+use crate::http::client::UpstreamBody;
+use crate::http::lanes::ProxyClient;
 use crate::pool::Snapshot;
 use crate::provider::probe::{self, Verdict};
 use crate::provider::Auth;

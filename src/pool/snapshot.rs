@@ -15,7 +15,7 @@ use super::session;
 use super::state::{EndpointState, Exclusion, Priority};
 use super::wildcard::{self, Pattern};
 use crate::config::{Config, Deployment, Diagnostic, ModelRoute, ResolvedSecrets, ServerSettings, TlsProfile};
-use crate::http::client::ProxyClient;
+use crate::http::lanes::ProxyClient;
 use crate::http::tls_profiles::{self, TlsClients};
 use crate::provider::{Auth, NO_KEY};
 

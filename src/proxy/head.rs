@@ -10,25 +10,26 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
+use crate::http::lanes::LaneBody;
 
 /// An upstream body: what was read of it already, then the rest as it arrives.
 #[derive(Debug)]
 pub struct UpstreamBody {
     head: Option<Bytes>,
     trailers: Option<HeaderMap>,
-    rest: Option<Incoming>,
+    rest: Option<LaneBody>,
 }
 
 impl UpstreamBody {
     /// A body nothing was read of.
-    pub fn unread(body: Incoming) -> Self {
+    pub fn unread(body: LaneBody) -> Self {
         UpstreamBody { head: None, trailers: None, rest: Some(body) }
     }
 
     /// What was read (at most `limit` bytes and one frame, within `budget`); the body
     /// keeps the rest, if it did not end by then.
-    pub async fn read_head(mut body: Incoming, limit: usize, budget: Duration) -> (Bytes, UpstreamBody) {
+    pub async fn read_head(mut body: LaneBody, limit: usize, budget: Duration) -> (Bytes, UpstreamBody) {
         let deadline = tokio::time::Instant::now().checked_add(budget);
         let mut head = BytesMut::new();
         let mut trailers = None;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::body_budget::BodyBudget;
-use crate::http::client::ProxyClient;
+use crate::http::lanes::ProxyClient;
 use crate::pool::Snapshot;
 use crate::telemetry::metrics::ProxyMetrics;
 
