@@ -34,6 +34,7 @@ pub const STREAMS_PER_LANE: usize = 100;
 /// Lanes per client: 6,400 requests at a time before any waits in a connection. A
 /// lane without traffic is a few hundred bytes (an empty pool); it has no connection.
 const LANES: usize = 64;
+const _: () = assert!(LANES > 0, "a client needs a lane");
 
 /// The pooled client requests and key probes go through. Cloning shares the lanes.
 #[derive(Clone)]
@@ -101,23 +102,26 @@ impl ProxyClient {
         &self,
         request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<LaneBody>, hyper_util::client::legacy::Error>> + Send + 'static {
-        let lease = self.lease();
-        let sent = self.lanes[lease.index].client.request(request);
+        let (lease, lane) = self.lease();
+        let sent = lane.client.request(request);
         async move { Ok(sent.await?.map(|body| LaneBody { body, _lease: lease })) }
     }
 
-    fn lease(&self) -> Lease {
+    /// A place on a lane, and that lane.
+    fn lease(&self) -> (Lease, &Lane) {
         let lease = |index| Lease { lanes: Arc::clone(&self.lanes), index };
         for (index, lane) in self.lanes.iter().enumerate() {
             // Taken before it is checked, so two requests cannot both take the last place.
             if lane.open.fetch_add(1, Ordering::Relaxed) < STREAMS_PER_LANE {
-                return lease(index);
+                return (lease(index), lane);
             }
             lane.open.fetch_sub(1, Ordering::Relaxed);
         }
-        let index = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].open.load(Ordering::Relaxed)).unwrap_or(0);
-        self.lanes[index].open.fetch_add(1, Ordering::Relaxed);
-        lease(index)
+        let least_busy = self.lanes.iter().enumerate().min_by_key(|(_, lane)| lane.open.load(Ordering::Relaxed));
+        // `LANES` is not zero (checked at compile time): there is always a least busy lane.
+        let (index, lane) = least_busy.expect("a client has lanes");
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        (lease(index), lane)
     }
 
     /// Requests open on each lane, for tests.
@@ -155,7 +159,7 @@ mod tests {
     #[test]
     fn requests_fill_the_first_lane_with_room_and_give_their_place_back() {
         let client = client();
-        let leases: Vec<Lease> = (0..STREAMS_PER_LANE * 2 + 1).map(|_| client.lease()).collect();
+        let leases: Vec<Lease> = (0..STREAMS_PER_LANE * 2 + 1).map(|_| client.lease().0).collect();
         let open = client.open();
         assert_eq!(open[..3], [STREAMS_PER_LANE, STREAMS_PER_LANE, 1]);
         assert!(open[3..].iter().all(|&n| n == 0), "{open:?}");
@@ -166,9 +170,9 @@ mod tests {
     #[test]
     fn a_place_freed_on_an_early_lane_is_taken_before_a_later_lane() {
         let client = client();
-        let mut leases: Vec<Lease> = (0..STREAMS_PER_LANE + 5).map(|_| client.lease()).collect();
+        let mut leases: Vec<Lease> = (0..STREAMS_PER_LANE + 5).map(|_| client.lease().0).collect();
         leases.swap_remove(0);
-        let next = client.lease();
+        let next = client.lease().0;
         assert_eq!(next.index, 0);
         assert_eq!(client.open()[..2], [STREAMS_PER_LANE, 5]);
     }
@@ -176,12 +180,12 @@ mod tests {
     #[test]
     fn with_every_lane_full_the_least_busy_one_takes_more() {
         let client = client();
-        let mut leases: Vec<Lease> = (0..STREAMS_PER_LANE * LANES).map(|_| client.lease()).collect();
+        let mut leases: Vec<Lease> = (0..STREAMS_PER_LANE * LANES).map(|_| client.lease().0).collect();
         assert!(client.open().iter().all(|&n| n == STREAMS_PER_LANE));
         let freed = leases.iter().position(|l| l.index == 7).unwrap();
         leases.swap_remove(freed);
-        leases.push(client.lease());
-        leases.push(client.lease());
+        leases.push(client.lease().0);
+        leases.push(client.lease().0);
         let open = client.open();
         assert_eq!(open.iter().sum::<usize>(), STREAMS_PER_LANE * LANES + 1);
         assert!(open.iter().all(|&n| n <= STREAMS_PER_LANE + 1), "{open:?}");
