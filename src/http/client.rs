@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -18,8 +18,7 @@ use rustls::pki_types::CertificateDer;
 use super::resolve::Resolver;
 use super::BoxError;
 
-/// How every upstream connection is made ([`connector`]).
-pub type Connector = HttpsConnector<HttpConnector<Resolver>>;
+pub use super::upstream_io::Connector;
 
 /// A pooled upstream client (keep-alive, HTTP/2 when the server offers it by ALPN)
 /// sending bodies of type `B`.
@@ -71,7 +70,14 @@ pub fn connector(connect_timeout: Duration, tls: rustls::ClientConfig) -> Connec
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().enable_http2().wrap_connector(http)
+    Connector::new(
+        HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http),
+    )
 }
 
 /// A keep-alive pool over `connector`.

@@ -20,6 +20,7 @@ mod protocol;
 pub mod resolve;
 mod serve;
 pub mod tls_profiles;
+mod upstream_io;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -12,8 +12,6 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -43,7 +41,7 @@ where
     let name = settings.name;
     let (grace, stats, cap) = (settings.drain_grace, Arc::clone(&settings.stats), settings.max_connections);
     let permits = Arc::new(Semaphore::new(cap.min(Semaphore::MAX_PERMITS)));
-    let shared = Arc::new(Shared { builders: Builders::new(builder(&settings)), settings, service });
+    let shared = Arc::new(Shared { builders: Builders::new(&settings), settings, service });
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut backoff = Backoff::default();
@@ -105,19 +103,6 @@ where
         ),
     }
     // Dropping the set cuts whatever is still open.
-}
-
-fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The connection's own watchdog times request heads: hyper's would also close idle
-    // keep-alive connections at the header timeout.
-    builder.http1().header_read_timeout(None);
-    let mut http2 = builder.http2();
-    http2.timer(TokioTimer::new()).keep_alive_interval(settings.keep_alive_interval);
-    if let Some(interval) = settings.keep_alive_interval {
-        http2.keep_alive_timeout(interval);
-    }
-    builder
 }
 
 fn millis(d: Duration) -> u64 {

@@ -159,35 +159,42 @@ async fn call(
         Some(route) => route.upstream_model(&endpoint.deployment, &request.inbound.alias),
         None => std::borrow::Cow::Borrowed(endpoint.deployment.upstream_model.as_str()),
     };
-    let mut upstream_request = upstream::request_for(request.inbound, endpoint, &upstream_model).map_err(|e| {
-        tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
-        Failure::Connect
-    })?;
-    span.inject(upstream_request.headers_mut());
-    let client = request.snapshot.tls_client(&endpoint.deployment.options.tls).unwrap_or(&request.state.client);
-    let response = match tokio::time::timeout(budget, client.request(upstream_request)).await {
+    // Built in a block, and the response taken apart at once: a value borrowed in an
+    // `async fn` keeps its room in the future until its scope ends, and every request
+    // in flight carries this future.
+    let sent = {
+        let mut upstream_request = upstream::request_for(request.inbound, endpoint, &upstream_model).map_err(|e| {
+            tracing::error!(deployment = %endpoint.deployment.name, error = %e, "could not build the upstream request");
+            Failure::Connect
+        })?;
+        span.inject(upstream_request.headers_mut());
+        let client = request.snapshot.tls_client(&endpoint.deployment.options.tls).unwrap_or(&request.state.client);
+        client.request(upstream_request)
+    };
+    let (mut parts, body) = match tokio::time::timeout(budget, sent).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => {
             tracing::debug!(deployment = %endpoint.deployment.name, error = %e, connect = e.is_connect(), "upstream transport error");
             return Err(Failure::Connect);
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => response.into_parts(),
     };
     let now = Instant::now();
     let latency = now - started;
     ProxyMetrics::observe(&metrics.upstream_latency, &endpoint.id.alias, &endpoint.id.deployment, latency);
     let bounds = route.map(|r| r.settings.cooldown_bounds).unwrap_or_default();
-    let report = ratelimit::parse(response.headers(), SystemTime::now(), bounds.ceiling);
+    let report = ratelimit::parse(&parts.headers, SystemTime::now(), bounds.ceiling);
     endpoint.state.on_response(&report, latency, now);
     endpoint.state.history.on_answer(now, latency, (&report).into());
-    let status = response.status();
+    let status = parts.status;
     if status != StatusCode::TOO_MANY_REQUESTS {
         endpoint.state.learn_from_report(&report, now);
     }
-    let (mut parts, body) = response.into_parts();
     let body = if is_retryable(status) || refusal::may_refuse_key(status) {
         let left = budget.saturating_sub(started.elapsed());
-        let (head, body) = UpstreamBody::read_head(body, ERROR_BODY_LIMIT, left).await;
+        // Boxed: only error answers are read ahead, and unboxed its state would make
+        // every request's future the larger.
+        let (head, body) = Box::pin(UpstreamBody::read_head(body, ERROR_BODY_LIMIT, left)).await;
         if let Some(reason) = refusal::classify(status, &head) {
             tracing::warn!(key = %endpoint.key_name(), deployment = %endpoint.deployment.name, status = status.as_u16(), reason = reason.as_str(), "provider refused the key; trying another, and this one again later");
             let now = Instant::now();

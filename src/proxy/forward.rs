@@ -7,6 +7,7 @@
 //! it learned. The request's [`Exchange`] goes along and counts attempts, retries and
 //! waits; [`respond`] turns the end of it into the client's response.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
@@ -29,15 +30,21 @@ type Outcome = Result<Answer, Option<Failure>>;
 
 /// Routes one request and returns the response for the client. `exchange` ends with
 /// the response: now, or with the relayed body.
-pub(super) async fn forward(
-    state: &ProxyState,
-    snapshot: &Snapshot,
+///
+/// Not an `async fn`, which would keep `inbound` and `exchange` twice in the future (as
+/// captured and as locals): 770 bytes more for every request in flight.
+#[allow(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice")]
+pub(super) fn forward<'a>(
+    state: &'a ProxyState,
+    snapshot: &'a Snapshot,
     inbound: Inbound,
     mut exchange: Exchange,
-) -> Response<ProxyBody> {
-    exchange.routed(&inbound, snapshot.route(&inbound.alias).map(|r| &r.alias));
-    let result = route(state, snapshot, &inbound, &mut exchange).await;
-    respond(exchange, result, snapshot.server.request_timeout)
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+    async move {
+        exchange.routed(&inbound, snapshot.route(&inbound.alias).map(|r| &r.alias));
+        let result = route(state, snapshot, &inbound, &mut exchange).await;
+        respond(exchange, result, snapshot.server.request_timeout)
+    }
 }
 
 /// The alias's chain (it, then its fallbacks), and for a context-window or
