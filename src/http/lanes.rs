@@ -39,7 +39,7 @@ const _: () = assert!(LANES > 0, "a client needs a lane");
 /// The pooled client requests and key probes go through. Cloning shares the lanes.
 #[derive(Clone)]
 pub struct ProxyClient {
-    lanes: Arc<[Lane]>,
+    lanes: Arc<[Lane; LANES]>,
 }
 
 struct Lane {
@@ -50,7 +50,7 @@ struct Lane {
 
 /// A request's place on its lane, given back when its response body ends.
 struct Lease {
-    lanes: Arc<[Lane]>,
+    lanes: Arc<[Lane; LANES]>,
     index: usize,
 }
 
@@ -93,8 +93,8 @@ impl ProxyClient {
     }
 
     fn new(connector: Connector) -> Self {
-        let lanes = (0..LANES).map(|_| Lane { client: client::pooled(connector.clone()), open: AtomicUsize::new(0) });
-        ProxyClient { lanes: lanes.collect() }
+        let lane = |_| Lane { client: client::pooled(connector.clone()), open: AtomicUsize::new(0) };
+        ProxyClient { lanes: Arc::new(std::array::from_fn(lane)) }
     }
 
     /// Sends `request` on the first lane with room (the least busy one when all are full).
@@ -117,9 +117,13 @@ impl ProxyClient {
             }
             lane.open.fetch_sub(1, Ordering::Relaxed);
         }
-        let least_busy = self.lanes.iter().enumerate().min_by_key(|(_, lane)| lane.open.load(Ordering::Relaxed));
-        // `LANES` is not zero (checked at compile time): there is always a least busy lane.
-        let (index, lane) = least_busy.expect("a client has lanes");
+        // `LANES` is not zero (checked at compile time), so lane 0 exists.
+        let (index, lane) = self
+            .lanes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, lane)| lane.open.load(Ordering::Relaxed))
+            .unwrap_or((0, &self.lanes[0]));
         lane.open.fetch_add(1, Ordering::Relaxed);
         (lease(index), lane)
     }
