@@ -103,7 +103,15 @@ fn install(default_filter: &str, otlp: Option<OtlpSettings>) -> bool {
     });
     // The same directives again, for the access line's own check (`EnvFilter` is not `Clone`).
     let access_filter = EnvFilter::try_new(filter.to_string()).ok();
-    let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().is_ok();
+    // No `.with(otel)` of an `Option`: an absent layer counts as one that wants every
+    // span and event, so each callsite the log's filter turns off (the request path's
+    // spans, `debug!` lines) was still built and dispatched, to nobody.
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    let installed = match otel {
+        Some(otel) => logs.with(otel).try_init(),
+        None => logs.try_init(),
+    }
+    .is_ok();
     if let Some(access_filter) = access_filter.filter(|_| installed && !ansi) {
         let buffer = writer.as_ref().map(|(buffer, _)| Arc::clone(buffer));
         access::render_directly(access::DirectSink { enabled: access::passes(access_filter), json, buffer });
